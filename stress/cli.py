@@ -1,0 +1,71 @@
+"""Command line entry point: ``python -m stress`` / ``gpu-stress``.
+
+The one place that turns a :class:`~stress.errors.StressError` into ``error: ...`` lines and an exit
+code. An unexpected exception is a bug: its traceback goes to a file, the screen gets one line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+import tempfile
+import time
+import traceback
+
+from stress import __version__
+from stress.errors import ExitCode, StressError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpu-stress",
+        description="Reproduce GPU driver and compositor regressions after sustained diffusion load.",
+        epilog="Exit codes: see docs/exit-codes.md. Run '%(prog)s COMMAND --help' for a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import stress.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"stress.commands.{info.name}")
+        mod.register(sub)
+    return parser
+
+
+def _save_traceback() -> str:
+    fd, path = tempfile.mkstemp(prefix=f"stress-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        traceback.print_exc(file=fh)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    try:
+        return int(args.func(args))
+    except StressError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `gpu-stress schema | head`
+        return int(ExitCode.OK)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, not the user's fault
+        path = _save_traceback()
+        print(f"internal error: {type(exc).__name__}: {exc} (traceback saved to {path}; "
+              "please attach it to a bug report)", file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

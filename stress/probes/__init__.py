@@ -1,0 +1,1 @@
+"""Compositor probes: screenshots, decoding the outputs, and a display round trip."""

@@ -1,0 +1,549 @@
+"""Scenario files: YAML -> validated :class:`Scenario`.
+
+Loaded with a safe loader; every key keeps the file and line it came from, so that every problem is
+reported at once as ``file:line: key.path: what is wrong (got X)``. ``extends:`` stacks a scenario on
+others (deep merge, cycles detected); ``matrix:`` expands one scenario into a named sweep.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stress.errors import Problem, ScenarioError
+from stress.hw.config import MonitorsConfig
+from stress.probes.config import ProbesConfig
+
+SCHEMA_VERSION = 1
+
+# Samplers selectable by name. The default is DPM++ 2M Karras exactly as SD.Next configures it.
+SAMPLERS = (
+    "dpmpp_2m_karras", "dpmpp_2m", "dpmpp_sde_karras", "euler", "euler_a", "ddim", "unipc", "heun",
+    "lms", "pndm", "ddpm",
+)
+BUILTIN_MODELS = ("builtin:tiny-sdxl", "builtin:tiny-sdxl-refiner", "builtin:tiny-sd15",
+                  "builtin:sdxl", "builtin:sdxl-refiner", "builtin:sd15")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"90s"``, ``"10m"``, ``"2h"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90, '90s', '10m' or '2h'")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError("expected a duration like 90, '90s', '10m' or '2h'")
+    secs = float(m.group(1)) * _UNITS[m.group(2)]
+    if secs <= 0:
+        raise ValueError("must be positive")
+    return secs
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSpec(_Strict):
+    base: str = Field("builtin:tiny-sdxl", description=(
+        "builtin:tiny-sdxl | builtin:sdxl | a local diffusers folder | a single .safetensors checkpoint"))
+    refiner: str | None = Field(None, description="same forms as base; null for no refiner")
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    clip_skip: int = Field(1, ge=1, le=12, description="as SD.Next: 1 takes the penultimate layer for SDXL")
+
+    @field_validator("base", "refiner")
+    @classmethod
+    def _known_source(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("builtin:") and v not in BUILTIN_MODELS:
+            close = difflib.get_close_matches(v, BUILTIN_MODELS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of {', '.join(BUILTIN_MODELS)}"
+            raise ValueError(f"unknown built-in model{hint}")
+        return v
+
+
+class SamplerSpec(_Strict):
+    name: str = "dpmpp_2m_karras"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            close = difflib.get_close_matches(v, SAMPLERS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(SAMPLERS)}"
+            raise ValueError(f"unknown sampler; {hint}")
+        return v
+
+
+class RefinerSpec(_Strict):
+    switch: float = Field(0.8, gt=0, lt=1, description="fraction of denoising done by the base")
+    steps: int | None = Field(None, ge=1, le=1000, description="refiner steps; default: same as steps")
+    semantics: Literal["sdnext", "diffusers"] = Field("sdnext", description=(
+        "sdnext: the base is called with steps//switch+1 steps and denoising_end=switch, the refiner "
+        "with refiner_steps//(1-switch)//2+1 and denoising_start=switch (as SD.Next); diffusers: one "
+        "schedule of `steps` split at `switch`"))
+
+
+class PromptSpec(_Strict):
+    """Exactly one of text, file, tokens."""
+
+    text: str | None = None
+    file: str | None = None
+    tokens: int | None = Field(None, ge=0, le=20000, description="generate exactly this many tokens")
+    seed: int = Field(0, description="seed of the generated prompt's word choice")
+    breaks_every: int | None = Field(None, ge=1, description="insert BREAK every N tokens (generated prompts)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PromptSpec":
+        given = [k for k in ("text", "file", "tokens") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of text, file or tokens"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class SeedsSpec(_Strict):
+    base: int = Field(..., ge=0, lt=2**63)
+    increment: int = 1
+
+
+class Img2ImgSpec(_Strict):
+    inputs: str | None = Field(None, description="folder of input images; default: generated test patterns")
+    strength: float = Field(0.6, gt=0, le=1)
+
+
+class Optimizations(_Strict):
+    attention: Literal["sdpa", "math", "sliced"] = "sdpa"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+
+
+class SessionSpec(_Strict):
+    restart_worker_every: int = Field(0, ge=0, description="fresh worker every K images; 0: one long-lived worker")
+    reload_models_every: int = Field(0, ge=0, description="reload the models every K images; 0: never")
+    time_limit: float | None = Field(None, description="stop the run after this long (e.g. '8h')")
+    image_timeout: float = Field(900.0, description="watchdog: kill a worker stuck this long on one image")
+    load_timeout: float = Field(1800.0, description="watchdog for loading models")
+    on_failure: Literal["continue", "stop"] = "continue"
+    idle_after: float = Field(0.0, ge=0, description="seconds the worker stays idle after the last image")
+
+    @field_validator("time_limit", "image_timeout", "load_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+
+class OutputSpec(_Strict):
+    format: Literal["jpg", "png"] = "jpg"
+    quality: int = Field(92, ge=1, le=100)
+
+
+Resolution = tuple[int, int]
+
+
+class Scenario(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(..., min_length=1, max_length=80)
+    description: str = ""
+    workload: Literal["sdxl", "sd15-img2img"] = "sdxl"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    steps: int = Field(38, ge=1, le=1000)
+    cfg: float = Field(6.8, ge=0, le=50)
+    refiner: RefinerSpec = Field(default_factory=RefinerSpec)
+    images: int = Field(1, ge=1, le=1_000_000)
+    batch_size: int = Field(1, ge=1, le=64)
+    resolutions: list[Resolution] = Field(default_factory=lambda: [(1024, 1024)], min_length=1)
+    seeds: Union[int, list[int], SeedsSpec] = 0
+    prompt: PromptSpec = Field(default_factory=lambda: PromptSpec(text="a photograph of a lighthouse"))
+    negative_prompt: PromptSpec = Field(default_factory=lambda: PromptSpec(text=""))
+    img2img: Img2ImgSpec = Field(default_factory=Img2ImgSpec)
+    optimizations: Optimizations = Field(default_factory=Optimizations)
+    session: SessionSpec = Field(default_factory=SessionSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    # Set by matrix expansion: the values this run took, for naming and reports.
+    matrix_values: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt", "negative_prompt", mode="before")
+    @classmethod
+    def _prompt_shorthand(cls, v: Any) -> Any:
+        return {"text": v} if isinstance(v, str) else v
+
+    @field_validator("resolutions", mode="before")
+    @classmethod
+    def _parse_resolutions(cls, v: Any) -> Any:
+        if isinstance(v, (str, list)) is False:
+            return v
+        items = [v] if isinstance(v, str) else v
+        out = []
+        for item in items:
+            if isinstance(item, str):
+                m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", item)
+                if not m:
+                    raise ValueError(f"'{item}' is not WIDTHxHEIGHT (e.g. 1152x1536)")
+                item = (int(m.group(1)), int(m.group(2)))
+            out.append(item)
+        return out
+
+    @field_validator("resolutions")
+    @classmethod
+    def _multiple_of_8(cls, v: list[Resolution]) -> list[Resolution]:
+        for w, h in v:
+            if w < 64 or h < 64 or w > 8192 or h > 8192:
+                raise ValueError(f"{w}x{h} is outside 64..8192")
+            if w % 8 or h % 8:
+                raise ValueError(f"{w}x{h} is not divisible by 8 (the VAE downsamples by 8); "
+                                 f"try {w - w % 8}x{h - h % 8}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one seed")
+        if isinstance(v, int) and not 0 <= v < 2**63:
+            raise ValueError("a seed must be in 0..2**63-1")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        if self.workload == "sd15-img2img" and self.model.refiner:
+            raise ValueError("model.refiner: the sd15-img2img workload has no refiner; remove it")
+        return self
+
+    # ---- derived values used by the plan and the worker ----
+    def seed_for(self, index: int) -> int:
+        if isinstance(self.seeds, int):
+            return self.seeds
+        if isinstance(self.seeds, list):
+            return self.seeds[index % len(self.seeds)]
+        return self.seeds.base + index * self.seeds.increment
+
+    def resolution_for(self, index: int) -> Resolution:
+        return self.resolutions[index % len(self.resolutions)]
+
+    @property
+    def refiner_steps(self) -> int:
+        return self.refiner.steps or self.steps
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with line numbers
+
+
+class _Located:
+    """Data plus, for each key path, the (file, line) it came from."""
+
+    def __init__(self, data: Any, lines: dict[tuple, tuple[str, int]]):
+        self.data = data
+        self.lines = lines
+
+
+def _compose(path: Path) -> _Located:
+    text = _read_text(path)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError([Problem(str(path), line, "", f"not valid YAML: {problem}")]) from None
+    if node is None:
+        raise ScenarioError([Problem(str(path), None, "", "the file is empty; a scenario needs at least 'name:'")])
+    lines: dict[tuple, tuple[str, int]] = {}
+
+    def walk(n: yaml.Node, loc: tuple) -> None:
+        lines.setdefault(loc, (str(path), n.start_mark.line + 1))
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value
+                lines[loc + (key,)] = (str(path), k.start_mark.line + 1)
+                walk(v, loc + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                lines[loc + (i,)] = (str(path), v.start_mark.line + 1)
+                walk(v, loc + (i,))
+
+    walk(node, ())
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # constructor errors (e.g. bad tags) that compose accepted
+        raise ScenarioError([Problem(str(path), None, "", f"not valid YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem(str(path), 1, "", f"a scenario must be a mapping of keys (got {type(data).__name__})")])
+    return _Located(data, lines)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError([Problem(str(path), None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ScenarioError([Problem(str(path), None, "", "is a directory, expected a .yaml file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([Problem(str(path), None, "", f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise ScenarioError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> _Located:
+    path = path.resolve() if path.exists() else path
+    if path in chain:
+        cycle = " -> ".join(p.name for p in chain + (path,))
+        raise ScenarioError([Problem(str(chain[-1]), None, "extends", f"cycle detected: {cycle}")])
+    loc = _compose(path)
+    parents = loc.data.pop("extends", None)
+    if parents is None:
+        return loc
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        f, line = loc.lines.get(("extends",), (str(path), None))
+        raise ScenarioError([Problem(f, line, "extends", "must be a file name or a list of file names")])
+    merged: dict = {}
+    lines: dict = {}
+    for parent in parents:
+        ppath = (path.parent / parent)
+        if not ppath.exists():
+            f, line = loc.lines.get(("extends",), (str(path), None))
+            raise ScenarioError([Problem(f, line, "extends", f"'{parent}' not found (looked at {ppath})")])
+        ploc = _load_with_extends(ppath, chain + (path,))
+        merged = _deep_merge(merged, ploc.data)
+        lines.update(ploc.lines)
+    merged = _deep_merge(merged, loc.data)
+    lines.update(loc.lines)
+    return _Located(merged, lines)
+
+
+def _loc_to_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_for(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at ``loc`` (for 'did you mean')."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# pydantic's union/tagged-loc fragments that mean nothing to a user
+_NOISE = re.compile(r"^(int|str|list\[.*\]|SeedsSpec|tuple\[.*\]|function-after\[.*\]|function-before\[.*\])$")
+
+
+def _problems_from(exc: ValidationError, located: _Located, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple] = set()
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _NOISE.match(p)))
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            key = loc[-1]
+            owner = _model_for(loc[:-1])
+            names = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            msg = f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close
+                                            else (f" (allowed: {', '.join(names)})" if names else ""))
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
+            msg = f"{msg} (got {_short(err['input'])})"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {_short(err['input'])})"
+        # Find the nearest located ancestor for the line number.
+        probe = loc
+        while probe not in located.lines and probe:
+            probe = probe[:-1]
+        f, line = located.lines.get(probe, (source, None))
+        if (loc, msg) in seen:
+            continue
+        seen.add((loc, msg))
+        problems.append(Problem(f, line, _loc_to_path(loc), msg))
+    return problems
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        if not isinstance(cur.get(p), dict):
+            cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def _matrix_label(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _check_files(sc: Scenario, located: _Located, base_dir: Path) -> list[Problem]:
+    """Checks that need the file system: checkpoints and prompt files exist, are usable."""
+    problems = []
+
+    def where(*loc: Any) -> tuple[str, int | None]:
+        probe = tuple(loc)
+        while probe not in located.lines and probe:
+            probe = probe[:-1]
+        return located.lines.get(probe, (str(base_dir), None))
+
+    for key in ("base", "refiner"):
+        src = getattr(sc.model, key)
+        if src is None or src.startswith("builtin:"):
+            continue
+        p = resolve_path(src, base_dir)
+        f, line = where("model", key)
+        if not p.exists():
+            problems.append(Problem(f, line, f"model.{key}", f"checkpoint not found: {p} "
+                                    "(give a local diffusers folder or a .safetensors file, "
+                                    "or use builtin:sdxl for random weights)"))
+        elif p.is_file() and p.suffix not in (".safetensors", ".ckpt"):
+            problems.append(Problem(f, line, f"model.{key}", f"{p.name} is not a .safetensors checkpoint"))
+        elif p.is_dir() and not (p / "model_index.json").exists():
+            problems.append(Problem(f, line, f"model.{key}", f"{p} is not a diffusers folder (no model_index.json)"))
+    for key in ("prompt", "negative_prompt"):
+        spec: PromptSpec = getattr(sc, key)
+        if spec.file is None:
+            continue
+        p = resolve_path(spec.file, base_dir)
+        f, line = where(key, "file")
+        if not p.is_file():
+            problems.append(Problem(f, line, f"{key}.file", f"prompt file not found: {p}"))
+        elif not p.read_text(encoding="utf-8", errors="replace").strip():
+            problems.append(Problem(f, line, f"{key}.file", f"prompt file is empty: {p}; write a prompt in it"))
+    if key == "negative_prompt" and sc.prompt.text is not None and not sc.prompt.text.strip():
+        f, line = where("prompt")
+        problems.append(Problem(f, line, "prompt", "the prompt is empty; write one or use 'tokens: N'"))
+    if sc.workload == "sd15-img2img" and sc.img2img.inputs:
+        p = resolve_path(sc.img2img.inputs, base_dir)
+        f, line = where("img2img", "inputs")
+        if not p.is_dir():
+            problems.append(Problem(f, line, "img2img.inputs", f"input folder not found: {p}"))
+        elif not any(x.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp") for x in p.iterdir()):
+            problems.append(Problem(f, line, "img2img.inputs", f"no .png/.jpg/.webp images in {p}"))
+    return problems
+
+
+def resolve_path(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenario]:
+    """Load, merge ``extends``, expand ``matrix``, validate. Raises ScenarioError with every problem."""
+    path = Path(path)
+    located = _load_with_extends(path)
+    data = located.data
+    matrix = data.pop("matrix", None)
+    source = str(path)
+    variants: list[tuple[dict, dict]] = []
+    problems: list[Problem] = []
+    if matrix is not None:
+        f, line = located.lines.get(("matrix",), (source, None))
+        if not isinstance(matrix, dict) or not matrix:
+            problems.append(Problem(f, line, "matrix", "must map key paths to lists of values, "
+                                    "e.g. {cfg: [5, 6.8], model.dtype: [fp16, bf16]}"))
+        else:
+            for k, vals in matrix.items():
+                if not isinstance(vals, list) or not vals:
+                    kf, kl = located.lines.get(("matrix", k), (f, line))
+                    problems.append(Problem(kf, kl, f"matrix.{k}", f"must be a non-empty list (got {_short(vals)})"))
+            if not problems:
+                keys = list(matrix)
+                for combo in itertools.product(*(matrix[k] for k in keys)):
+                    d = copy.deepcopy(data)
+                    for k, v in zip(keys, combo):
+                        _set_path(d, k, v)
+                    values = dict(zip(keys, combo))
+                    d["matrix_values"] = values
+                    label = ",".join(f"{k.split('.')[-1]}={_matrix_label(v)}" for k, v in values.items())
+                    d["name"] = f"{data.get('name', path.stem)}[{label}]"
+                    variants.append((d, values))
+    else:
+        variants.append((data, {}))
+    if problems:
+        raise ScenarioError(problems)
+    out = []
+    for d, values in variants:
+        try:
+            sc = Scenario.model_validate(d)
+        except ValidationError as exc:
+            for p in _problems_from(exc, located, source):
+                if p not in problems:
+                    problems.append(p)
+            continue
+        if check_files:
+            problems.extend(p for p in _check_files(sc, located, path.parent) if p not in problems)
+        out.append(sc)
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def load_scenario(path: str | Path, *, check_files: bool = True) -> Scenario:
+    """Load a scenario that is not a matrix (or take its first expansion)."""
+    return load_scenarios(path, check_files=check_files)[0]
+
+
+def json_schema() -> dict:
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "stress scenario"
+    props = schema.setdefault("properties", {})
+    props["extends"] = {"description": "file(s) this scenario is stacked on (deep merge)",
+                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    props["matrix"] = {"description": "key path -> list of values; one run per combination",
+                       "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}
+    return schema
