@@ -12,10 +12,10 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stress.errors import Problem, ScenarioError
 from stress.hw.config import MonitorsConfig
@@ -151,12 +151,39 @@ class SessionSpec(_Strict):
         return None if v is None else parse_duration(v)
 
 
+class FaultSpec(_Strict):
+    """Inject a fault at one image, to check the harness records it (and that a setup works)."""
+
+    image: int = Field(..., ge=0, description="index of the image the fault hits")
+    kind: Literal["crash", "hang", "oom", "error", "exit"] = Field(..., description=(
+        "crash: the worker dies of SIGSEGV; hang: it stops responding; oom: torch.OutOfMemoryError; "
+        "error: a Python exception; exit: the worker exits with status 3"))
+
+
 class OutputSpec(_Strict):
     format: Literal["jpg", "png"] = "jpg"
     quality: int = Field(92, ge=1, le=100)
 
 
-Resolution = tuple[int, int]
+def _parse_resolution(item: Any) -> Any:
+    if isinstance(item, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", item)
+        if not m:
+            raise ValueError("is not WIDTHxHEIGHT (e.g. 1152x1536)")
+        return (int(m.group(1)), int(m.group(2)))
+    return item
+
+
+def _check_resolution(v: tuple[int, int]) -> tuple[int, int]:
+    w, h = v
+    if w < 64 or h < 64 or w > 8192 or h > 8192:
+        raise ValueError(f"{w}x{h} is outside 64..8192")
+    if w % 8 or h % 8:
+        raise ValueError(f"{w}x{h} is not divisible by 8 (the VAE downsamples by 8); try {w - w % 8}x{h - h % 8}")
+    return v
+
+
+Resolution = Annotated[tuple[int, int], BeforeValidator(_parse_resolution), AfterValidator(_check_resolution)]
 
 
 class Scenario(_Strict):
@@ -181,6 +208,7 @@ class Scenario(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    faults: list[FaultSpec] = Field(default_factory=list, description="harness self-test: faults to inject")
     # Set by matrix expansion: the values this run took, for naming and reports.
     matrix_values: dict[str, Any] = Field(default_factory=dict)
 
@@ -191,36 +219,22 @@ class Scenario(_Strict):
 
     @field_validator("resolutions", mode="before")
     @classmethod
-    def _parse_resolutions(cls, v: Any) -> Any:
-        if isinstance(v, (str, list)) is False:
-            return v
-        items = [v] if isinstance(v, str) else v
-        out = []
-        for item in items:
-            if isinstance(item, str):
-                m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", item)
-                if not m:
-                    raise ValueError(f"'{item}' is not WIDTHxHEIGHT (e.g. 1152x1536)")
-                item = (int(m.group(1)), int(m.group(2)))
-            out.append(item)
-        return out
+    def _one_resolution(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
-    @field_validator("resolutions")
-    @classmethod
-    def _multiple_of_8(cls, v: list[Resolution]) -> list[Resolution]:
-        for w, h in v:
-            if w < 64 or h < 64 or w > 8192 or h > 8192:
-                raise ValueError(f"{w}x{h} is outside 64..8192")
-            if w % 8 or h % 8:
-                raise ValueError(f"{w}x{h} is not divisible by 8 (the VAE downsamples by 8); "
-                                 f"try {w - w % 8}x{h - h % 8}")
-        return v
-
-    @field_validator("seeds")
+    @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v: Any) -> Any:
-        if isinstance(v, list) and not v:
-            raise ValueError("give at least one seed")
+        # One clear message instead of one per member of the union.
+        shape = "a seed is an integer, a list of integers, or {base: N, increment: K}"
+        if isinstance(v, bool) or not isinstance(v, (int, list, dict)):
+            raise ValueError(shape)
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one seed")
+            for i, x in enumerate(v):
+                if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**63:
+                    raise ValueError(f"item {i} is not a seed in 0..2**63-1 (got {x!r}); {shape}")
         if isinstance(v, int) and not 0 <= v < 2**63:
             raise ValueError("a seed must be in 0..2**63-1")
         return v
@@ -259,7 +273,15 @@ class _Located:
         self.lines = lines
 
 
+def _display(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _compose(path: Path) -> _Located:
+    path = _display(path)
     text = _read_text(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -321,7 +343,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> _Located:
     path = path.resolve() if path.exists() else path
     if path in chain:
         cycle = " -> ".join(p.name for p in chain + (path,))
-        raise ScenarioError([Problem(str(chain[-1]), None, "extends", f"cycle detected: {cycle}")])
+        raise ScenarioError([Problem(str(_display(chain[-1])), None, "extends", f"cycle detected: {cycle}")])
     loc = _compose(path)
     parents = loc.data.pop("extends", None)
     if parents is None:
@@ -329,7 +351,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> _Located:
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-        f, line = loc.lines.get(("extends",), (str(path), None))
+        f, line = loc.lines.get(("extends",), (str(_display(path)), None))
         raise ScenarioError([Problem(f, line, "extends", "must be a file name or a list of file names")])
     merged: dict = {}
     lines: dict = {}
@@ -429,8 +451,10 @@ def _matrix_label(value: Any) -> str:
     return str(value)
 
 
-def _check_files(sc: Scenario, located: _Located, base_dir: Path) -> list[Problem]:
-    """Checks that need the file system: checkpoints and prompt files exist, are usable."""
+def _check_files(data: dict, located: _Located, base_dir: Path) -> list[Problem]:
+    """Checks that need the file system (checkpoints, prompt files, input folders).
+
+    Works on the raw merged data, so these problems are reported together with schema problems."""
     problems = []
 
     def where(*loc: Any) -> tuple[str, int | None]:
@@ -439,9 +463,17 @@ def _check_files(sc: Scenario, located: _Located, base_dir: Path) -> list[Proble
             probe = probe[:-1]
         return located.lines.get(probe, (str(base_dir), None))
 
+    def get(*keys: str) -> Any:
+        cur: Any = data
+        for k in keys:
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(k)
+        return cur
+
     for key in ("base", "refiner"):
-        src = getattr(sc.model, key)
-        if src is None or src.startswith("builtin:"):
+        src = get("model", key)
+        if not isinstance(src, str) or src.startswith("builtin:"):
             continue
         p = resolve_path(src, base_dir)
         f, line = where("model", key)
@@ -452,22 +484,29 @@ def _check_files(sc: Scenario, located: _Located, base_dir: Path) -> list[Proble
         elif p.is_file() and p.suffix not in (".safetensors", ".ckpt"):
             problems.append(Problem(f, line, f"model.{key}", f"{p.name} is not a .safetensors checkpoint"))
         elif p.is_dir() and not (p / "model_index.json").exists():
-            problems.append(Problem(f, line, f"model.{key}", f"{p} is not a diffusers folder (no model_index.json)"))
+            problems.append(Problem(f, line, f"model.{key}",
+                                    f"{p} is not a diffusers folder (no model_index.json)"))
     for key in ("prompt", "negative_prompt"):
-        spec: PromptSpec = getattr(sc, key)
-        if spec.file is None:
+        spec = get(key)
+        if key == "prompt" and isinstance(spec, str) and not spec.strip():
+            f, line = where(key)
+            problems.append(Problem(f, line, key, "the prompt is empty; write one or use 'tokens: N'"))
+        if not isinstance(spec, dict):
             continue
-        p = resolve_path(spec.file, base_dir)
+        if key == "prompt" and isinstance(spec.get("text"), str) and not spec["text"].strip():
+            f, line = where(key, "text")
+            problems.append(Problem(f, line, f"{key}.text", "the prompt is empty; write one or use 'tokens: N'"))
+        if not isinstance(spec.get("file"), str):
+            continue
+        p = resolve_path(spec["file"], base_dir)
         f, line = where(key, "file")
         if not p.is_file():
             problems.append(Problem(f, line, f"{key}.file", f"prompt file not found: {p}"))
         elif not p.read_text(encoding="utf-8", errors="replace").strip():
             problems.append(Problem(f, line, f"{key}.file", f"prompt file is empty: {p}; write a prompt in it"))
-    if key == "negative_prompt" and sc.prompt.text is not None and not sc.prompt.text.strip():
-        f, line = where("prompt")
-        problems.append(Problem(f, line, "prompt", "the prompt is empty; write one or use 'tokens: N'"))
-    if sc.workload == "sd15-img2img" and sc.img2img.inputs:
-        p = resolve_path(sc.img2img.inputs, base_dir)
+    inputs = get("img2img", "inputs")
+    if isinstance(inputs, str):
+        p = resolve_path(inputs, base_dir)
         f, line = where("img2img", "inputs")
         if not p.is_dir():
             problems.append(Problem(f, line, "img2img.inputs", f"input folder not found: {p}"))
@@ -518,15 +557,11 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
     out = []
     for d, values in variants:
         try:
-            sc = Scenario.model_validate(d)
+            out.append(Scenario.model_validate(d))
         except ValidationError as exc:
-            for p in _problems_from(exc, located, source):
-                if p not in problems:
-                    problems.append(p)
-            continue
+            problems.extend(p for p in _problems_from(exc, located, source) if p not in problems)
         if check_files:
-            problems.extend(p for p in _check_files(sc, located, path.parent) if p not in problems)
-        out.append(sc)
+            problems.extend(p for p in _check_files(d, located, path.parent) if p not in problems)
     if problems:
         raise ScenarioError(problems)
     return out

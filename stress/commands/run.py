@@ -1,0 +1,68 @@
+"""``gpu-stress run SCENARIO``: run a scenario under the supervisor and write its report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stress.errors import ExitCode, StressError
+
+# When several runs (a matrix) end differently, the exit code is the most important one.
+_SEVERITY = [ExitCode.INTERRUPTED, ExitCode.REPRODUCED, ExitCode.WORKLOAD_ERROR, ExitCode.INCONCLUSIVE, ExitCode.OK]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a scenario (or resume a run) and write its report",
+                       description="Run a scenario in a supervised worker while monitors and compositor probes "
+                                   "record the desktop's state; write artifacts/<run-id>/ and reports/<run-id>/.")
+    p.add_argument("scenario", nargs="?", help="scenario YAML file")
+    p.add_argument("--out", default="artifacts", help="folder for run directories (default: artifacts)")
+    p.add_argument("--reports", default="reports", help="folder for reports (default: reports)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    p.add_argument("--include-prompts", action="store_true", help="keep prompts in reports (default: hashed)")
+    p.add_argument("--include-screenshots", action="store_true", help="put desktop screenshots in the bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from stress.progress import Progress
+    from stress.runner import load_resumable, run_scenario
+    from stress.scenario import load_scenarios
+
+    if args.resume:
+        resume_dir = Path(args.resume)
+        scenarios = [load_resumable(resume_dir)]
+        scenario_path = resume_dir / "scenario.resolved.json"
+    elif args.scenario:
+        resume_dir = None
+        scenario_path = Path(args.scenario)
+        scenarios = load_scenarios(scenario_path)
+    else:
+        raise StressError("give a scenario file (e.g. scenarios/demo.yaml) or --resume RUN_DIR")
+    progress = Progress.quiet() if args.quiet else Progress.for_stream(sys.stderr)
+    codes = []
+    for i, sc in enumerate(scenarios):
+        if len(scenarios) > 1:
+            progress.note(f"== run {i + 1}/{len(scenarios)}: {sc.name}")
+        result = run_scenario(
+            sc, scenario_path, artifacts=Path(args.out), reports=None if args.no_report else Path(args.reports),
+            resume_dir=resume_dir, progress=progress,
+            report_options={"include_prompts": args.include_prompts,
+                            "include_screenshots": args.include_screenshots})
+        codes.append(result.exit_code)
+        v = result.verdict
+        print(f"run:     {result.run_dir}  ({result.status})")
+        print(f"verdict: {v.get('verdict')}  (exit {result.exit_code})")
+        for reason in v.get("reasons", [])[:10]:
+            print(f"  - {reason}")
+        if result.report:
+            print(f"report:  {result.report.get('report_html')}")
+            if result.report.get("bundle"):
+                print(f"bundle:  {result.report['bundle']}")
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if result.exit_code == ExitCode.INTERRUPTED:
+            break
+    return int(min(codes, key=lambda c: _SEVERITY.index(ExitCode(c)) if c in set(_SEVERITY) else 0))

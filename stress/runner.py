@@ -1,0 +1,477 @@
+"""The supervisor: runs a scenario's workload in a worker subprocess and records everything.
+
+It never imports torch. The worker holds the GPU; when it crashes, hangs, runs out of memory or is
+killed, the supervisor is still alive to record that as the image's outcome, probe the desktop, decide
+the verdict and write the report. Every fact goes to the journal first; ``run.json`` is derived.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stress import __version__
+from stress.errors import ExitCode, StressError
+from stress.journal import Journal, RunDir, new_run_id, read_journal, write_json_atomic
+from stress.plan import Job, accounting, expand
+from stress.progress import Progress
+from stress.rundata import build_run_json
+from stress.scenario import Scenario
+
+# Outcomes after which the worker process is gone and must be replaced.
+_FATAL = ("crash", "timeout")
+
+
+class WorkerHandle:
+    """One worker subprocess and its message pipe."""
+
+    def __init__(self, ordinal: int, rd: RunDir, base_dir: Path, journal: Journal):
+        self.ordinal = ordinal
+        self.rd = rd
+        self.base_dir = base_dir
+        self.journal = journal
+        self.proc: subprocess.Popen | None = None
+        self.messages: queue.Queue = queue.Queue()
+        self.log_path = rd.logs / f"worker-{ordinal}.log"
+        self.images_done = 0
+        self.exit_recorded = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, reason: str) -> None:
+        r, w = os.pipe()
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        # Keep the stress package importable in the worker even when run from a source tree.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),
+                 "--run-dir", str(self.rd.root), "--base-dir", str(self.base_dir), "--msg-fd", str(w),
+                 "--worker", str(self.ordinal)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,),
+                start_new_session=True, env=env, close_fds=True,
+            )
+        os.close(w)
+        threading.Thread(target=self._read, args=(r,), daemon=True, name=f"worker-{self.ordinal}-reader").start()
+        self.journal.append("worker_start", worker=self.ordinal, pid=self.proc.pid, reason=reason)
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    self.messages.put(json.loads(line))
+                except ValueError:
+                    continue
+        self.messages.put({"msg": "eof"})
+
+    def send(self, **cmd: Any) -> bool:
+        if not self.proc or self.proc.poll() is not None or not self.proc.stdin:
+            return False
+        try:
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def wait_for(self, kinds: tuple[str, ...], timeout: float) -> dict:
+        """Relay events until a message of ``kinds`` arrives; ``timeout`` / ``eof`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"msg": "timeout"}
+            try:
+                msg = self.messages.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            kind = msg.get("msg")
+            if kind == "event":
+                self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
+                continue
+            if kind in kinds or kind == "eof":
+                return msg
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - limit))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _record_exit(self, reason: str) -> None:
+        if self.exit_recorded or not self.proc:
+            return
+        rc = self.proc.returncode
+        self.journal.append("worker_exit", worker=self.ordinal, pid=self.proc.pid, returncode=rc,
+                            signal=(signal.Signals(-rc).name if rc is not None and rc < 0 else None),
+                            reason=reason, stderr_tail=self.stderr_tail() if reason != "requested" else "")
+        self.exit_recorded = True
+
+    def kill(self, reason: str) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            self.proc.wait()
+        self._record_exit(reason)
+
+    def reap(self, reason: str) -> None:
+        """The worker died on its own: collect its status."""
+        if self.proc:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                return self.kill(reason)
+        self._record_exit(reason)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return self.reap("crash") if self.proc and not self.exit_recorded else None
+        if self.send(cmd="exit"):
+            self.wait_for(("bye",), timeout)
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+            self._record_exit("requested")
+        except subprocess.TimeoutExpired:
+            self.kill("killed-timeout")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    exit_code: int
+    verdict: dict
+    status: str
+    report: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    def __init__(self, status: str):
+        self.status = status
+
+
+def _sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _failed_record(sc: Scenario, job: Job, index: int, seed: int, outcome: str, error: str, worker: int) -> dict:
+    return {"index": index, "seed": seed, "width": job.width, "height": job.height, "steps": sc.steps,
+            "cfg": sc.cfg, "sampler": sc.sampler.name, "outcome": outcome, "error": error[-2000:],
+            "worker": worker, "path": None, "sha256": None}
+
+
+class Supervisor:
+    def __init__(self, sc: Scenario, rd: RunDir, base_dir: Path, *, progress: Progress,
+                 resume: bool = False, argv: list[str] | None = None):
+        self.sc = sc
+        self.rd = rd
+        self.base_dir = base_dir
+        self.progress = progress
+        self.resume = resume
+        self.argv = argv or sys.argv
+        self.journal: Journal | None = None
+        self.worker: WorkerHandle | None = None
+        self.worker_count = 0
+        self.records: dict[int, dict] = {}
+        self.t0 = time.time()
+        self.during_visits = 0
+
+    # ---- set-up ----
+    def _prepare(self) -> set[int]:
+        done: set[int] = set()
+        if self.resume:
+            prior = read_journal(self.rd.journal)
+            in_flight = set()
+            for ev in prior.events:
+                if ev.get("ev") == "image":
+                    self.records[ev["index"]] = ev
+                    in_flight.discard(ev["index"])
+                elif ev.get("ev") == "image_start":
+                    in_flight.add(ev["index"])
+                elif ev.get("ev") == "worker_start":
+                    self.worker_count = max(self.worker_count, ev.get("worker", 0) + 1)
+                elif ev.get("ev") == "probe" and ev.get("phase") == "during":
+                    self.during_visits = max(self.during_visits, ev.get("visit", 0) + 1)
+            done = set(self.records)
+            self.journal = Journal(self.rd.journal)
+            ended = prior.last("run_end")
+            self.journal.append("resume", previous_end=ended.get("status") if ended else None,
+                                torn_tail=prior.torn_tail, done=len(done), in_flight=sorted(in_flight - done))
+        else:
+            self.rd.create()
+            write_json_atomic(self.rd.scenario, self.sc.model_dump(mode="json"))
+            self.journal = Journal(self.rd.journal)
+        env = __import__("stress.environment", fromlist=["collect"]).collect()
+        write_json_atomic(self.rd.environment, env)
+        self.journal.append("run_start", run_id=self.rd.run_id, scenario=self.sc.name,
+                            scenario_sha256=_sha256_json(self.sc.model_dump(mode="json")), argv=self.argv,
+                            stress_version=__version__, pid=os.getpid(), resumed=self.resume,
+                            base_dir=str(self.base_dir))
+        self.journal.append("environment", env=env)
+        self.journal.append("plan", **accounting(self.sc), steps=self.sc.steps, refiner=bool(self.sc.model.refiner))
+        return done
+
+    # ---- workers ----
+    def _start_worker(self, reason: str) -> None:
+        self.worker = WorkerHandle(self.worker_count, self.rd, self.base_dir, self.journal)
+        self.worker_count += 1
+        self.worker.start(reason)
+        self.progress.note(f"worker {self.worker.ordinal} starting (pid {self.worker.pid}, {reason}); loading models")
+        msg = self.worker.wait_for(("ready", "load_failed"), self.sc.session.load_timeout)
+        kind = msg["msg"]
+        if kind == "ready":
+            info = msg.get("info", {})
+            self.journal.append("worker_ready", worker=self.worker.ordinal, pid=self.worker.pid, **info)
+            self.progress.note(f"worker {self.worker.ordinal} ready on {info.get('device')} "
+                               f"({info.get('dtype')}) in {info.get('load_s', 0):.1f}s")
+            return
+        if kind == "load_failed":
+            self.worker.reap("load-failed")
+            line = msg.get("error", "unknown error")
+            self.journal.append("load_failed", worker=self.worker.ordinal, error=line,
+                                traceback=msg.get("traceback", "")[-4000:])
+            raise _Stop("load-failed:" + line)
+        if kind == "timeout":
+            self.worker.kill("killed-timeout")
+            raise _Stop(f"load-failed:loading models took longer than {self.sc.session.load_timeout:.0f}s")
+        self.worker.reap("crash")
+        raise _Stop("load-failed:worker exited while loading models (see logs/)")
+
+    def _ensure_worker(self, reason: str) -> None:
+        if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
+            self._start_worker(reason)
+
+    # ---- probes ----
+    def _probe(self, phase: str, visit: int = 0) -> None:
+        if not self.sc.probes.enabled or phase not in self.sc.probes.phases:
+            return
+        from stress.probes.runner import run_phase
+
+        self.progress.note(f"probes: {phase}")
+        images = [r for r in self.records.values() if r.get("outcome") == "ok"]
+        try:
+            run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit)
+        except Exception as exc:  # noqa: BLE001 - a probe harness bug is a result, not a reason to die
+            self.journal.append("probe", phase=phase, kind="harness", rep=0, status="error", latency_s=None,
+                                metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=visit)
+
+    # ---- the workload ----
+    def _run_job(self, job: Job) -> list[dict]:
+        w = self.worker
+        assert w is not None
+        for i, s in job.images:
+            self.journal.append("image_start", index=i, seed=s, width=job.width, height=job.height,
+                                worker=w.ordinal)
+        if not w.send(cmd="generate", job_id=job.job_id, job=job.to_wire()):
+            msg = {"msg": "eof"}
+        else:
+            msg = w.wait_for(("done", "failed"), self.sc.session.image_timeout * len(job.images))
+        kind = msg["msg"]
+        if kind == "done":
+            return [dict(r, worker=w.ordinal) for r in msg["records"]]
+        if kind == "failed":
+            outcome, error = msg.get("kind", "error"), msg.get("error", "")
+        elif kind == "timeout":
+            w.kill("killed-timeout")
+            outcome = "timeout"
+            error = (f"no result within {self.sc.session.image_timeout:.0f}s per image; "
+                     f"worker killed by the watchdog")
+        else:  # eof: the worker died
+            w.reap("crash")
+            rc = w.proc.returncode if w.proc else None
+            how = f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit status {rc}"
+            outcome, error = "crash", f"worker died ({how}): {w.stderr_tail(600).strip()[-400:]}"
+        return [_failed_record(self.sc, job, i, s, outcome, error, w.ordinal) for i, s in job.images]
+
+    def _workload(self, jobs: list[Job]) -> None:
+        sess = self.sc.session
+        total = sum(len(j.images) for j in jobs)
+        self.progress.start(total, already=len(self.records))
+        for job in jobs:
+            if sess.time_limit and time.time() - self.t0 > sess.time_limit:
+                raise _Stop("time-limit")
+            restart_reason = "after-crash"
+            if self.worker and self.worker.proc and self.worker.proc.poll() is None and sess.restart_worker_every \
+                    and self.worker.images_done >= sess.restart_worker_every:
+                self.worker.stop()
+                restart_reason = "restart-every"
+            self._ensure_worker(restart_reason if self.worker else "start")
+            if sess.reload_models_every and self.worker.images_done and \
+                    self.worker.images_done % sess.reload_models_every == 0:
+                self.worker.send(cmd="reload")
+                msg = self.worker.wait_for(("reloaded",), sess.load_timeout)
+                self.journal.append("models_reloaded", worker=self.worker.ordinal, s=msg.get("s"),
+                                    ok=msg["msg"] == "reloaded")
+            before = len(self.records) // self.sc.probes.during_every
+            for rec in self._run_job(job):
+                self.records[rec["index"]] = rec
+                self.journal.append("image", **rec)
+                self.progress.image(rec)
+            self.worker.images_done += len(job.images)
+            failed = [r for r in self.records.values() if r["outcome"] != "ok"]
+            if any(self.records[i]["outcome"] in _FATAL for i in job.indices):
+                self.worker = None if self.worker.proc.poll() is not None else self.worker
+            if failed and sess.on_failure == "stop" and any(self.records[i]["outcome"] != "ok" for i in job.indices):
+                raise _Stop("stopped-on-failure")
+            after = len(self.records) // self.sc.probes.during_every
+            if after > before and len(self.records) < total:
+                self._probe("during", visit=self.during_visits)
+                self.during_visits += 1
+
+    def run(self) -> RunResult:
+        done = self._prepare()
+        journal = self.journal
+        assert journal is not None
+        from stress.samplers import Monitors
+
+        monitors = Monitors(self.sc.monitors, journal, worker_pids=lambda: [self.worker.pid]
+                            if self.worker and self.worker.pid else [])
+        status = "finished"
+        warnings: list[str] = []
+        prev_handlers = _install_signal_handlers()
+        try:
+            if self.sc.monitors.enabled:
+                monitors.start()
+            jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
+            if not self.resume or not any(e.get("ev") == "probe" and e.get("phase") == "baseline"
+                                          for e in read_journal(self.rd.journal).events):
+                self._phase("baseline", lambda: self._probe("baseline"))
+            self._phase("workload", lambda: self._workload(jobs))
+            if self.sc.session.idle_after:
+                time.sleep(self.sc.session.idle_after)
+            if self.worker and self.worker.proc and self.worker.proc.poll() is None:
+                self._phase("after", lambda: self._probe("after"))
+        except _Stop as stop:
+            status = stop.status
+        except KeyboardInterrupt:
+            status = "interrupted"
+            self.progress.note("interrupted: stopping the worker and writing the record")
+        finally:
+            _restore_signal_handlers(prev_handlers)
+            try:
+                if self.worker:
+                    if status == "interrupted":
+                        self.worker.kill("interrupted")
+                    else:
+                        self.worker.stop()
+                if status != "interrupted":
+                    self._phase("after-exit", lambda: self._probe("after-exit"))
+            except KeyboardInterrupt:
+                status = "interrupted"
+            finally:
+                if self.sc.monitors.enabled:
+                    try:
+                        summary = monitors.stop()
+                        journal.append("monitors_summary", **(summary or {}))
+                    except Exception as exc:  # noqa: BLE001
+                        warnings.append(f"monitors did not stop cleanly: {exc}")
+        self.progress.finish()
+        return self._conclude(status, warnings)
+
+    def _phase(self, name: str, fn) -> None:
+        self.journal.append("phase", phase=name, state="start")
+        try:
+            fn()
+        finally:
+            self.journal.append("phase", phase=name, state="end")
+
+    def _conclude(self, status: str, warnings: list[str]) -> RunResult:
+        from stress.analysis import verdict as decide
+
+        journal = self.journal
+        events = read_journal(self.rd.journal).events
+        images = list(self.records.values())
+        failed = [r for r in images if r.get("outcome") != "ok"]
+        load_failed = status.startswith("load-failed")
+        v = decide(events, self.sc.probes, workload_failed=bool(failed) or load_failed)
+        if load_failed:
+            v = dict(v, verdict="error", exit_code=int(ExitCode.WORKLOAD_ERROR),
+                     reasons=[f"the workload could not start: {status.split(':', 1)[1]}"] + list(v.get("reasons", [])))
+            status = "load-failed"
+        exit_code = int(ExitCode.INTERRUPTED) if status == "interrupted" else int(v["exit_code"])
+        journal.append("verdict", **dict(v, exit_code=exit_code))
+        journal.append("run_end", status=status, images_ok=len(images) - len(failed), images_failed=len(failed),
+                       wall_s=round(time.time() - self.t0, 3))
+        journal.close()
+        write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
+        return RunResult(self.rd.root, exit_code, v, status, warnings=warnings)
+
+
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
+def _on_term(signum, frame):  # noqa: ARG001
+    raise _Interrupt()
+
+
+def _install_signal_handlers() -> dict:
+    prev = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            prev[sig] = signal.signal(sig, _on_term)
+    return prev
+
+
+def _restore_signal_handlers(prev: dict) -> None:
+    for sig, handler in prev.items():
+        signal.signal(sig, handler)
+
+
+def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports: Path | None,
+                 resume_dir: Path | None = None, progress: Progress | None = None,
+                 report_options: dict | None = None) -> RunResult:
+    """Run one (expanded) scenario end to end; write its report unless ``reports`` is None."""
+    progress = progress or Progress.for_stream(sys.stderr)
+    if resume_dir is not None:
+        rd = RunDir(resume_dir)
+    else:
+        rd = RunDir(artifacts / new_run_id(sc.name))
+    base_dir = scenario_path.resolve().parent
+    if resume_dir is not None:
+        first = read_journal(rd.journal).first("run_start") or {}
+        base_dir = Path(first.get("base_dir") or base_dir)
+    sup = Supervisor(sc, rd, base_dir, progress=progress, resume=resume_dir is not None)
+    result = sup.run()
+    if reports is not None:
+        try:
+            from stress.report import write_reports
+
+            result.report = write_reports(rd.root, reports / rd.run_id, **(report_options or {}))
+            result.warnings.extend(result.report.get("warnings", []))
+        except StressError as exc:
+            result.warnings.append(f"report not written: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the run's record is safe; the report can be redone
+            result.warnings.append(f"report not written ({type(exc).__name__}: {exc}); "
+                                   f"run 'gpu-stress report {rd.root}' to retry")
+    return result
+
+
+def load_resumable(run_dir: Path) -> Scenario:
+    rd = RunDir(run_dir)
+    if not rd.journal.exists() or not rd.scenario.exists():
+        raise StressError(f"{run_dir}: not a run directory (no journal.jsonl / scenario.resolved.json)")
+    try:
+        return Scenario.model_validate(json.loads(rd.scenario.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as exc:
+        raise StressError(f"{rd.scenario}: cannot be read back ({exc}); the run cannot be resumed") from None
