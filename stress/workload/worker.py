@@ -62,6 +62,21 @@ def _apply_fault(kind: str) -> None:
         raise RuntimeError("injected fault: error")
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the supervisor dies, so a lost supervisor never leaves an orphan
+    holding the GPU (a resumed run starts its own worker)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="stress-worker")
     ap.add_argument("--scenario", required=True, help="resolved scenario JSON")
@@ -73,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The supervisor owns Ctrl-C; this process is in its own session and is told to exit instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     chan = Channel(args.msg_fd)
     chan.send("hello", pid=os.getpid(), worker=args.worker)
 
