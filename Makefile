@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
+# The demo's verdict is its result: reproduced (10) and inconclusive (11) are outcomes, not failures.
+# Without a display it runs under xvfb-run when available, so that all four probe phases run.
 demo: $(STAMP)
-	$(PY) -m stress run $(SCENARIO)
+	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && command -v xvfb-run >/dev/null 2>&1; then \
+	  echo "no display: running the demo on a virtual X server (xvfb-run)"; wrap="xvfb-run -a -s '-screen 0 1280x800x24'"; \
+	else wrap=""; fi; \
+	rc=0; eval $$wrap $(PY) -m stress run $(SCENARIO) || rc=$$?; \
+	case $$rc in 0|10|11) exit 0;; *) exit $$rc;; esac
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,294 @@
+"""The verdict: did the desktop regress after the workload? Pure: events in, verdict out, no I/O.
+
+Every later phase (``during``, ``after``, ``after-exit``) is compared with ``baseline``, probe kind by
+probe kind. A phase regressed when a kind shows a failure of a sort that never happened at baseline
+(timeouts, crashes, round-trip mismatches, stale windows, black or one-colour frames, other
+failures), or when its latency is both clearly slower (ratio of medians >= ``slowdown_ratio``) and
+significantly so (one-sided Mann-Whitney U at ``alpha``). The rules, their precedence and the exit
+codes are documented in docs/probes.md.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from stress.errors import ExitCode
+from stress.probes.config import ProbesConfig
+
+BASELINE = "baseline"
+LATER_PHASES = ("during", "after", "after-exit")
+KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
+              "viewer": "external viewer"}
+MEASURED = ("ok", "fail", "timeout", "error")
+NOT_MEASURED = ("unsupported", "unavailable")
+# Failure categories, most specific first; a failed probe counts in the first one that matches.
+CATEGORIES = ("timeout", "error", "mismatch", "stale", "black", "flat", "fail")
+
+
+def latency_of(ev: dict) -> float | None:
+    """The comparable number of one probe: decode time per megapixel of the fixed reference
+    images for ``decode`` (outputs differ between phases), ``latency_s`` for the others."""
+    if ev.get("kind") == "decode":
+        v = (ev.get("metrics") or {}).get("ref_s_per_mp")
+    else:
+        v = ev.get("latency_s")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else None
+
+
+def category_of(ev: dict) -> str | None:
+    """Which failure category a probe event falls in (``None`` for ok / not measured)."""
+    status = ev.get("status")
+    m = ev.get("metrics") or {}
+    if status in ("timeout", "error"):
+        return status
+    if status != "fail":
+        return None
+    if m.get("mismatch"):
+        return "mismatch"
+    if m.get("stale"):
+        return "stale"
+    if m.get("black_frames") or m.get("black"):
+        return "black"
+    if m.get("flat_frames") or m.get("flat"):
+        return "flat"
+    return "fail"
+
+
+def _fmt_latency(v: float, kind: str) -> str:
+    unit = "/MP" if kind == "decode" else ""
+    if v >= 10:
+        return f"{v:.0f} s{unit}"
+    if v >= 1:
+        return f"{v:.2f} s{unit}"
+    ms = v * 1000
+    return f"{ms:.0f} ms{unit}" if ms >= 10 else f"{ms:.2g} ms{unit}"
+
+
+def _summary(evs: list[dict], kind: str) -> dict:
+    status: dict[str, int] = {}
+    for e in evs:
+        status[e.get("status", "error")] = status.get(e.get("status", "error"), 0) + 1
+    cats: dict[str, list[dict]] = {c: [] for c in CATEGORIES}
+    for e in evs:
+        c = category_of(e)
+        if c:
+            cats[c].append(e)
+    fractions = [float((e.get("metrics") or {}).get("mismatch_fraction") or 0) for e in cats["mismatch"]]
+    lat = [v for e in evs if e.get("status") == "ok" for v in [latency_of(e)] if v is not None]
+    return {
+        "probes": len(evs),
+        "measured": sum(status.get(s, 0) for s in MEASURED),
+        "status": status,
+        "failures": status.get("fail", 0),
+        "timeouts": len(cats["timeout"]),
+        "errors": len(cats["error"]),
+        "mismatches": len(cats["mismatch"]),
+        "max_mismatch_fraction": max(fractions) if fractions else None,
+        "stale": len(cats["stale"]),
+        "black_frames": len(cats["black"]),
+        "flat_frames": len(cats["flat"]),
+        "other_failures": len(cats["fail"]),
+        "latency": {"metric": "ref_s_per_mp" if kind == "decode" else "latency_s",
+                    "unit": "s/MP" if kind == "decode" else "s", "n": len(lat),
+                    "median": statistics.median(lat) if lat else None},
+        "_lat": lat, "_cats": cats,
+    }
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """Smallest one-sided p-value the exact Mann-Whitney U test can give with these sizes."""
+    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
+
+
+def needed_repetitions(alpha: float) -> int:
+    """Fewest samples per side (equal sizes) with which the exact test can reach ``p < alpha``."""
+    n = 2
+    while min_p_value(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def compare_latency(current: list[float], baseline: list[float], config: ProbesConfig) -> dict:
+    """Ratio of medians and one-sided Mann-Whitney U (is ``current`` slower than ``baseline``?)."""
+    n1, n2 = len(current), len(baseline)
+    out: dict[str, Any] = {"n1": n1, "n2": n2, "ratio": None, "p_value": None, "significant": None,
+                           "slowdown": False, "too_few": False}
+    if not n1 or not n2:
+        out["note"] = "no latency samples" + (" at baseline" if not n2 else "")
+        return out
+    m1, m2 = statistics.median(current), statistics.median(baseline)
+    out["baseline_median"] = m2
+    out["median"] = m1
+    if m2 > 0:
+        out["ratio"] = m1 / m2
+    elif m1 > 0:
+        out["note"] = "baseline median is zero; ratio undefined"
+    if min_p_value(n1, n2) >= config.alpha:
+        out["too_few"] = True
+        out["note"] = f"n={n1}/{n2} is too few to reach p < {config.alpha:g}"
+    elif len(set(current) | set(baseline)) == 1:
+        out["p_value"], out["significant"] = 1.0, False  # all equal: no evidence of a difference
+    else:
+        from scipy.stats import mannwhitneyu
+
+        p = float(mannwhitneyu(current, baseline, alternative="greater").pvalue)
+        out["p_value"], out["significant"] = p, p < config.alpha
+    big = out["ratio"] is not None and out["ratio"] >= config.slowdown_ratio
+    out["slowdown"] = bool(big and out["significant"])
+    out["large"] = bool(big)
+    return out
+
+
+def _first_reason(evs: list[dict]) -> str:
+    for e in evs:
+        if e.get("reason"):
+            r = str(e["reason"])
+            return r if len(r) <= 160 else r[:157] + "..."
+    return "no reason recorded"
+
+
+def _category_sentence(phase: str, kind: str, cat: str, evs: list[dict], n: int, config: ProbesConfig) -> str:
+    label = KIND_LABEL.get(kind, kind)
+    k = len(evs)
+    if cat == "mismatch":
+        fr = max(float((e.get("metrics") or {}).get("mismatch_fraction") or 0) for e in evs)
+        if all((e.get("metrics") or {}).get("never_visible") for e in evs):
+            return f"{phase}: {label} mismatched in {k}/{n} probes (the window never appeared on screen)"
+        return f"{phase}: {label} mismatched in {k}/{n} probes (up to {fr:.0%} of pixels differ)"
+    if cat == "stale":
+        return f"{phase}: {label} left the closed window on screen in {k}/{n} probes (stale frame)"
+    if cat == "black":
+        return f"{phase}: {label} returned all-black frames in {k}/{n} probes"
+    if cat == "flat":
+        return f"{phase}: {label} returned one-colour frames in {k}/{n} probes"
+    if cat == "timeout":
+        return f"{phase}: {label} timed out in {k}/{n} probes (limit {config.timeout:g} s)"
+    if cat == "error":
+        return f"{phase}: {label} probe crashed in {k}/{n} probes ({_first_reason(evs)})"
+    return f"{phase}: {label} failed in {k}/{n} probes ({_first_reason(evs)})"
+
+
+def _latency_sentence(phase: str, kind: str, cmp: dict) -> str:
+    what = "decode time" if kind == "decode" else f"{KIND_LABEL.get(kind, kind)} latency"
+    head = (f"{phase}: {what} median {_fmt_latency(cmp['median'], kind)} vs "
+            f"{_fmt_latency(cmp['baseline_median'], kind)} at baseline ({cmp['ratio']:.1f}x")
+    if cmp.get("p_value") is not None:
+        return f"{head}, p={cmp['p_value']:.2g}, n={cmp['n1']}/{cmp['n2']})"
+    return f"{head}, n={cmp['n1']}/{cmp['n2']})"
+
+
+def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool = False) -> dict:
+    """From a run's journal events to ``{"verdict", "reasons", "exit_code", "details"}``.
+
+    Precedence: ``reproduced`` (any later phase regressed; a failed workload is listed too) >
+    ``error`` (the workload failed, or no probe could run because of harness errors) >
+    ``inconclusive`` (a needed probe kind could not be measured, baseline itself failed, or a large
+    slowdown had too few samples to test) > ``not-reproduced``.
+    """
+    probes = [e for e in events if e.get("ev") == "probe"]
+    kinds = list(dict.fromkeys(list(config.kinds) + [e.get("kind") for e in probes if e.get("kind")]))
+    by: dict[str, dict[str, list[dict]]] = {}
+    for e in probes:
+        by.setdefault(e.get("phase", "?"), {}).setdefault(e.get("kind", "?"), []).append(e)
+    phases = [p for p in (BASELINE, *LATER_PHASES) if p in by] + [p for p in by if p not in (BASELINE, *LATER_PHASES)]
+
+    details: dict[str, Any] = {"phases": {}, "notes": [], "workload_failed": bool(workload_failed)}
+    summaries: dict[str, dict[str, dict]] = {}
+    for phase in phases:
+        summaries[phase] = {kind: _summary(evs, kind) for kind, evs in by[phase].items()}
+
+    regress: list[str] = []
+    unsure: list[str] = []
+    base = summaries.get(BASELINE, {})
+
+    # What baseline could not measure, or where it already failed.
+    for kind in config.kinds:
+        label = KIND_LABEL.get(kind, kind)
+        b = base.get(kind)
+        if b is None or b["measured"] == 0:
+            evs = by.get(BASELINE, {}).get(kind, [])
+            why = next(((e.get("status"), e.get("reason")) for e in evs if e.get("status") in NOT_MEASURED), None)
+            if why:
+                unsure.append(f"{label}: {why[0]} ({why[1] or 'no reason given'}), so the desktop was not "
+                              "checked this way")
+            elif config.enabled and BASELINE in config.phases:
+                unsure.append(f"{label}: no baseline probe was recorded, so later phases cannot be compared")
+            continue
+        failed = [e for c in CATEGORIES for e in b["_cats"][c]]
+        if failed:
+            unsure.append(f"baseline: {label} already failed in {len(failed)}/{b['measured']} probes before "
+                          f"the workload ({_first_reason(failed)}); failures of that sort later prove nothing")
+
+    later_measured = False
+    for phase in phases:
+        if phase == BASELINE:
+            continue
+        if phase not in LATER_PHASES:
+            details["notes"].append(f"phase '{phase}' is not one the verdict compares; ignored")
+            continue
+        for kind, s in summaries[phase].items():
+            label = KIND_LABEL.get(kind, kind)
+            b = base.get(kind)
+            s["regressions"] = []
+            if s["measured"] == 0:
+                if kind in config.kinds and b is not None and b["measured"]:
+                    evs = by[phase][kind]
+                    unsure.append(f"{phase}: {label} could not be measured ({_first_reason(evs)})")
+                continue
+            later_measured = True
+            if b is None or b["measured"] == 0:
+                continue
+            n = s["measured"]
+            for cat in CATEGORIES:
+                if s["_cats"][cat] and not b["_cats"][cat]:
+                    s["regressions"].append(cat)
+                    regress.append(_category_sentence(phase, kind, cat, s["_cats"][cat], n, config))
+            cmp = compare_latency(s["_lat"], b["_lat"], config)
+            s.update({k: v for k, v in cmp.items() if k not in ("median",)})
+            if cmp["slowdown"]:
+                s["regressions"].append("slowdown")
+                regress.append(_latency_sentence(phase, kind, cmp))
+            elif cmp.get("large") and cmp["too_few"]:
+                unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but {cmp['n1']}/{cmp['n2']} "
+                              f"samples are too few to show significance at alpha={config.alpha:g}; "
+                              f"use probes.repetitions >= {needed_repetitions(config.alpha)}")
+            elif cmp.get("large"):
+                details["notes"].append(_latency_sentence(phase, kind, cmp).rstrip(")")
+                                        + f"), not significant at alpha={config.alpha:g}")
+            s["regressed"] = bool(s["regressions"])
+
+    for phase, per_kind in summaries.items():
+        details["phases"][phase] = {k: {kk: vv for kk, vv in s.items() if not kk.startswith("_")}
+                                    for k, s in per_kind.items()}
+
+    measured = [e for e in probes if e.get("status") in MEASURED]
+    harness_error = None
+    if config.enabled and config.phases and not probes:
+        harness_error = "no probe event was recorded"
+    elif measured and all(e.get("status") == "error" for e in measured):
+        harness_error = f"every probe failed to run ({_first_reason(measured)})"
+    if not config.enabled:
+        unsure.insert(0, "probes are disabled in the scenario, so the desktop was not checked")
+    elif probes and base and not later_measured and not regress:
+        unsure.append("no probe was measured after the baseline, so nothing could be compared")
+
+    workload_reason = ("the workload failed: images crashed, hung or ran out of memory "
+                       "(see the image outcomes)")
+    if regress:
+        reasons = regress + ([workload_reason] if workload_failed else [])
+        v, code = "reproduced", ExitCode.REPRODUCED
+    elif workload_failed or harness_error:
+        reasons = ([workload_reason] if workload_failed else []) + (
+            [f"probe harness error: {harness_error}"] if harness_error else []) + unsure
+        details["error_source"] = "workload" if workload_failed else "harness"
+        v, code = "error", ExitCode.WORKLOAD_ERROR
+    elif unsure:
+        reasons = unsure
+        v, code = "inconclusive", ExitCode.INCONCLUSIVE
+    else:
+        compared = sorted({p for p in phases if p in LATER_PHASES}, key=LATER_PHASES.index)
+        reasons = [f"no probe regressed against baseline ({', '.join(KIND_LABEL.get(k, k) for k in kinds)} "
+                   f"in {', '.join(compared)}; {len(measured)} probes)"]
+        v, code = "not-reproduced", ExitCode.OK
+    return {"verdict": v, "reasons": reasons, "exit_code": int(code), "details": details}

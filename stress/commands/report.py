@@ -1,0 +1,87 @@
+"""``gpu-stress report RUN_DIR``: (re)write the reports of a run: report.json, report.html, ticket.md, bundle.
+
+Works on any run directory, including one left by a crash, a kill or a power loss (the report says
+what is missing). Exit 0 when the reports were written, whatever the run's verdict; 2 when RUN_DIR
+has no journal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stress.errors import ExitCode, StressError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write report.json, report.html, ticket.md and a bundle for a run",
+                       description="Write the reports of a run directory (artifacts/<run-id>) into "
+                                   "reports/<run-id>/: report.json, report.html, ticket.md and <run-id>.tar.gz. "
+                                   "User name, host name, home paths, GPU UUIDs/serials and prompts are masked.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                   help="a run directory (or its run id under ./artifacts)")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: <repository or cwd>/reports/<run-id>/)")
+    p.add_argument("--include-prompts", action="store_true", help="keep prompt texts (default: sha256 and "
+                   "token count only)")
+    p.add_argument("--include-screenshots", action="store_true", help="put the probes' desktop screenshots in "
+                   "the bundle (default: left out)")
+    p.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=True,
+                   help="write <run-id>.tar.gz (default: yes)")
+    p.add_argument("--nvidia-bug-report", action="store_true", help="run nvidia-bug-report.sh --safe-mode "
+                   "(up to 5 minutes) and add its output to the bundle")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of report.json and exit")
+    p.set_defaults(func=report_command)
+
+
+def default_out_root(cwd: Path | None = None) -> Path:
+    """``<repo>/reports`` when run inside the gpu-stress repository, else ``<cwd>/reports``."""
+    cwd = (cwd or Path.cwd()).resolve()
+    for d in (cwd, *cwd.parents):
+        if (d / "pyproject.toml").is_file() and (d / "stress" / "__init__.py").is_file():
+            return d / "reports"
+    return cwd / "reports"
+
+
+def _resolve_run_dir(arg: str) -> Path:
+    p = Path(arg)
+    if p.is_file() and p.name == "journal.jsonl":
+        return p.parent
+    if not p.exists():
+        alt = default_out_root().parent / "artifacts" / arg
+        if alt.is_dir():
+            return alt
+        raise StressError(f"{arg}: no such run directory")
+    if not p.is_dir():
+        raise StressError(f"{arg}: not a directory; give a run directory (artifacts/<run-id>)")
+    if not (p / "journal.jsonl").is_file():
+        raise StressError(f"{arg}: no journal.jsonl there; give a run directory (artifacts/<run-id>)")
+    return p
+
+
+def report_command(args: argparse.Namespace) -> int:
+    if args.schema:
+        from stress.report.data import report_json_schema
+
+        print(json.dumps(report_json_schema(), indent=2))
+        return int(ExitCode.OK)
+    if not args.run_dir:
+        raise StressError("give a run directory (artifacts/<run-id>)")
+    run_dir = _resolve_run_dir(args.run_dir)
+    out = Path(args.out) if args.out else default_out_root() / run_dir.resolve().name
+    from stress.report import write_reports
+
+    if args.nvidia_bug_report:
+        print("running nvidia-bug-report.sh --safe-mode (up to 5 minutes)...", file=sys.stderr)
+    res = write_reports(run_dir, out, include_prompts=args.include_prompts,
+                        include_screenshots=args.include_screenshots, bundle=args.bundle,
+                        nvidia_bug_report=args.nvidia_bug_report)
+    print(f"report:  {res['report_html']}")
+    print(f"json:    {res['report_json']}")
+    print(f"ticket:  {res['ticket_md']}")
+    if res.get("bundle"):
+        size = res["bundle"].stat().st_size
+        print(f"bundle:  {res['bundle']}  ({size / 1e6:.1f} MB)")
+    for w in res["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return int(ExitCode.OK)

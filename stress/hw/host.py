@@ -1,0 +1,210 @@
+"""Host state through psutil: memory, swap, load, the worker process tree, and the display server and
+compositor processes (the ones that break when the desktop breaks), plus the display session type."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import psutil
+
+# Process names (Linux comm, as psutil reports them). X servers first: they are "display servers";
+# on Wayland the compositor is the display server.
+X_SERVERS = ("Xorg", "X", "Xwayland", "Xvfb", "Xephyr", "Xnest", "Xvnc", "Xtigervnc")
+COMPOSITORS = (
+    "gnome-shell", "kwin_wayland", "kwin_x11", "kwin", "mutter", "sway", "Hyprland", "weston", "picom",
+    "compton", "xcompmgr", "xfwm4", "marco", "muffin", "cinnamon", "enlightenment", "labwc", "niri",
+    "river", "wayfire", "cage", "gamescope", "compiz", "budgie-wm", "gala", "hyprland", "cosmic-comp",
+)
+# Compositors that implement wlr-screencopy, so `grim` can take a screenshot.
+WLROOTS = frozenset({"sway", "Hyprland", "hyprland", "labwc", "river", "wayfire", "cage", "niri"})
+DISPLAY_PROCESS_NAMES = frozenset(X_SERVERS + COMPOSITORS)
+
+
+def find_display_processes() -> list[tuple[psutil.Process, str]]:
+    """Running display servers and compositors as ``(process, name)``, by pid."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            name = p.info["name"]
+        except KeyError:
+            continue
+        if name in DISPLAY_PROCESS_NAMES:
+            found.append((p, name))
+    return sorted(found, key=lambda x: x[0].pid)
+
+
+def display_session() -> dict:
+    """What kind of graphical session this process runs in, and which server/compositor is up.
+
+    ``type`` comes from the environment (XDG_SESSION_TYPE, then WAYLAND_DISPLAY, then DISPLAY);
+    ``compositor`` and ``display_server`` from the running processes, so they are found even when
+    stress runs over ssh without DISPLAY.
+    """
+    env = os.environ
+    xdg = (env.get("XDG_SESSION_TYPE") or "").strip().lower()
+    wayland = env.get("WAYLAND_DISPLAY") or None
+    display = env.get("DISPLAY") or None
+    if xdg in ("x11", "wayland", "tty"):
+        kind = xdg
+        if kind == "tty" and (wayland or display):   # e.g. a nested/Xvfb session started from a tty
+            kind = "wayland" if wayland else "x11"
+    elif wayland:
+        kind = "wayland"
+    elif display:
+        kind = "x11"
+    else:
+        kind = "tty" if xdg else "none"
+    try:
+        names = [name for _, name in find_display_processes()]
+    except Exception:  # noqa: BLE001 - no /proc access: report what the environment says
+        names = []
+    compositor = next((n for n in names if n in COMPOSITORS), None)
+    server = next((n for n in names if n in X_SERVERS and n != "Xwayland"), None)
+    if server is None:
+        if kind == "wayland" and compositor:
+            server = compositor
+        elif "Xwayland" in names:
+            server = "Xwayland"
+    return {
+        "type": kind,
+        "display": display,
+        "wayland_display": wayland,
+        "xdg_session_type": xdg or None,
+        "desktop": env.get("XDG_CURRENT_DESKTOP") or None,
+        "compositor": compositor,
+        "display_server": server,
+        "xwayland": "Xwayland" in names,
+    }
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+class HostSampler:
+    """One ``host`` event's fields per :meth:`sample`. Process objects are kept between ticks (psutil's
+    cpu_percent measures since the previous call); process lists are searched again only every
+    ``rescan_every`` ticks or when one goes away, because walking /proc is the expensive part."""
+
+    def __init__(self, worker_pids: Callable[[], list[int]] = lambda: [], *, rescan_every: int = 20,
+                 tree_every: int = 4):
+        self.worker_pids = worker_pids
+        self.rescan_every = max(1, rescan_every)
+        self.tree_every = max(1, tree_every)
+        self._display: dict[int, psutil.Process] = {}
+        self._display_names: dict[int, str] = {}
+        self._roots: tuple[int, ...] = ()
+        self._trees: dict[int, list[psutil.Process]] = {}
+        self._last: dict[str, Any] = {}
+        self._rescan = True
+        self.errors = 0
+
+    @staticmethod
+    def _proc_stats(p: psutil.Process, fds: bool) -> dict | None:
+        try:
+            with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:   # exited, not reaped: not running any more
+                    return {"zombie": True}
+                d = {"r": p.memory_info().rss, "c": round(p.cpu_percent(None), 1), "t": p.num_threads()}
+                if fds:
+                    try:
+                        d["fd"] = p.num_fds()
+                    except psutil.AccessDenied:
+                        d["fd"] = None
+            return d
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return None
+        except psutil.AccessDenied:
+            return {"r": None, "c": None, "t": None}
+
+    def _scan_display(self) -> None:
+        fresh, names = {}, {}
+        for p, name in find_display_processes():
+            known = self._display.get(p.pid)
+            if known is None:
+                try:
+                    p.cpu_percent(None)   # prime: the first call always says 0.0
+                except psutil.Error:
+                    continue
+            fresh[p.pid] = known if known is not None else p
+            names[p.pid] = name
+        self._display, self._display_names = fresh, names
+
+    def _worker_tree(self, tick: int) -> list[dict]:
+        try:
+            roots = tuple(int(p) for p in (self.worker_pids() or ()))
+        except Exception:  # noqa: BLE001 - a runner callback bug must not stop host sampling
+            roots = ()
+        if roots != self._roots or tick % self.tree_every == 0:
+            old = {p.pid: p for procs in self._trees.values() for p in procs}
+            self._trees = {}
+            for r in roots:
+                procs = []
+                for p in _tree(r):
+                    kept = old.get(p.pid)
+                    if kept is None:
+                        try:
+                            p.cpu_percent(None)
+                        except psutil.Error:
+                            continue
+                        kept = p
+                    procs.append(kept)
+                self._trees[r] = procs
+            self._roots = roots
+        out = []
+        for root, procs in self._trees.items():
+            agg = {"p": root, "n": 0, "r": 0, "c": 0.0, "t": 0}
+            for p in procs:
+                s = self._proc_stats(p, fds=False)
+                if s is not None and s.get("zombie"):
+                    agg["z"] = agg.get("z", 0) + 1
+                    continue
+                if s is None or s["r"] is None:
+                    continue
+                agg["n"] += 1
+                agg["r"] += s["r"]
+                agg["c"] += s["c"]
+                agg["t"] += s["t"]
+            agg["c"] = round(agg["c"], 1)
+            out.append(agg)
+        return out
+
+    def sample(self, tick: int) -> dict:
+        out: dict[str, Any] = {}
+        vm = psutil.virtual_memory()
+        sw = psutil.swap_memory()
+        out["ma"] = vm.available
+        out["mu"] = vm.used
+        out["su"] = sw.used
+        for k, v in (("mt", vm.total), ("st", sw.total)):   # totals: only when they change
+            if self._last.get(k) != v:
+                self._last[k] = v
+                out[k] = v
+        try:
+            out["ld"] = [round(x, 2) for x in os.getloadavg()]
+        except OSError:
+            pass
+        out["wk"] = self._worker_tree(tick)
+        if self._rescan or tick % self.rescan_every == 0:
+            before = dict(self._display_names)
+            self._scan_display()
+            self._rescan = False
+            gone = [[pid, name] for pid, name in before.items() if pid not in self._display_names]
+            if gone:
+                out["dsgone"] = gone
+        ds = []
+        for pid, p in list(self._display.items()):
+            s = self._proc_stats(p, fds=True)
+            if s is None or s.get("zombie"):   # the display server or compositor went away: say so, look again
+                out.setdefault("dsgone", []).append([pid, self._display_names.get(pid)])
+                del self._display[pid]
+                self._display_names.pop(pid, None)
+                self._rescan = True
+                continue
+            ds.append({"p": pid, "nm": self._display_names.get(pid), **s})
+        out["ds"] = ds
+        return out

@@ -1,0 +1,204 @@
+"""Follow every tensor storage an operation creates, and when its last reference dies.
+
+:class:`StorageTracker` is a ``TorchDispatchMode``: it sees each ATen operation after autograd and
+decompositions, records the storage of every tensor the operation returns the first time it sees
+it (``nbytes``), and registers a ``weakref.finalize`` on that storage, which fires when the storage
+itself is destroyed (PyTorch keeps a storage's Python object alive as long as the C++ storage lives,
+so the finalizer marks the real free, not the loss of one Python reference). Views share their base's
+storage and cost nothing; in-place operations return an already-known storage.
+
+The same tracker works on real tensors (how the tests check it against PyTorch's own allocation
+records on the CPU) and on ``FakeTensorMode`` tensors, which carry shapes, dtypes and strides but
+no memory: that is how the planner walks full-size SDXL at 2048x2048 on a laptop.
+
+Why not ``torch.distributed._tools.mem_tracker.MemTracker``: it answers a training question (params,
+grads, optimizer state, activations per module) and is a private API; an inference plan needs one
+thing, the ordered alloc/free sequence (for the caching-allocator model in
+:mod:`stress.planner.overhead`), labelled with the pipeline stage and the module that was running.
+It uses the same two building blocks (a dispatch mode and storage weak references).
+
+What a dispatch mode cannot see: scratch memory allocated inside a kernel (cuDNN/cuBLAS workspaces,
+on the CPU oneDNN buffers), the CUDA context, and the caching allocator's rounding and caching. Those
+are modelled in :mod:`stress.planner.overhead`.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+# Ops that create no storage of their own; skipping them saves time on every view.
+_SKIP = {torch.ops.prim.device.default}
+
+
+@dataclass
+class Timeline:
+    """The ordered allocation events of a trace.
+
+    ``events`` holds ``(key, nbytes)``: ``nbytes > 0`` allocates storage ``key``, ``nbytes < 0``
+    frees it. Weights and other allocations the tracker cannot see are added with :meth:`alloc`.
+    """
+
+    events: list[tuple[int, int]] = field(default_factory=list)
+    stages: list[tuple[int, str]] = field(default_factory=list)   # (index of first event, stage)
+    live: int = 0
+    peak: int = 0
+    peak_stage: str = ""
+    peak_module: str = ""
+    peak_weights: int = 0                 # weight bytes resident at the peak
+    stage_peaks: dict[str, int] = field(default_factory=dict)
+    stage_peak_modules: dict[str, str] = field(default_factory=dict)
+    stage_peak_weights: dict[str, int] = field(default_factory=dict)
+    weights_live: int = 0
+    _sizes: dict[int, int] = field(default_factory=dict)
+    _weight_keys: set[int] = field(default_factory=set)
+    _next_key: int = -1
+    stage: str = ""
+    module: str = ""
+
+    def mark(self, stage: str) -> None:
+        """Start a named stage; later events belong to it."""
+        self.stage = stage
+        self.stages.append((len(self.events), stage))
+        if stage not in self.stage_peaks:
+            self.stage_peaks[stage] = self.live
+            self.stage_peak_weights[stage] = self.weights_live
+            self.stage_peak_modules[stage] = ""
+
+    def _note(self) -> None:
+        if self.live > self.stage_peaks.get(self.stage, -1):
+            self.stage_peaks[self.stage] = self.live
+            self.stage_peak_modules[self.stage] = self.module
+            self.stage_peak_weights[self.stage] = self.weights_live
+        if self.live > self.peak:
+            self.peak, self.peak_stage, self.peak_module = self.live, self.stage, self.module
+            self.peak_weights = self.weights_live
+
+    def record_alloc(self, key: int, nbytes: int) -> None:
+        self._sizes[key] = nbytes
+        self.events.append((key, nbytes))
+        self.live += nbytes
+        self._note()
+
+    def record_free(self, key: int) -> None:
+        nbytes = self._sizes.pop(key, None)
+        if nbytes is None:
+            return
+        self.events.append((key, -nbytes))
+        self.live -= nbytes
+        if key in self._weight_keys:
+            self._weight_keys.discard(key)
+            self.weights_live -= nbytes
+
+    def alloc(self, nbytes: int, *, weight: bool = False) -> int:
+        """An allocation the tracker cannot see (weights, workspaces); returns its key for :meth:`free`."""
+        key = self._next_key
+        self._next_key -= 1
+        if weight:
+            self._weight_keys.add(key)
+            self.weights_live += int(nbytes)
+        self.record_alloc(key, int(nbytes))
+        return key
+
+    def free(self, key: int) -> None:
+        self.record_free(key)
+
+    def live_keys(self) -> list[int]:
+        return list(self._sizes)
+
+
+class StorageTracker(TorchDispatchMode):
+    """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
+
+    def __init__(self, timeline: Timeline | None = None):
+        super().__init__()
+        self.timeline = timeline if timeline is not None else Timeline()
+        self._finalizers: dict[int, weakref.finalize] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if func in _SKIP:
+            return out
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+    def _track(self, t: torch.Tensor) -> None:
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # sparse / nested tensors: none in SD pipelines
+            return
+        key = st._cdata
+        nbytes = st.nbytes()
+        known = self.timeline._sizes.get(key)
+        if known is not None:
+            if nbytes > known:  # resize_ / out= grew the storage: count the growth
+                self.timeline.record_free(key)
+                self.timeline.record_alloc(key, nbytes)
+            return
+        if nbytes == 0:
+            return
+        self.timeline.record_alloc(key, nbytes)
+        self._finalizers[key] = weakref.finalize(st, self._freed, key)
+
+    def _freed(self, key: int) -> None:
+        self._finalizers.pop(key, None)
+        self.timeline.record_free(key)
+
+    def detach_all(self) -> None:
+        """Stop following the storages still alive (their finalizers would record frees later)."""
+        for fin in list(self._finalizers.values()):
+            fin.detach()
+        self._finalizers.clear()
+
+
+class ModuleLabels:
+    """Keeps ``timeline.module`` at the qualified name of the innermost module running, so a peak
+    can be attributed ("vae.decoder.up_blocks.3.resnets.0")."""
+
+    def __init__(self, timeline: Timeline, roots: Iterable[tuple[str, torch.nn.Module]]):
+        self.timeline = timeline
+        self.names: dict[int, str] = {}
+        for prefix, root in roots:
+            for name, mod in root.named_modules():
+                self.names[id(mod)] = f"{prefix}.{name}" if name else prefix
+        self._stack: list[str] = []
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "ModuleLabels":
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        def pre(mod, args):  # noqa: ANN001, ANN202
+            name = self.names.get(id(mod))
+            if name is not None:
+                self._stack.append(name)
+                self.timeline.module = name
+
+        def post(mod, args, out):  # noqa: ANN001, ANN202
+            if id(mod) in self.names and self._stack:
+                self._stack.pop()
+                self.timeline.module = self._stack[-1] if self._stack else ""
+
+        self._handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._stack.clear()
+        self.timeline.module = ""
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views counted once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[st._cdata] = st.nbytes()
+    return sum(seen.values())

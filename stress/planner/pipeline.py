@@ -1,0 +1,538 @@
+"""Walk one image of a scenario through the real networks, stage by stage, recording every allocation.
+
+:class:`PipelineTracer` builds the scenario's networks (diffusers / transformers classes, the
+scenario's dtype and attention backend, VAE tiling/slicing as configured) with fake weights, then for
+one resolution runs, in a :class:`~stress.planner.memtrace.StorageTracker` on ``FakeTensorMode``:
+
+1. base text encoding: one 77-token chunk through each text encoder (the activation peak is the same
+   for every chunk), the per-chunk embeddings of every chunk of prompt and negative, SD.Next's padding
+   to the same chunk count, the CFG batch;
+2. base denoising: ``traced_steps`` UNet evaluations with the CFG batch (one is enough: every step
+   allocates the same sequence), then the sampler's update in fp32 as DPM++ 2M does;
+3. refiner text encoding and denoising, the same way, with the refiner's own networks;
+4. VAE decode of the final latents in the dtype the pipeline decodes in (SDXL pipelines upcast an
+   fp16 VAE whose config says ``force_upcast``), through ``vae.decode`` itself, so tiling and slicing
+   run diffusers' own code; then the post-processing on the GPU.
+
+Weight residency is not traced (weights exist before the trace); it is added to the same timeline
+as explicit events by :class:`Residency`: everything resident for the whole session without offload;
+one model at a time with ``cpu_offload`` (``enable_model_cpu_offload`` moves the previous model out
+when the next one runs); the VAE's fp32 copy while an upcast decode runs.
+
+Fake tensors are on the CPU device: on a CPU-only torch build fake CUDA tensors fail in indexing, and
+the byte counts do not depend on the device label. What does depend on the device is the attention
+kernel SDPA picks; on the CPU it picks the fused flash kernel, which returns the output and a float32
+log-sum-exp exactly as CUDA's flash and memory-efficient kernels do, so the footprint is the one a
+GPU has. ``attention: math`` uses diffusers' classic ``AttnProcessor`` (``set_default_attn_processor``:
+the score matrix is materialized with ``baddbmm``, then softmax); ``sliced`` uses
+``set_attention_slice("auto")`` on the UNet, as ``pipe.enable_attention_slicing()`` does.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from stress.planner.architectures import Architecture, Component, config_key
+from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHUNK_TOKENS = 77
+
+
+# --------------------------------------------------------------------------------------------
+# Building networks without memory
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("diffusers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def build_module(comp: Component) -> torch.nn.Module:
+    """The component's network on the meta device (no memory, no initialisation cost)."""
+    with _quiet_libraries(), torch.device("meta"):
+        if comp.library == "diffusers":
+            import diffusers
+
+            cls = getattr(diffusers, comp.cls)
+            module = cls.from_config({k: v for k, v in comp.config.items()})
+        else:
+            import transformers
+
+            cfg = transformers.CLIPTextConfig.from_dict(
+                {k: v for k, v in comp.config.items() if k not in ("architectures", "_class_name")})
+            cfg._attn_implementation = "sdpa"   # transformers' default where torch has SDPA
+            module = getattr(transformers, comp.cls)(cfg)
+    return module.eval().requires_grad_(False)
+
+
+def materialize(module: torch.nn.Module, dtype: torch.dtype, fake_mode: Any | None,
+                *, channels_last: bool = False) -> torch.nn.Module:
+    """Give a meta-built module weights in ``dtype``: fake ones (``fake_mode``) or real random ones."""
+    for mod in module.modules():
+        for store in (mod._parameters, mod._buffers):
+            for name, t in list(store.items()):
+                if t is None:
+                    continue
+                dt = dtype if t.is_floating_point() else t.dtype
+                fmt = torch.channels_last if channels_last and t.dim() == 4 else torch.contiguous_format
+                if fake_mode is not None:
+                    with fake_mode:
+                        new = torch.empty(t.shape, dtype=dt, device="cpu", memory_format=fmt)
+                else:
+                    new = torch.empty(t.shape, dtype=dt, device="cpu", memory_format=fmt)
+                    with torch.no_grad():
+                        if new.is_floating_point():
+                            new.normal_(0, 0.02)
+                        else:
+                            new.zero_()
+                store[name] = torch.nn.Parameter(new, requires_grad=False) if store is mod._parameters else new
+    return module
+
+
+def weight_sizes(module: torch.nn.Module) -> list[int]:
+    """Bytes of each parameter and buffer, in module order: one device allocation each when the
+    model is moved to the GPU."""
+    out = []
+    for t in list(module.parameters()) + list(module.buffers()):
+        out.append(t.numel() * t.element_size())
+    return out
+
+
+def apply_attention(module: torch.nn.Module, comp: Component, attention: str) -> None:
+    """Configure the attention backend the way the worker does (see module docstring)."""
+    if comp.library != "diffusers":
+        return
+    with _quiet_libraries():
+        if attention == "math":
+            module.set_default_attn_processor()
+        elif attention == "sliced" and hasattr(module, "set_attention_slice"):
+            module.set_attention_slice("auto")
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class AttentionCall:
+    module: str
+    kind: str          # "self" or "cross"
+    batch: int
+    heads: int
+    queries: int
+    keys: int
+
+
+@dataclass
+class StageInfo:
+    name: str
+    component: str               # the network that runs in this stage
+    flops: int = 0               # as traced (the whole stage as run once)
+    evaluations: int = 1         # network forwards in the trace
+    attention: list[AttentionCall] = field(default_factory=list)
+    peak: int = 0                # live bytes at the stage's peak (weights included)
+    weights_at_peak: int = 0
+    peak_module: str = ""
+
+
+@dataclass
+class ImageTrace:
+    """One image (one batch) at one resolution: its allocation sequence and stage facts."""
+
+    width: int
+    height: int
+    batch: int
+    timeline: Timeline
+    load_events: int                       # the first N events load the resident weights
+    stages: dict[str, StageInfo]
+    seconds: float
+
+    @property
+    def image_events(self) -> list[tuple[int, int]]:
+        return self.timeline.events[self.load_events:]
+
+
+# --------------------------------------------------------------------------------------------
+# Residency of weights
+
+
+class Residency:
+    """Which weights are on the GPU when, as events on the timeline (see module docstring)."""
+
+    def __init__(self, timeline: Timeline, sizes: dict[str, list[int]], offload: bool):
+        self.tl = timeline
+        self.sizes = sizes                          # "base.unet" -> per-tensor bytes
+        self.offload = offload
+        self.resident: dict[str, list[int]] = {}    # name -> timeline keys
+
+    def load_all(self, names: list[str]) -> None:
+        if self.offload:
+            return
+        for n in names:
+            self._load(n)
+
+    def _load(self, name: str) -> None:
+        self.resident[name] = [self.tl.alloc(b, weight=True) for b in self.sizes[name]]
+
+    def _unload(self, name: str) -> None:
+        for k in self.resident.pop(name, []):
+            self.tl.free(k)
+
+    def use(self, name: str) -> None:
+        """``name`` is about to run."""
+        if name in self.resident:
+            return
+        if self.offload:
+            for other in list(self.resident):
+                self._unload(other)
+        self._load(name)
+
+    def swap_dtype(self, name: str, new_sizes: list[int]) -> Callable[[], None]:
+        """``module.to(dtype)``: each tensor gets a new copy, then the old one is freed; returns the
+        undo (the pipeline casts the VAE back after decoding)."""
+        old_keys = self.resident.get(name, [])
+        old_sizes = self.sizes[name]
+        new_keys = []
+        for i, b in enumerate(new_sizes):
+            new_keys.append(self.tl.alloc(b, weight=True))
+            if i < len(old_keys):
+                self.tl.free(old_keys[i])
+        self.resident[name] = new_keys
+
+        def undo() -> None:
+            back = []
+            for i, k in enumerate(self.resident.get(name, [])):
+                back.append(self.tl.alloc(old_sizes[i], weight=True))
+                self.tl.free(k)
+            self.resident[name] = back
+        return undo
+
+    def finish_image(self) -> None:
+        """diffusers' ``maybe_free_model_hooks`` offloads every model after each pipeline call."""
+        if self.offload:
+            for n in list(self.resident):
+                self._unload(n)
+
+
+# --------------------------------------------------------------------------------------------
+# The tracer
+
+
+@dataclass
+class TraceSettings:
+    dtype: str = "fp16"
+    attention: str = "sdpa"
+    channels_last: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+    cfg: bool = True
+    batch: int = 1
+    base_chunks: int = 1                   # 77-token chunks after padding prompt and negative
+    refiner_chunks: int = 1
+    clip_skip: int = 1
+    traced_steps: int = 1
+    upcast_vae: bool | None = None         # None: as the SDXL pipelines decide (fp16 + force_upcast)
+    img2img: bool = False                  # sd15-img2img: VAE-encode an input image first
+
+
+_FLASH_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _flash_cpu_flop(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+def _flop_counter() -> Any:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # The CPU flash kernel has no formula of its own; it computes what CUDA's flash kernel does.
+    return FlopCounterMode(display=False, custom_mapping={_FLASH_CPU: _flash_cpu_flop})
+
+
+class PipelineTracer:
+    """Traces a scenario's pipeline per resolution; networks are built once, traces cached."""
+
+    def __init__(self, base: Architecture, refiner: Architecture | None, settings: TraceSettings,
+                 *, fake: bool = True):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.base, self.refiner, self.s = base, refiner, settings
+        self.fake = fake
+        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=False) if fake else None
+        self.dtype = DTYPES[settings.dtype]
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.components: dict[str, Component] = {}
+        self.sizes: dict[str, list[int]] = {}
+        t0 = time.perf_counter()
+        for prefix, arch in (("base", base), ("refiner", refiner)):
+            if arch is None:
+                continue
+            for name, comp in arch.components.items():
+                key = f"{prefix}.{name}"
+                mod = build_module(comp)
+                apply_attention(mod, comp, settings.attention)
+                cl = settings.channels_last and comp.name in ("unet", "vae")
+                materialize(mod, self.dtype, self.fake_mode, channels_last=cl)
+                self.modules[key], self.components[key] = mod, comp
+                self.sizes[key] = weight_sizes(mod)
+        self.vae_decode_dtype = self._vae_decode_dtype()
+        self.upcast_vae: torch.nn.Module | None = None
+        if self.vae_decode_dtype != self.dtype:
+            # The pipeline's vae.to(float32): traced with an fp32 copy of the decoder's network.
+            comp = self.components[self.decoder_key]
+            self.upcast_vae = build_module(comp)
+            apply_attention(self.upcast_vae, comp, settings.attention)
+            materialize(self.upcast_vae, self.vae_decode_dtype, self.fake_mode,
+                        channels_last=settings.channels_last)
+        self.build_seconds = time.perf_counter() - t0
+        self._cache: dict[tuple[int, int], ImageTrace] = {}
+
+    # ---- facts used by accounting ----
+    @property
+    def decoder_key(self) -> str:
+        return "refiner.vae" if self.refiner is not None else "base.vae"
+
+    def _vae_decode_dtype(self) -> torch.dtype:
+        vae = self.components[self.decoder_key]
+        upcast = self.s.upcast_vae
+        if upcast is None:
+            sdxl_pipeline = (self.refiner or self.base).kind in ("sdxl", "sdxl-refiner")
+            upcast = sdxl_pipeline and self.dtype == torch.float16 and bool(vae.config.get("force_upcast", True))
+        return torch.float32 if upcast else self.dtype
+
+    def weights_bytes(self) -> dict[str, int]:
+        return {k: sum(v) for k, v in self.sizes.items()}
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        f = self.base.vae_scale_factor
+        return self.base.latent_channels, height // f, width // f
+
+    # ---- tracing ----
+    def trace(self, width: int, height: int) -> ImageTrace:
+        key = (width, height)
+        if key not in self._cache:
+            self._cache[key] = self._trace(width, height)
+        return self._cache[key]
+
+    def _ctx(self) -> Any:
+        return self.fake_mode if self.fake_mode is not None else contextlib.nullcontext()
+
+    def _trace(self, width: int, height: int) -> ImageTrace:
+        t0 = time.perf_counter()
+        tl = Timeline()
+        res = Residency(tl, self.sizes, self.s.cpu_offload)
+        tl.mark("load")
+        order = [k for k in self.modules]
+        res.load_all(order)
+        load_events = len(tl.events)
+        stages: dict[str, StageInfo] = {}
+        tracker = StorageTracker(tl)
+        roots = list(self.modules.items())
+        if self.upcast_vae is not None:
+            roots.append((self.decoder_key, self.upcast_vae))
+        labels = ModuleLabels(tl, roots)
+        with torch.no_grad(), self._ctx(), tracker, labels:
+            self._run_image(tl, res, stages, width, height)
+        tracker.detach_all()
+        res.finish_image()
+        for name, info in stages.items():
+            info.peak = tl.stage_peaks.get(name, 0)
+            info.weights_at_peak = tl.stage_peak_weights.get(name, 0)
+            info.peak_module = tl.stage_peak_modules.get(name, "")
+        return ImageTrace(width, height, self.s.batch, tl, load_events, stages, time.perf_counter() - t0)
+
+    @contextlib.contextmanager
+    def _stage(self, tl: Timeline, stages: dict[str, StageInfo], name: str, component: str,
+               module: torch.nn.Module) -> Iterator[StageInfo]:
+        info = StageInfo(name, component)
+        stages[name] = info
+        tl.mark(name)
+        hooks = self._attention_hooks(component, module, info)
+        counter = _flop_counter()
+        try:
+            with counter:
+                yield info
+        finally:
+            for h in hooks:
+                h.remove()
+            info.flops = int(counter.get_total_flops())
+
+    def _attention_hooks(self, component: str, root: torch.nn.Module, info: StageInfo) -> list[Any]:
+        handles = []
+        for name, mod in root.named_modules():
+            cls = type(mod).__name__
+            if cls == "Attention" and hasattr(mod, "heads"):
+                def hook(m, args, kwargs, _name=f"{component}.{name}"):  # noqa: ANN001, ANN202
+                    hs = args[0] if args else kwargs.get("hidden_states")
+                    enc = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+                    q = hs.shape[2] * hs.shape[3] if hs.dim() == 4 else hs.shape[1]
+                    k = enc.shape[1] if enc is not None else q
+                    info.attention.append(AttentionCall(_name, "cross" if enc is not None else "self",
+                                                        hs.shape[0], m.heads, q, k))
+                handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
+            elif cls.startswith("CLIP") and cls.endswith("Attention"):
+                def hook2(m, args, kwargs, _name=f"{component}.{name}"):  # noqa: ANN001, ANN202
+                    hs = args[0] if args else kwargs.get("hidden_states")
+                    info.attention.append(AttentionCall(_name, "self", hs.shape[0], m.num_heads,
+                                                        hs.shape[1], hs.shape[1]))
+                handles.append(mod.register_forward_pre_hook(hook2, with_kwargs=True))
+        return handles
+
+    # ---- the stages ----
+    def _encode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], prefix: str,
+                arch: Architecture, chunks: int) -> dict[str, torch.Tensor]:
+        """SD.Next/compel: each 77-token chunk encoded on its own; chunks concatenated on the token
+        axis, encoders on the feature axis; prompt and negative padded to the same chunk count."""
+        b = self.s.batch
+        per_encoder_pos, per_encoder_neg = [], []
+        pooled = None
+        for te_name in arch.text_encoders:
+            key = f"{prefix}.{te_name}"
+            res.use(key)
+            te = self.modules[key]
+            with self._stage(tl, stages, f"{prefix}.encode.{te_name}", key, te) as info:
+                vocab = int(self.components[key].config.get("vocab_size", 49408))
+                ids = torch.randint(0, vocab, (1, CHUNK_TOKENS))
+                out = te(ids, output_hidden_states=True, return_dict=True)
+                if arch.kind == "sd":
+                    layer = out.hidden_states[-self.s.clip_skip] if self.s.clip_skip > 1 else out.last_hidden_state
+                else:
+                    layer = out.hidden_states[-(self.s.clip_skip + 1)]
+                hidden = layer.to(self.dtype)
+                if te_name == "text_encoder_2" and hasattr(out, "text_embeds"):
+                    pooled = out.text_embeds.clone()
+                del out, layer
+                info.evaluations = 1
+                # The other chunks allocate the same; their activations come and go one at a time.
+                pos = torch.cat([hidden] + [hidden.clone() for _ in range(chunks - 1)], dim=1)
+                neg = torch.cat([hidden.clone() for _ in range(chunks)], dim=1)
+                del hidden
+                per_encoder_pos.append(pos)
+                per_encoder_neg.append(neg)
+        cond: dict[str, torch.Tensor] = {}
+        pos = torch.cat(per_encoder_pos, dim=-1) if len(per_encoder_pos) > 1 else per_encoder_pos[0]
+        neg = torch.cat(per_encoder_neg, dim=-1) if len(per_encoder_neg) > 1 else per_encoder_neg[0]
+        del per_encoder_pos, per_encoder_neg
+        # repeat_batch, then the pipeline's CFG batch (negative first).
+        pos_b = torch.cat([pos] * b, dim=0)
+        neg_b = torch.cat([neg] * b, dim=0)
+        del pos, neg
+        cond["encoder_hidden_states"] = torch.cat([neg_b, pos_b], dim=0) if self.s.cfg else pos_b
+        del pos_b, neg_b
+        if arch.kind != "sd":
+            if pooled is None:
+                pooled = torch.zeros(1, arch.pooled_width(), dtype=self.dtype)
+            pooled = pooled.to(self.dtype)
+            pooled_b = torch.cat([pooled] * b, dim=0)
+            cond["text_embeds"] = torch.cat([pooled_b, pooled_b], dim=0) if self.s.cfg else pooled_b
+            n = arch.time_ids()
+            ids = torch.zeros(1, n, dtype=self.dtype)
+            cond["time_ids"] = ids.repeat((2 if self.s.cfg else 1) * b, 1)
+        return cond
+
+    def _denoise(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], prefix: str,
+                 latents: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = f"{prefix}.unet"
+        res.use(key)
+        unet = self.modules[key]
+        history: list[torch.Tensor] = []
+        with self._stage(tl, stages, f"{prefix}.denoise", key, unet) as info:
+            info.evaluations = self.s.traced_steps
+            for _ in range(self.s.traced_steps):
+                t = torch.full((), 500.0)
+                model_in = torch.cat([latents] * 2) if self.s.cfg else latents
+                kwargs: dict[str, Any] = {"encoder_hidden_states": cond["encoder_hidden_states"],
+                                          "return_dict": False}
+                if "text_embeds" in cond:
+                    kwargs["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
+                noise = unet(model_in, t, **kwargs)[0]
+                del model_in
+                if self.s.cfg:
+                    uncond, text = noise.chunk(2)
+                    noise = uncond + 6.0 * (text - uncond)
+                    del uncond, text
+                # DPM++ 2M: the data prediction joins a 2-deep history; the update runs in float32
+                # and is cast back (diffusers' DPMSolverMultistepScheduler.step).
+                x0 = latents - noise
+                del noise
+                history = (history + [x0])[-2:]
+                prev = latents.to(torch.float32) * 0.9 + history[-1].to(torch.float32) * 0.1
+                latents = prev.to(self.dtype)
+                del prev, x0
+        del history
+        return latents
+
+    def _vae_encode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], prefix: str,
+                    width: int, height: int) -> torch.Tensor:
+        key = f"{prefix}.vae"
+        res.use(key)
+        vae = self.modules[key]
+        with self._stage(tl, stages, f"{prefix}.vae_encode", key, vae):
+            image = torch.zeros(self.s.batch, 3, height, width, dtype=self.dtype)
+            dist = vae.encode(image).latent_dist
+            del image
+            latents = dist.mean * float(vae.config.get("scaling_factor", 0.18215))
+            del dist
+        return latents
+
+    def _decode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], latents: torch.Tensor) -> None:
+        key = self.decoder_key
+        res.use(key)
+        vae = self.modules[key]
+        undo = None
+        if self.upcast_vae is not None:
+            vae = self.upcast_vae
+            undo = res.swap_dtype(key, weight_sizes(vae))
+        with self._stage(tl, stages, "vae_decode", key, vae):
+            if self.s.vae_tiling:
+                vae.enable_tiling()
+            if self.s.vae_slicing:
+                vae.enable_slicing()
+            z = latents.to(self.vae_decode_dtype) / float(vae.config.get("scaling_factor", 0.13025))
+            del latents
+            image = vae.decode(z, return_dict=False)[0]
+            del z
+            # VaeImageProcessor.postprocess runs its denormalize on the device before .cpu().
+            image = (image / 2 + 0.5).clamp(0, 1)
+            del image
+        if undo is not None:
+            undo()
+
+    def _run_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int) -> None:
+        c, h, w = self.latent_shape(width, height)
+        b = self.s.batch
+        if self.s.img2img:
+            latents = self._vae_encode(tl, res, stages, "base", width, height).to(self.dtype)
+            cond = self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)
+        else:
+            cond = self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)
+            latents = torch.randn(b, c, h, w).to(self.dtype)
+        latents = self._denoise(tl, res, stages, "base", latents, cond)
+        del cond
+        if self.refiner is not None:
+            cond = self._encode(tl, res, stages, "refiner", self.refiner, self.s.refiner_chunks)
+            latents = self._denoise(tl, res, stages, "refiner", latents, cond)
+            del cond
+        self._decode(tl, res, stages, latents)
+        del latents
+
+
+__all__ = ["PipelineTracer", "TraceSettings", "ImageTrace", "StageInfo", "AttentionCall", "DTYPES",
+           "build_module", "materialize", "weight_sizes", "config_key"]

@@ -1,0 +1,248 @@
+"""Screen capture backends: mss on X11; grim or the xdg-desktop-portal on Wayland.
+
+Each backend returns frames as (H, W, 3) RGB uint8 arrays. A backend that cannot work in this
+session raises :class:`Unsupported` (recorded as ``unsupported: <reason>``); a backend that should
+work but fails (display gone, capture refused) raises :class:`CaptureError` (recorded as ``fail``).
+Neither ever hands back an empty or black frame in place of an error.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from PIL import Image
+
+from stress.probes.common import first_line
+
+Region = dict  # {"left", "top", "width", "height"}
+
+
+class Unsupported(Exception):
+    """This backend cannot work in this session (not a failure of the desktop)."""
+
+
+class CaptureError(Exception):
+    """The backend should work here but the capture failed: a symptom worth recording."""
+
+
+class Capturer(Protocol):
+    name: str
+
+    def monitors(self) -> list[Region]:
+        """Index 0: the whole desktop; 1..N: each monitor (may be just index 0 on Wayland)."""
+
+    def grab(self, region: Region) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class MssCapturer:
+    """X11 capture through mss (XShmGetImage, falling back to XGetImage)."""
+
+    name = "mss"
+
+    def __init__(self) -> None:
+        import mss
+        from mss.exception import ScreenShotError
+
+        self._error = ScreenShotError
+        try:
+            self._sct = mss.MSS()
+        except ScreenShotError as exc:
+            raise CaptureError(f"cannot open display {os.environ.get('DISPLAY', '')}: {first_line(exc)}") from None
+
+    def monitors(self) -> list[Region]:
+        try:
+            return [dict(m) for m in self._sct.monitors]
+        except self._error as exc:
+            raise CaptureError(f"cannot list monitors: {first_line(exc)}") from None
+
+    def grab(self, region: Region) -> np.ndarray:
+        box = {k: int(region[k]) for k in ("left", "top", "width", "height")}
+        try:
+            shot = self._sct.grab(box)
+        except self._error as exc:
+            raise CaptureError(f"capture failed: {first_line(exc)}") from None
+        bgra = np.frombuffer(shot.bgra, dtype=np.uint8).reshape(shot.height, shot.width, 4)
+        return bgra[..., 2::-1].copy()
+
+    def close(self) -> None:
+        try:
+            self._sct.close()
+        except Exception:  # closing a dead connection must not mask the probe's result
+            pass
+
+
+def _ppm_to_array(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class GrimCapturer:
+    """wlroots compositors (sway, Hyprland, river, wayfire...): ``grim`` over wlr-screencopy."""
+
+    name = "grim"
+
+    def __init__(self, timeout: float) -> None:
+        if not shutil.which("grim"):
+            raise Unsupported("grim is not installed")
+        self._timeout = timeout
+        self._size: tuple[int, int] | None = None
+
+    def _run(self, args: list[str]) -> np.ndarray:
+        try:
+            proc = subprocess.run(["grim", "-t", "ppm", *args, "-"], capture_output=True,
+                                  timeout=max(0.5, self._timeout))
+        except subprocess.TimeoutExpired:
+            raise CaptureError(f"grim did not answer within {self._timeout:.1f} s") from None
+        if proc.returncode != 0:
+            msg = first_line(proc.stderr.decode("utf-8", "replace") or f"exit status {proc.returncode}")
+            if "screencopy" in msg or "doesn't support" in msg or "failed to create display" in msg:
+                raise Unsupported(f"grim: {msg}")
+            raise CaptureError(f"grim failed: {msg}")
+        return _ppm_to_array(proc.stdout)
+
+    def monitors(self) -> list[Region]:
+        if self._size is None:
+            full = self._run([])
+            self._size = (full.shape[1], full.shape[0])
+        w, h = self._size
+        # Per-output capture needs output names (swaymsg/wlr-randr); the full desktop is what we take.
+        return [{"left": 0, "top": 0, "width": w, "height": h}]
+
+    def grab(self, region: Region) -> np.ndarray:
+        mons = self.monitors()
+        if region == mons[0]:
+            return self._run([])
+        geo = f"{int(region['left'])},{int(region['top'])} {int(region['width'])}x{int(region['height'])}"
+        return self._run(["-g", geo])
+
+    def close(self) -> None:
+        pass
+
+
+_RESPONSE = re.compile(r"Request\.Response \(uint32 (\d+),(.*)\)\s*$")
+_URI = re.compile(r"'uri': <'([^']*)'>")
+
+
+def parse_portal_response(line: str, token: str) -> tuple[int, str | None] | None:
+    """Parse one ``gdbus monitor`` line; ``(response code, uri)`` if it is our request's answer.
+
+    The portal answers with a ``Response`` signal on ``.../request/<sender>/<token>``: code 0 is
+    success (with a ``uri``), 1 the user cancelled, 2 anything else.
+    """
+    if f"/{token}:" not in line:
+        return None
+    m = _RESPONSE.search(line)
+    if not m:
+        return None
+    uri = _URI.search(m.group(2))
+    return int(m.group(1)), (uri.group(1) if uri else None)
+
+
+class PortalCapturer:
+    """xdg-desktop-portal ``Screenshot`` over D-Bus via ``gdbus`` (GNOME, KDE and others)."""
+
+    name = "portal"
+
+    def __init__(self, timeout: float) -> None:
+        if not shutil.which("gdbus"):
+            raise Unsupported("gdbus is not installed (package libglib2.0-bin)")
+        if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not os.environ.get("XDG_RUNTIME_DIR"):
+            raise Unsupported("no D-Bus session bus for xdg-desktop-portal")
+        self._timeout = timeout
+        self._size: tuple[int, int] | None = None
+
+    def _shot(self) -> np.ndarray:
+        token = "stress" + secrets.token_hex(6)
+        deadline = time.monotonic() + max(1.0, self._timeout)
+        # Listen before calling: the Response signal can come before `gdbus call` returns.
+        mon = subprocess.Popen(["gdbus", "monitor", "--session", "--dest", "org.freedesktop.portal.Desktop"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        try:
+            assert mon.stdout is not None
+            mon.stdout.readline()  # "Monitoring signals ..." once subscribed
+            call = subprocess.run(
+                ["gdbus", "call", "--session", "--dest", "org.freedesktop.portal.Desktop",
+                 "--object-path", "/org/freedesktop/portal/desktop",
+                 "--method", "org.freedesktop.portal.Screenshot.Screenshot", "",
+                 f"{{'handle_token': <'{token}'>, 'interactive': <false>}}"],
+                capture_output=True, text=True, timeout=max(0.5, deadline - time.monotonic()))
+            if call.returncode != 0:
+                msg = first_line(call.stderr or f"exit status {call.returncode}")
+                if "ServiceUnknown" in msg or "UnknownMethod" in msg or "UnknownInterface" in msg:
+                    raise Unsupported(f"xdg-desktop-portal has no Screenshot interface here: {msg}")
+                if "Could not connect" in msg or "Error connecting" in msg:
+                    raise Unsupported(f"no reachable D-Bus session bus for xdg-desktop-portal: {msg}")
+                raise CaptureError(f"portal Screenshot call failed: {msg}")
+            while time.monotonic() < deadline:
+                line = mon.stdout.readline()
+                if not line:
+                    break
+                parsed = parse_portal_response(line, token)
+                if parsed is None:
+                    continue
+                code, uri = parsed
+                if code != 0 or not uri:
+                    raise CaptureError(f"portal refused the screenshot (response {code})")
+                path = unquote(urlparse(uri).path)
+                try:
+                    with Image.open(path) as img:
+                        arr = np.asarray(img.convert("RGB"))
+                finally:
+                    # The portal saves into the user's Pictures: a probe leaves nothing behind there.
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                return arr
+            raise CaptureError("portal did not answer the Screenshot request")
+        except subprocess.TimeoutExpired:
+            raise CaptureError("portal Screenshot call timed out") from None
+        finally:
+            mon.kill()
+            mon.wait()
+
+    def monitors(self) -> list[Region]:
+        if self._size is None:
+            full = self._shot()
+            self._size = (full.shape[1], full.shape[0])
+        w, h = self._size
+        return [{"left": 0, "top": 0, "width": w, "height": h}]
+
+    def grab(self, region: Region) -> np.ndarray:
+        full = self._shot()  # the portal only takes the whole desktop
+        t, l = int(region["top"]), int(region["left"])
+        return full[t:t + int(region["height"]), l:l + int(region["width"])].copy()
+
+    def close(self) -> None:
+        pass
+
+
+def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
+    """The capture backend for this session; raises Unsupported when none can work."""
+    if backend == "x11" or (backend == "auto" and session == "x11"):
+        if not os.environ.get("DISPLAY"):
+            raise Unsupported("the x11 backend needs DISPLAY")
+        return MssCapturer()
+    if backend == "grim":
+        return GrimCapturer(timeout)
+    if backend == "portal":
+        return PortalCapturer(timeout)
+    # auto on Wayland: mss would only see XWayland's windows (black elsewhere), so it is never used.
+    reasons = []
+    for make in (GrimCapturer, PortalCapturer):
+        try:
+            cap = make(timeout)
+            cap.monitors()  # proves it works here; raises Unsupported otherwise
+            return cap
+        except Unsupported as exc:
+            reasons.append(str(exc))
+    raise Unsupported("no screenshot backend works in this Wayland session (" + "; ".join(reasons) + ")")

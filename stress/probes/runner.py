@@ -1,0 +1,274 @@
+"""Supervisor side of the probes: run each phase's probes in child processes and journal them.
+
+The runner calls :func:`run_phase` at its phase points. Nothing here touches the display, imports
+numpy or Pillow, or can hang on the X server: every probe runs in ``python -m stress.probes.child``
+(its own session, so a timeout kills it and anything it started), results come back one JSON line
+per repetition on a dedicated pipe, and the child's stderr goes to ``logs/probes.log``. A probe that
+gives no result within ``timeout`` is killed and recorded as ``timeout``; a child that dies is
+recorded with the tail of its stderr (``fail`` when it lost its display connection, ``error``
+otherwise), and a fresh child runs the remaining repetitions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import stress
+from stress.journal import Journal, RunDir
+from stress.probes.config import ProbesConfig
+
+DISPLAY_KINDS = ("screenshot", "display", "viewer")
+# Floor for a child's start (interpreter + imports), which the probe timeout does not cover.
+STARTUP_TIMEOUT = 10.0
+STDERR_TAIL = 1500
+
+# What Xlib, Tk, mss and xcb print when the display server goes away under them.
+_DISPLAY_LOST = re.compile(
+    r"X connection to \S+ broken|Fatal IO error|XIO: +fatal|couldn't connect to display|"
+    r"cannot open display|can't open display|unable to open display|connection to the X server",
+    re.IGNORECASE)
+
+_TIMEOUT = object()
+_EOF = object()
+
+
+def session_type(env: dict[str, str]) -> str:
+    """``wayland``, ``x11`` or ``none``, from the environment the probes will run in."""
+    if env.get("WAYLAND_DISPLAY") or env.get("XDG_SESSION_TYPE") == "wayland":
+        return "wayland"
+    if env.get("DISPLAY"):
+        return "x11"
+    return "none"
+
+
+def probe_env(config: ProbesConfig) -> dict[str, str]:
+    """The probe children's environment: ours, with ``probes.display`` applied."""
+    env = dict(os.environ)
+    if config.display:
+        # An explicit X display means: probe that X server, even from inside a Wayland session.
+        env["DISPLAY"] = config.display
+        env.pop("WAYLAND_DISPLAY", None)
+        if env.get("XDG_SESSION_TYPE") == "wayland":
+            env["XDG_SESSION_TYPE"] = "x11"
+    root = str(Path(stress.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journal,
+              images: list[dict], *, visit: int = 0) -> list[dict]:
+    """Run ``config.kinds`` x ``config.repetitions`` probes for one visit of ``phase``.
+
+    ``images`` are the run's image records so far. Writes one ``probe`` event per result and
+    returns them. Never raises for a probe failure; takes at most about ``timeout`` per probe.
+    """
+    if not config.enabled or phase not in config.phases:
+        return []
+    env = probe_env(config)
+    session = session_type(env)
+    events: list[dict] = []
+
+    def record(kind: str, res: dict) -> None:
+        events.append(journal.append(
+            "probe", phase=phase, visit=visit, kind=kind, rep=res.get("rep", 0),
+            status=res.get("status", "error"), latency_s=res.get("latency_s"),
+            metrics=res.get("metrics") or {}, reason=res.get("reason")))
+
+    for kind in config.kinds:
+        if kind in DISPLAY_KINDS and session == "none":
+            record(kind, {"rep": 0, "status": "unavailable", "reason": "no display"})
+            continue
+        done: set[int] = set()
+        try:
+            for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session):
+                done.add(res["rep"])
+                record(kind, res)
+        except Exception as exc:  # a harness failure (cannot spawn, disk full...): record, carry on
+            for rep in range(config.repetitions):
+                if rep not in done:
+                    record(kind, {"rep": rep, "status": "error",
+                                  "reason": f"harness: {type(exc).__name__}: {exc}"[:300]})
+    return events
+
+
+class _Child:
+    """One probe child process and the line reader on its result pipe."""
+
+    def __init__(self, request: Path, env: dict[str, str], log: Path):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_path = log
+        self._log = open(log, "ab")
+        self._offset = self._log.tell()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stress.probes.child", str(request)], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=self._log, env=env, start_new_session=True)
+        except BaseException:
+            self._log.close()
+            raise
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._fd, selectors.EVENT_READ)
+        self._buf = b""
+
+    def read_line(self, timeout: float) -> bytes | object:
+        """The next result line, or ``_TIMEOUT``, or ``_EOF`` when the child closed its pipe."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return _TIMEOUT
+            if not self._sel.select(left):
+                continue
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return _EOF
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the child and whatever it started
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.wait()
+
+    def wait(self) -> int | None:
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel (D state): do not wait for it
+            return None
+
+    def stderr_tail(self) -> str:
+        self._log.flush()
+        try:
+            with open(self._log_path, "rb") as fh:
+                fh.seek(max(self._offset, os.path.getsize(self._log_path) - STDERR_TAIL))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(timeout=2)  # it has reported everything: let it exit on its own
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever it started and left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.kill()
+        self._sel.close()
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        self._log.close()
+
+
+def _died(rep: int, child: _Child) -> dict:
+    """Result for a child that closed its pipe before reporting ``rep``."""
+    rc = child.wait()
+    if rc is None:
+        child.kill()
+    tail = child.stderr_tail()
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    last = lines[-1][:200] if lines else "no output"
+    if rc is not None and rc < 0:
+        try:
+            how = f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"was killed by signal {-rc}"
+    else:
+        how = f"exited with status {rc}"
+    lost = next((ln for ln in lines if _DISPLAY_LOST.search(ln)), None)
+    if lost:
+        # The display server went away under the probe: a symptom, not a harness problem.
+        return {"rep": rep, "status": "fail", "latency_s": None,
+                "reason": f"display connection lost: {' '.join(lost.split())[:200]} (probe process {how})",
+                "metrics": {"returncode": rc, "stderr_tail": tail[-STDERR_TAIL:], "display_lost": True}}
+    return {"rep": rep, "status": "error", "latency_s": None,
+            "reason": f"probe process {how} before reporting: {last}",
+            "metrics": {"returncode": rc, "stderr_tail": tail[-STDERR_TAIL:]}}
+
+
+def _parse(rep: int, line: bytes) -> dict:
+    try:
+        res = json.loads(line)
+        if not isinstance(res, dict) or "status" not in res:
+            raise ValueError("not a result")
+    except ValueError:
+        return {"rep": rep, "status": "error", "latency_s": None,
+                "reason": f"probe process wrote an unreadable result: {line[:120]!r}", "metrics": {}}
+    res["rep"] = rep
+    return res
+
+
+def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: RunDir,
+              images: list[dict], env: dict[str, str], session: str) -> Iterator[dict]:
+    """Yield one result per repetition of ``kind``, restarting the child after a timeout or crash."""
+    pending = list(range(config.repetitions))
+    log = Path(run_dir.logs) / "probes.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    while pending:
+        request = {"kind": kind, "phase": phase, "visit": visit, "reps": pending,
+                   "config": config.model_dump(mode="json"), "run_dir": str(Path(run_dir.root).resolve()),
+                   "images": images, "session": session}
+        fd, req_path = tempfile.mkstemp(prefix="stress-probe-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(request, fh, default=str)
+        with open(log, "ab") as fh:
+            fh.write(f"--- {time.strftime('%H:%M:%S')} {phase} visit {visit} {kind} reps {pending}\n".encode())
+        try:
+            child = _Child(Path(req_path), env, log)
+        except BaseException:
+            os.unlink(req_path)
+            raise
+        try:
+            first = child.read_line(max(STARTUP_TIMEOUT, config.timeout))
+            if first is _TIMEOUT:
+                child.kill()
+                yield {"rep": pending.pop(0), "status": "timeout", "latency_s": None, "metrics": {},
+                       "reason": f"probe process did not start within {max(STARTUP_TIMEOUT, config.timeout):g} s"}
+                continue
+            if first is _EOF:
+                yield _died(pending.pop(0), child)
+                continue
+            while pending:
+                rep = pending[0]
+                line = child.read_line(config.timeout)
+                if line is _TIMEOUT:
+                    child.kill()
+                    pending.pop(0)
+                    yield {"rep": rep, "status": "timeout", "latency_s": None, "metrics": {},
+                           "reason": f"no result within {config.timeout:g} s; probe process killed"}
+                    break
+                if line is _EOF:
+                    pending.pop(0)
+                    yield _died(rep, child)
+                    break
+                pending.pop(0)
+                res = _parse(rep, line)  # type: ignore[arg-type]
+                yield res
+                if res["status"] == "unsupported":
+                    pending.clear()  # recorded once per phase visit; the next ones would say the same
+                    child.kill()
+        except BaseException:  # Ctrl-C or a closing generator: do not wait for the child, end it
+            child.kill()
+            raise
+        finally:
+            child.close()
+            try:
+                os.unlink(req_path)
+            except OSError:
+                pass
+

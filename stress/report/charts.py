@@ -1,0 +1,328 @@
+"""Charts for report.html, drawn with matplotlib (Agg) from report.json alone.
+
+Every time chart shares one axis (time since the run started) and the same marks: probe/run phases as
+shaded spans, image boundaries as a rug along the bottom (failed images in red), Xid events as red
+lines, worker exits and display-process restarts as orange lines. A chart whose data is missing (no
+NVML on this machine, no probes) says so in the picture instead of being blank.
+
+The timeline in report.json is already downsampled with min/max buckets, so peaks survive drawing.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)   # no display, ever; harmless if the caller chose Agg already
+import matplotlib.lines  # noqa: E402
+import matplotlib.patches  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+WIDTH_IN = 10.0
+ROW_IN = 2.1
+DPI = 90
+PHASE_COLORS = {"baseline": "#d9f0d3", "load": "#f0f0f0", "workload": "#dde8f7", "after": "#fde0c5",
+                "after-exit": "#f8d0d0"}
+STAGE_COLORS = {"text_encode": "#8da0cb", "base": "#4c72b0", "refiner": "#55a868", "vae_decode": "#dd8452",
+                "save": "#937860"}
+PROBE_PHASES = ("baseline", "during", "after", "after-exit")
+
+
+@dataclass
+class Chart:
+    id: str
+    title: str
+    png: bytes
+    alt: str
+    empty: bool = False      # True when the chart only says that its data is missing
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _time_scale(span_s: float) -> tuple[float, str]:
+    if span_s > 3 * 3600:
+        return 3600.0, "hours since start"
+    if span_s > 180:
+        return 60.0, "minutes since start"
+    return 1.0, "seconds since start"
+
+
+def _bytes_scale(max_value: float) -> tuple[float, str]:
+    if max_value >= 2 * 1024 ** 3:
+        return 1024 ** 3, "GiB"
+    if max_value >= 2 * 1024 ** 2:
+        return 1024 ** 2, "MiB"
+    return 1024, "KiB"
+
+
+def _png(fig: Figure, *, tight: bool = False) -> bytes:
+    """PNG bytes. Layout is set by hand (subplots_adjust) where possible: 'tight' and constrained
+    layouts draw the figure twice, which doubles the time a long report takes."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _frame(fig: Figure, height_in: float, *, left: float = 0.075, bottom_in: float = 0.5, top_in: float = 0.55) -> None:
+    fig.subplots_adjust(left=left, right=0.985, bottom=bottom_in / height_in, top=1 - top_in / height_in,
+                        hspace=0.12, wspace=0.25)
+
+
+def _message_png(title: str, message: str) -> bytes:
+    fig = Figure(figsize=(WIDTH_IN, 1.3))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.text(0.5, 0.62, title, ha="center", va="center", fontsize=12, fontweight="bold", transform=ax.transAxes)
+    ax.text(0.5, 0.25, message, ha="center", va="center", fontsize=10, color="#555555", wrap=True,
+            transform=ax.transAxes)
+    return _png(fig)
+
+
+def _values(series: dict, scale: float) -> list[float]:
+    return [math.nan if v is None else v / scale for v in series["v"]]
+
+
+class _Time:
+    """The shared time axis and marks of a report."""
+
+    def __init__(self, report: dict):
+        tl = report.get("timeline") or {}
+        self.phases = tl.get("phases") or []
+        self.images = tl.get("images") or []
+        self.marks = tl.get("marks") or []
+        ends = [0.0]
+        for s in tl.get("series") or []:
+            if s.get("t"):
+                ends.append(s["t"][-1])
+        ends += [p["end"] for p in self.phases if p.get("end") is not None]
+        ends += [i["end"] for i in self.images if i.get("end") is not None]
+        self.span = max(ends) or 1.0
+        self.div, self.label = _time_scale(self.span)
+
+    def x(self, ts: list[float]) -> list[float]:
+        return [t / self.div for t in ts]
+
+    def decorate(self, ax: Any, *, bottom: bool, legend_phases: bool = False) -> None:
+        for p in self.phases:
+            end = p["end"] if p.get("end") is not None else self.span
+            ax.axvspan(p["start"] / self.div, end / self.div, color=PHASE_COLORS.get(p["phase"], "#eeeeee"),
+                       alpha=0.6, lw=0, zorder=0)
+        tr = ax.get_xaxis_transform()
+        ok = [i["start"] / self.div for i in self.images if i.get("start") is not None and i["outcome"] == "ok"]
+        bad = [i["start"] / self.div for i in self.images if i.get("start") is not None and i["outcome"] != "ok"]
+        if ok:
+            ax.vlines(ok, 0, 0.05, transform=tr, color="#777777", lw=0.6, zorder=3)
+        if bad:
+            ax.vlines(bad, 0, 0.12, transform=tr, color="#d62728", lw=1.4, zorder=4)
+        for m in self.marks:
+            color = "#d62728" if m["kind"] == "xid" else "#ff7f0e"
+            ax.axvline(m["t"] / self.div, color=color, ls="--" if m["kind"] == "xid" else ":", lw=1.2, zorder=5)
+            if legend_phases:
+                ax.text(m["t"] / self.div, 1.0, " " + m["label"], transform=tr, rotation=90, va="top", ha="left",
+                        fontsize=7, color=color)
+        ax.set_xlim(0, self.span / self.div * 1.01)
+        ax.grid(True, axis="y", alpha=0.3)
+        if bottom:
+            ax.set_xlabel(self.label)
+        else:
+            ax.tick_params(labelbottom=False)
+
+
+def _series(report: dict, pred: Callable[[dict], bool]) -> list[dict]:
+    return [s for s in (report.get("timeline") or {}).get("series") or [] if pred(s)]
+
+
+def _source_reason(report: dict, src: str) -> str:
+    for s in (report.get("monitors") or {}).get("sources") or []:
+        if s.get("src") == src and s.get("status") != "available":
+            return f"{src} {s.get('status')}" + (f": {s['reason']}" if s.get("reason") else "")
+    return f"the journal has no {src} samples"
+
+
+def _plot_group(ax: Any, tm: _Time, groups: list[dict], *, unit: str, ylabel: str) -> bool:
+    drawn = False
+    if not groups:
+        return False
+    if unit == "bytes":
+        mx = max((v for s in groups for v in s["v"] if v is not None), default=0)
+        scale, ulabel = _bytes_scale(mx)
+    else:
+        scale, ulabel = 1.0, unit
+    for s in groups:
+        if not s["t"]:
+            continue
+        ax.plot(tm.x(s["t"]), _values(s, scale), lw=1.1, label=s["label"] + (f" (GPU {s['gpu']})"
+                                                                             if s.get("gpu") else ""))
+        drawn = True
+    ax.set_ylabel(f"{ylabel} ({ulabel})" if ulabel else ylabel, fontsize=8)
+    if drawn:
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    return drawn
+
+
+def _time_figure(report: dict, rows: list[tuple[str, list[dict], str]], title: str) -> bytes:
+    tm = _Time(report)
+    height = ROW_IN * len(rows) + 0.9
+    fig = Figure(figsize=(WIDTH_IN, height))
+    _frame(fig, height)
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    for i, (ylabel, groups, unit) in enumerate(rows):
+        ax = axes[i]
+        tm.decorate(ax, bottom=i == len(rows) - 1, legend_phases=i == 0)
+        if not _plot_group(ax, tm, groups, unit=unit, ylabel=ylabel):
+            ax.text(0.5, 0.5, f"no data for {ylabel}", ha="center", va="center", transform=ax.transAxes,
+                    color="#777777")
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
+    handles = [matplotlib.patches.Patch(color=PHASE_COLORS[p], label=p) for p in PHASE_COLORS
+               if any(ph["phase"] == p for ph in tm.phases)]
+    handles += [matplotlib.lines.Line2D([], [], color="#777777", lw=0.8, label="image start"),
+                matplotlib.lines.Line2D([], [], color="#d62728", lw=1.4, label="failed image / Xid")]
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / height), ncol=len(handles),
+               fontsize=7, frameon=False)
+    return _png(fig)
+
+
+# ---- the charts --------------------------------------------------------------------------------
+
+
+def gpu_memory_chart(report: dict) -> Chart:
+    title = "GPU memory and BAR1 over time"
+    nv = _series(report, lambda s: s["src"] == "nvml")
+    if not nv:
+        return Chart("gpu-memory", title, _message_png(title, "No NVML data in this run: "
+                                                     + _source_reason(report, "nvml")), "no NVML data", True)
+    mem = [s for s in nv if s["key"].endswith((".mem_used", ".gfx_procs_mem", ".worker_gpu_mem"))]
+    bar1 = [s for s in nv if s["key"].endswith(".bar1_used")]
+    alloc = _series(report, lambda s: s["src"] == "allocator" and s["key"].endswith(".reserved"))
+    png = _time_figure(report, [("GPU memory", mem + alloc, "bytes"), ("BAR1", bar1, "bytes")], title)
+    return Chart("gpu-memory", title, png, "GPU memory used, graphics processes, worker and BAR1 over time")
+
+
+def process_memory_chart(report: dict) -> Chart:
+    title = "Display server, compositor and worker memory over time"
+    host = _series(report, lambda s: s["src"] == "host")
+    display = [s for s in host if s["key"].startswith("host.display[")]
+    worker = [s for s in host if s["key"].startswith("host.worker")]
+    system = [s for s in host if s["key"] in ("host.mem_used", "host.swap_used")]
+    gproc = _series(report, lambda s: s["src"] == "nvml" and ".procs[" in s["key"] and s.get("group") == "graphics")
+    if not host and not gproc:
+        return Chart("process-memory", title, _message_png(title, "No host samples in this run: "
+                                                          + _source_reason(report, "host")), "no host data", True)
+    rows = [("display RSS", display, "bytes"), ("worker RSS", worker, "bytes"),
+            ("system", system, "bytes")]
+    if gproc:
+        rows.insert(1, ("GPU mem, graphics", gproc, "bytes"))
+    elif not _series(report, lambda s: s["src"] == "nvml"):
+        rows.insert(1, ("GPU mem, graphics (no NVML)", [], "bytes"))
+    return Chart("process-memory", title, _time_figure(report, rows, title),
+                 "memory of the display server, compositor and worker over time")
+
+
+def clocks_chart(report: dict) -> Chart:
+    title = "Clocks, temperature and power over time"
+    nv = _series(report, lambda s: s["src"] == "nvml")
+    if not nv:
+        return Chart("clocks", title, _message_png(title, "No NVML data in this run: "
+                                                  + _source_reason(report, "nvml")), "no NVML data", True)
+    rows = [("clocks", [s for s in nv if s["key"].endswith((".clk_gfx", ".clk_mem"))], "MHz"),
+            ("temperature", [s for s in nv if s["key"].endswith(".temp")], "°C"),
+            ("power", [s for s in nv if s["key"].endswith(".power")], "W"),
+            ("utilization", [s for s in nv if s["key"].endswith(".util_gpu")], "%")]
+    return Chart("clocks", title, _time_figure(report, rows, title), "GPU clocks, temperature, power, utilization")
+
+
+def probe_latency_chart(report: dict) -> Chart:
+    title = "Desktop probe latency per phase (ok probes; failures counted above each box)"
+    rows = (report.get("probes") or {}).get("rows") or []
+    kinds = sorted({r["kind"] for r in rows})
+    if not kinds:
+        return Chart("probe-latency", title, _message_png(title, "No probes ran in this run."), "no probes", True)
+    fig = Figure(figsize=(WIDTH_IN, 2.8))
+    _frame(fig, 2.8, left=0.06, bottom_in=0.55, top_in=0.6)
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds):
+        by_phase = {r["phase"]: r for r in rows if r["kind"] == kind}
+        phases = [p for p in PROBE_PHASES if p in by_phase] + sorted(p for p in by_phase if p not in PROBE_PHASES)
+        data = [[x * 1000 for x in by_phase[p]["latencies"]] for p in phases]
+        positions = list(range(1, len(phases) + 1))
+        nonempty = [(pos, d) for pos, d in zip(positions, data) if d]
+        if nonempty:
+            bp = ax.boxplot([d for _, d in nonempty], positions=[p for p, _ in nonempty], widths=0.55,
+                            showfliers=False, patch_artist=True)
+            for patch, (pos, _) in zip(bp["boxes"], nonempty):
+                patch.set_facecolor(PHASE_COLORS.get(phases[pos - 1], "#eeeeee"))
+            # the strip: every probe as a point, jittered deterministically so reruns draw the same picture
+            for pos, d in nonempty:
+                xs = [pos + ((i * 0.6180339887) % 1 - 0.5) * 0.35 for i in range(len(d))]
+                ax.scatter(xs, d, s=6, color="#333333", alpha=0.55, zorder=3)
+        top = max((max(d) for d in data if d), default=1.0)
+        for pos, p in zip(positions, phases):
+            f = by_phase[p]["failures"]
+            n = by_phase[p]["n"]
+            ax.text(pos, top * 1.08 if top else 1, f"{f}/{n} failed" if f else f"n={n}", ha="center",
+                    fontsize=7, color="#d62728" if f else "#555555")
+        ax.set_xticks(positions)
+        ax.set_xticklabels(phases, fontsize=7, rotation=20)
+        ax.set_ylim(0, top * 1.25 if top else 1)
+        ax.set_title(kind, fontsize=9)
+        ax.set_ylabel("ms", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / 2.8, ha="left", va="top")
+    return Chart("probe-latency", title, _png(fig), "probe latency distributions per phase")
+
+
+def image_times_chart(report: dict) -> Chart:
+    title = "Time per image and per stage"
+    images = [i for i in report.get("images") or [] if i.get("timings") or i.get("wall_s")]
+    if not images:
+        return Chart("image-times", title, _message_png(title, "No image finished in this run."), "no images", True)
+    fig = Figure(figsize=(WIDTH_IN, 3.0))
+    _frame(fig, 3.0, bottom_in=0.5, top_in=0.6)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [i["index"] for i in images]
+    stages = [s for s in STAGE_COLORS if any(s in i["timings"] for i in images)]
+    stages += sorted({k for i in images for k in i["timings"]} - set(stages))
+    bottom = [0.0] * len(images)
+    width = 1.0 if len(images) > 60 else 0.8
+    for st in stages:
+        vals = [i["timings"].get(st) or 0.0 for i in images]
+        ax.bar(xs, vals, bottom=bottom, width=width, color=STAGE_COLORS.get(st, None), label=st, lw=0)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    other = [max(0.0, (i.get("wall_s") or 0.0) - b) for i, b in zip(images, bottom)]
+    if any(o > 0.05 for o in other):
+        ax.bar(xs, other, bottom=bottom, width=width, color="#dddddd", label="other (wall - stages)", lw=0)
+    failed = [(i["index"], (i.get("wall_s") or b)) for i, b in zip(images, bottom) if i["outcome"] != "ok"]
+    if failed:
+        ax.scatter([f[0] for f in failed], [f[1] * 1.04 + 0.01 for f in failed], marker="v", color="#d62728",
+                   s=22, zorder=4, label="failed image")
+    ax.set_xlabel("image index")
+    ax.set_ylabel("seconds")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.legend(loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / 3.0), fontsize=7, ncol=min(len(stages) + 2, 7),
+               frameon=False)
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / 3.0, ha="left", va="top")
+    return Chart("image-times", title, _png(fig), "stacked bars of seconds per stage for every image")
+
+
+CHARTS: tuple[Callable[[dict], Chart], ...] = (gpu_memory_chart, process_memory_chart, clocks_chart,
+                                               probe_latency_chart, image_times_chart)
+
+
+def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
+    """Every chart; a chart that fails to draw becomes a picture saying so, plus a warning."""
+    out, warnings = [], []
+    for fn in CHARTS:
+        try:
+            out.append(fn(report))
+        except Exception as exc:  # noqa: BLE001 - one bad chart must not cost the whole report
+            name = fn.__name__.removesuffix("_chart").replace("_", "-")
+            warnings.append(f"chart {name} could not be drawn: {type(exc).__name__}: {exc}")
+            out.append(Chart(name, name, _message_png(name, f"could not be drawn: {type(exc).__name__}"),
+                             "chart error", True))
+    return out, warnings

@@ -1,0 +1,212 @@
+"""ticket.md: paste-ready answers to NVIDIA's driver bug template, made from report.json.
+
+The headings follow the fields of NVIDIA's "Report a functional bug" form (github.com/NVIDIA/
+open-gpu-kernel-modules) and the NVIDIA Linux forum's bug-report checklist: driver version, operating
+system, kernel release (``uname -a``), GPU (as ``nvidia-smi -L`` prints it), display server and desktop,
+description, steps to reproduce, bug incidence (Once / Sometimes / Always), nvidia-bug-report.log.gz,
+more info. Plain and short: facts a maintainer can check, the rest is in the attached bundle.
+"""
+from __future__ import annotations
+
+from stress.report.html import fmt, fmt_rel, key_metrics
+
+# Every heading ticket.md writes, in order (tests check each one is there).
+FIELDS = (
+    "NVIDIA driver version",
+    "Operating system and version",
+    "Kernel release",
+    "Hardware: GPU",
+    "Display server / desktop environment",
+    "Describe the bug",
+    "To reproduce",
+    "Bug incidence",
+    "nvidia-bug-report.log.gz",
+    "More info",
+)
+AFTER_PHASES = ("after", "after-exit")
+
+
+def incidence(report: dict) -> tuple[str, str]:
+    """``(Once | Sometimes | Always | Not observed, why)`` from the desktop probes after the workload.
+
+    A probe after the workload counts as affected when it failed (fail, timeout, error) or took longer
+    than ``probes.slowdown_ratio`` times the median of the same kind at baseline.
+    """
+    rows = (report.get("probes") or {}).get("rows") or []
+    sc = report.get("scenario") or {}
+    ratio = float(((sc.get("probes") or {}).get("slowdown_ratio")) or 1.5)
+    base = {r["kind"]: r["latency"]["p50"] for r in rows if r["phase"] == "baseline" and r["latency"]["p50"]}
+    n = affected = failed = slow = 0
+    for r in rows:
+        if r["phase"] not in AFTER_PHASES:
+            continue
+        usable = r["n"] - sum(r["statuses"].get(s, 0) for s in ("unsupported", "unavailable"))
+        n += usable
+        failed += r["failures"]
+        b = base.get(r["kind"])
+        if b:
+            slow += sum(1 for x in r["latencies"] if x > ratio * b)
+    affected = failed + slow
+    xids = len(report.get("xid_events") or [])
+    restarts = len((report.get("monitors") or {}).get("display_processes") or [])
+    verdict = (report.get("verdict") or {}).get("verdict")
+    extra = []
+    if xids:
+        extra.append(f"{xids} Xid event(s)")
+    if restarts:
+        extra.append(f"{restarts} display-process restart(s)/exit(s)")
+    tail = ("; " + ", ".join(extra)) if extra else ""
+    if n == 0:
+        if xids or restarts:
+            return ("Once" if xids + restarts == 1 else "Sometimes"), f"no desktop probes ran after the workload{tail}"
+        return "Not observed", "no desktop probes ran after the workload" + (f" (verdict: {verdict})" if verdict else "")
+    why = (f"{affected} of {n} desktop probes after the workload failed ({failed}) or were more than "
+           f"{ratio:g}x slower than at baseline ({slow}){tail}")
+    if affected == 0:
+        if xids or restarts:
+            return "Once", why
+        return "Not observed", why
+    if affected == n:
+        return "Always", why
+    if affected == 1:
+        return "Once", why
+    return "Sometimes", why
+
+
+def _scenario_lines(report: dict) -> list[str]:
+    sc = report.get("scenario") or {}
+    if not sc:
+        return ["- the resolved scenario is missing from the run directory"]
+    model = sc.get("model") or {}
+    ref = sc.get("refiner") or {}
+    prompt = sc.get("prompt") or {}
+    digest = prompt.get("digest") or {}
+    tokens = None
+    for i in report.get("images") or []:
+        if i.get("prompt_tokens"):
+            tokens = i["prompt_tokens"]
+            break
+    tokens = tokens or digest.get("tokens") or prompt.get("tokens")
+    res = sc.get("resolutions") or []
+    res_text = ", ".join(f"{r[0]}x{r[1]}" if isinstance(r, (list, tuple)) else str(r) for r in res)
+    lines = [
+        f"- workload `{sc.get('workload', 'sdxl')}`: base `{model.get('base')}`"
+        + (f" + refiner `{model.get('refiner')}` (switch {ref.get('switch')})" if model.get("refiner") else "")
+        + f", {model.get('dtype')}, device {model.get('device')}",
+        f"- {sc.get('images')} images, batch {sc.get('batch_size')}, resolutions {res_text}",
+        f"- sampler `{(sc.get('sampler') or {}).get('name')}`, {sc.get('steps')} steps, CFG {sc.get('cfg')}"
+        + (f", refiner steps {ref.get('steps') or sc.get('steps')}" if model.get("refiner") else ""),
+        f"- prompt: {tokens} tokens" + (f" (sha256 {digest['sha256'][:12]})" if digest.get("sha256") else "")
+        + ", seeds locked per image",
+    ]
+    sess = sc.get("session") or {}
+    if sess.get("restart_worker_every") or sess.get("reload_models_every"):
+        lines.append(f"- worker restarted every {sess.get('restart_worker_every') or '–'} images, models "
+                     f"reloaded every {sess.get('reload_models_every') or '–'} images")
+    else:
+        lines.append("- one long-lived worker process holding its CUDA context, as SD.Next does")
+    return lines
+
+
+def _facts(report: dict) -> list[str]:
+    """The few observations that matter most, one line each."""
+    out = []
+    for x in (report.get("xid_events") or [])[:5]:
+        out.append(f"- Xid {x.get('xid')} ({x.get('description') or x.get('category') or 'unlisted'}) on GPU "
+                   f"{x.get('gpu')} at {x.get('time')} ({fmt_rel(x.get('t_rel'))} into the run)")
+    for c in ((report.get("monitors") or {}).get("display_processes") or [])[:5]:
+        out.append(f"- {c['name']} {c['change']} at {fmt_rel(c['t'])}"
+                   + (f" (pid {c['old_pid']} → {c['new_pid']})" if c.get("old_pid") and c.get("new_pid") else ""))
+    for m in key_metrics(report):
+        if m["changed"]:
+            out.append(f"- {m['label']}: {m['baseline']} at baseline → {m['after_exit'] if m['after_exit'] != '–' else m['last']}"
+                       f" ({m['delta']}; peak {m['peak']})")
+        if len(out) >= 12:
+            break
+    return out
+
+
+def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
+    """ticket.md as a string."""
+    m = report.get("machine") or {}
+    v = report.get("verdict") or {}
+    run = report.get("run") or {}
+    w = report.get("workload") or {}
+    comp = report.get("completeness") or {}
+    lines: list[str] = [
+        f"<!-- gpu-stress ticket for run {report.get('run_id')} ({report.get('generator')}). Paste into NVIDIA's "
+        "driver bug form (github.com/NVIDIA/open-gpu-kernel-modules or forums.developer.nvidia.com, Linux). "
+        "User name, host name, home paths, GPU UUIDs/serials and prompts are masked. -->",
+        "",
+        f"**Summary:** {v.get('verdict', 'unknown')}: "
+        + ("; ".join(v.get("reasons") or []) or "no reasons recorded"),
+        "",
+        "### NVIDIA driver version",
+        f"{m.get('driver') or 'unknown'}" + (f" (CUDA {m['cuda_driver']})" if m.get("cuda_driver") else "")
+        + f"; kernel modules: {m.get('driver_flavor') or 'unknown (see `cat /proc/driver/nvidia/version`)'}",
+        "",
+        "### Operating system and version",
+        m.get("os") or "unknown",
+        "",
+        "### Kernel release",
+        f"`{m.get('kernel_uname') or m.get('kernel') or 'unknown'}`",
+    ]
+    if m.get("kernel_stable") is True:
+        lines.append("- [x] I am running on a stable kernel release.")
+    elif m.get("kernel_stable") is False:
+        lines.append("- [ ] This is a release-candidate kernel; NVIDIA does not take reports on those.")
+    gpus = [g.get("nvidia_smi_l") for g in m.get("gpus") or []]
+    lines += ["", "### Hardware: GPU", "```", *(gpus or ["no NVIDIA GPU recorded (NVML unavailable)"]), "```"]
+    display = m.get("display_server") or "unknown display server"
+    if m.get("session_type"):
+        display += f" ({m['session_type']} session)"
+    if m.get("desktop"):
+        display += f", desktop {m['desktop']}"
+    if m.get("compositor"):
+        display += f", compositor {m['compositor']}"
+    lines += ["", "### Display server / desktop environment", display]
+
+    planned = w.get("images_planned") if w.get("images_planned") is not None else w.get("images_started")
+    lines += ["", "### Describe the bug",
+              f"After a long diffusion workload on the GPU ({w.get('images_ok', 0)} of {planned} images generated, "
+              f"{w.get('images_failed', 0)} failed, {fmt(w.get('wall_s'), 's')}, "
+              f"{w.get('unet_evaluations', 0):,} UNet evaluations), the desktop was probed the same way as before "
+              f"the workload. Result: **{v.get('verdict', 'unknown')}**."]
+    for reason in v.get("reasons") or []:
+        lines.append(f"- {reason}")
+    facts = _facts(report)
+    if facts:
+        lines += ["", "Observed:", *facts]
+    if comp.get("missing"):
+        lines += ["", "The run did not end normally:", *[f"- {x}" for x in comp["missing"][:6]]]
+
+    lines += ["", "### To reproduce",
+              "1. Install gpu-stress (Python; `make setup` in its repository).",
+              f"2. Run: `{run.get('command') or 'gpu-stress run SCENARIO.yaml'}` with the attached "
+              "`scenario.resolved.json` (it fixes every setting below).",
+              "3. Scenario:", *["   " + x for x in _scenario_lines(report)],
+              "4. It takes desktop probes (screenshot, image decode, display queries) before, during and after the "
+              "workload and compares them."]
+
+    label, why = incidence(report)
+    lines += ["", "### Bug incidence", f"**{label}** ({why})"]
+
+    attached = report.get("attachments") or []
+    nbr = next((a for a in attached if a.get("name", "").startswith("nvidia-bug-report")), None)
+    lines += ["", "### nvidia-bug-report.log.gz"]
+    if nbr and nbr.get("included"):
+        lines.append(f"Attached: `{nbr['name']}` ({nbr.get('what', 'captured right after the run')}).")
+    else:
+        lines.append("Not captured by this run: run `sudo nvidia-bug-report.sh` right after reproducing and attach "
+                     "nvidia-bug-report.log.gz (or rerun the report with `--nvidia-bug-report`).")
+
+    lines += ["", "### More info",
+              "Expected: screenshots, image viewing and compositing keep working after the workload ends, as they did "
+              "before it.",
+              "", "Attached:"]
+    if attached:
+        lines += [f"- `{a['name']}`: {a['what']}" for a in attached]
+    else:
+        lines.append(f"- `{bundle_name or 'the bundle'}`: report.html, report.json, journal, scenario, environment")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""The verdict on synthetic probe distributions: statistics, categories, precedence, exit codes."""
+from __future__ import annotations
+
+import pytest
+from scipy.stats import mannwhitneyu
+
+from stress.analysis import compare_latency, min_p_value, needed_repetitions, verdict
+from stress.errors import ExitCode
+from stress.probes.config import ProbesConfig
+
+CFG = ProbesConfig(kinds=["screenshot", "decode", "display"])
+
+
+def ev(phase: str, kind: str, status: str = "ok", latency: float | None = 0.01, rep: int = 0,
+       reason: str | None = None, visit: int = 0, **metrics) -> dict:
+    if kind == "decode" and status == "ok":
+        metrics.setdefault("ref_s_per_mp", latency)
+        latency = 0.5  # the decode wall time is not what is compared
+    return {"ev": "probe", "t": 0.0, "phase": phase, "visit": visit, "kind": kind, "rep": rep,
+            "status": status, "latency_s": latency if status == "ok" else None, "metrics": metrics,
+            "reason": reason}
+
+
+def healthy(phase: str, n: int = 5, lat: dict | None = None, kinds=("screenshot", "decode", "display")) -> list[dict]:
+    lat = lat or {}
+    out = []
+    for kind in kinds:
+        for i in range(n):
+            out.append(ev(phase, kind, latency=lat.get(kind, [0.010 + 0.0003 * i] * n)[i], rep=i))
+    return out
+
+
+def test_all_healthy_is_not_reproduced():
+    v = verdict(healthy("baseline") + healthy("after") + healthy("after-exit"), CFG)
+    assert v["verdict"] == "not-reproduced" and v["exit_code"] == ExitCode.OK == 0
+    assert v["reasons"] == ["no probe regressed against baseline (screenshot, decode, display round trip "
+                            "in after, after-exit; 45 probes)"]
+    d = v["details"]["phases"]["after"]["screenshot"]
+    assert d["n1"] == 5 and d["n2"] == 5 and d["ratio"] == pytest.approx(1.0)
+    assert d["regressed"] is False and d["latency"]["median"] == pytest.approx(0.0106)
+
+
+def test_large_significant_slowdown_is_reproduced_with_numbers():
+    base = [0.011, 0.0121, 0.012, 0.013, 0.0119]
+    slow = [0.045, 0.048, 0.050, 0.047, 0.049]
+    events = healthy("baseline", lat={"screenshot": base}) + healthy("after", lat={"screenshot": slow})
+    v = verdict(events, CFG)
+    assert v["verdict"] == "reproduced" and v["exit_code"] == 10
+    assert v["reasons"] == ["after: screenshot latency median 48 ms vs 12 ms at baseline (4.0x, p=0.004, n=5/5)"]
+    d = v["details"]["phases"]["after"]["screenshot"]
+    assert d["p_value"] == pytest.approx(mannwhitneyu(slow, base, alternative="greater").pvalue)
+    assert d["p_value"] == pytest.approx(1 / 252)  # exact test, complete separation
+    assert d["significant"] and d["slowdown"] and d["regressions"] == ["slowdown"]
+
+
+def test_large_but_not_significant_slowdown_is_only_a_note():
+    base = [0.010, 0.011, 0.012, 0.060, 0.070]
+    after = [0.008, 0.020, 0.030, 0.065, 0.090]  # medians 30 vs 12 ms, but overlapping samples
+    assert mannwhitneyu(after, base, alternative="greater").pvalue > 0.01
+    v = verdict(healthy("baseline", lat={"display": base}) + healthy("after", lat={"display": after}), CFG)
+    assert v["verdict"] == "not-reproduced"
+    d = v["details"]["phases"]["after"]["display"]
+    assert d["ratio"] == pytest.approx(2.5) and d["significant"] is False and d["slowdown"] is False
+    assert any("not significant at alpha=0.01" in n for n in v["details"]["notes"])
+
+
+def test_small_but_significant_slowdown_is_not_a_regression():
+    base = [0.0100, 0.0101, 0.0102, 0.0103, 0.0104]
+    after = [0.0120, 0.0121, 0.0122, 0.0123, 0.0124]  # every one slower, but only 1.2x
+    v = verdict(healthy("baseline", lat={"screenshot": base}) + healthy("after", lat={"screenshot": after}), CFG)
+    d = v["details"]["phases"]["after"]["screenshot"]
+    assert d["significant"] is True and d["slowdown"] is False
+    assert v["verdict"] == "not-reproduced"
+
+
+def test_too_few_samples_say_so_instead_of_claiming():
+    base, slow = [0.010, 0.011, 0.012], [0.040, 0.041, 0.042]
+    events = healthy("baseline", 3, lat={"screenshot": base}) + healthy("after", 3, lat={"screenshot": slow})
+    v = verdict(events, CFG)
+    assert v["verdict"] == "inconclusive" and v["exit_code"] == 11
+    (reason,) = v["reasons"]
+    assert reason.startswith("after: screenshot latency median 41 ms vs 11 ms at baseline (3.7x, n=3/3)")
+    assert "too few to show significance at alpha=0.01; use probes.repetitions >= 5" in reason
+    d = v["details"]["phases"]["after"]["screenshot"]
+    assert d["p_value"] is None and d["too_few"] is True
+
+
+def test_minimum_p_value_and_needed_repetitions():
+    assert min_p_value(5, 5) == pytest.approx(1 / 252)
+    assert min_p_value(3, 3) == pytest.approx(0.05)
+    assert needed_repetitions(0.01) == 5 and needed_repetitions(0.05) == 4
+    cmp = compare_latency([1.0] * 6, [1.0] * 6, CFG)
+    assert cmp["p_value"] == 1.0 and cmp["slowdown"] is False
+
+
+def test_mismatch_after_is_reproduced_in_the_lead_s_words():
+    after = healthy("after", kinds=("screenshot", "decode"))
+    after += [ev("after", "display", rep=i, latency=0.01) for i in range(2)]
+    after += [ev("after", "display", "fail", rep=2 + i, reason="round trip mismatch", mismatch=True,
+                 mismatch_fraction=f, never_visible=False) for i, f in enumerate([0.12, 0.41, 0.3])]
+    v = verdict(healthy("baseline") + after, CFG)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"] == ["after: display round trip mismatched in 3/5 probes (up to 41% of pixels differ)"]
+    d = v["details"]["phases"]["after"]["display"]
+    assert d["mismatches"] == 3 and d["max_mismatch_fraction"] == 0.41 and d["regressions"] == ["mismatch"]
+
+
+def test_black_frames_timeouts_and_crashes_after_the_workload():
+    after = healthy("after-exit", kinds=("decode",))
+    after += [ev("after-exit", "screenshot", "fail", rep=i, reason="desktop: frame is all black",
+                 black_frames=2) for i in range(5)]
+    after += [ev("after-exit", "display", "timeout", rep=i, reason="no result within 20 s") for i in range(2)]
+    after += [ev("after-exit", "display", "error", rep=2, reason="probe process was killed by SIGSEGV")]
+    after += [ev("after-exit", "display", rep=3 + i) for i in range(2)]
+    v = verdict(healthy("baseline") + after, CFG)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"] == [
+        "after-exit: screenshot returned all-black frames in 5/5 probes",
+        "after-exit: display round trip timed out in 2/5 probes (limit 20 s)",
+        "after-exit: display round trip probe crashed in 1/5 probes (probe process was killed by SIGSEGV)",
+    ]
+
+
+def test_failures_that_also_happened_at_baseline_do_not_count_but_make_it_inconclusive():
+    black = [ev(p, "screenshot", "fail", rep=i, reason="desktop: frame is all black", black_frames=1)
+             for p in ("baseline", "after") for i in range(5)]
+    others = healthy("baseline", kinds=("decode", "display")) + healthy("after", kinds=("decode", "display"))
+    v = verdict(black + others, CFG)
+    assert v["verdict"] == "inconclusive"
+    assert v["reasons"] == ["baseline: screenshot already failed in 5/5 probes before the workload "
+                            "(desktop: frame is all black); failures of that sort later prove nothing"]
+    # ...but a new sort of failure in the same kind still counts.
+    black.append(ev("after", "screenshot", "timeout", rep=5))
+    assert verdict(black + others, CFG)["verdict"] == "reproduced"
+
+
+def test_unsupported_or_unavailable_kind_is_inconclusive():
+    events = healthy("baseline", kinds=("decode", "display")) + healthy("after", kinds=("decode", "display"))
+    for phase in ("baseline", "after"):
+        events.append(ev(phase, "screenshot", "unsupported",
+                         reason="no screenshot backend works in this Wayland session (grim is not installed)"))
+    v = verdict(events, CFG)
+    assert v["verdict"] == "inconclusive" and v["exit_code"] == 11
+    assert v["reasons"] == ["screenshot: unsupported (no screenshot backend works in this Wayland session "
+                            "(grim is not installed)), so the desktop was not checked this way"]
+
+
+def test_regression_beats_an_unsupported_kind():
+    events = healthy("baseline", kinds=("decode", "display")) + [ev("baseline", "screenshot", "unavailable", reason="no display")]
+    events += [ev("after", "decode", "fail", rep=i, reason="1 of 3 images failed: outputs/x.jpg: cannot decode")
+               for i in range(5)]
+    events += healthy("after", kinds=("display",)) + [ev("after", "screenshot", "unavailable", reason="no display")]
+    v = verdict(events, CFG)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"] == ["after: decode failed in 5/5 probes (1 of 3 images failed: outputs/x.jpg: cannot decode)"]
+
+
+def test_during_visits_are_pooled_and_decode_compares_reference_time():
+    base = [0.010, 0.011, 0.012, 0.011, 0.010]
+    during = [ev("during", "decode", latency=0.030 + 0.001 * i, rep=i % 3, visit=i // 3) for i in range(6)]
+    events = healthy("baseline", lat={"decode": base}) + during + healthy("during", kinds=("screenshot", "display"))
+    v = verdict(events, CFG)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"][0].startswith("during: decode time median 32 ms/MP vs 11 ms/MP at baseline (3.0x, p=0.0039, n=6/5)")
+    assert v["details"]["phases"]["during"]["decode"]["n1"] == 6
+
+
+def test_workload_failure_precedence():
+    clean = healthy("baseline") + healthy("after")
+    v = verdict(clean, CFG, workload_failed=True)
+    assert v["verdict"] == "error" and v["exit_code"] == ExitCode.WORKLOAD_ERROR == 12
+    assert v["details"]["error_source"] == "workload"
+    regressed = clean + [ev("after", "display", "timeout", rep=9)]
+    v = verdict(regressed, CFG, workload_failed=True)
+    assert v["verdict"] == "reproduced" and v["exit_code"] == 10
+    assert v["reasons"][-1].startswith("the workload failed")
+
+
+def test_harness_errors_everywhere_is_an_error():
+    events = [ev(p, k, "error", rep=0, reason="harness: OSError: [Errno 28] No space left on device")
+              for p in ("baseline", "after") for k in ("screenshot", "decode", "display")]
+    v = verdict(events, CFG)
+    assert v["verdict"] == "error" and v["details"]["error_source"] == "harness"
+    assert v["reasons"][0] == ("probe harness error: every probe failed to run "
+                               "(harness: OSError: [Errno 28] No space left on device)")
+    assert verdict([{"ev": "run_start"}], CFG)["verdict"] == "error"
+
+
+def test_disabled_probes_and_missing_later_phases_are_inconclusive():
+    v = verdict([], ProbesConfig(enabled=False))
+    assert v["verdict"] == "inconclusive" and "disabled" in v["reasons"][0]
+    v = verdict(healthy("baseline"), CFG)
+    assert v["verdict"] == "inconclusive"
+    assert v["reasons"] == ["no probe was measured after the baseline, so nothing could be compared"]
+
+
+def test_other_events_and_unknown_phases_are_ignored():
+    events = [{"ev": "nvml", "gpu": 0}, {"ev": "image", "index": 0}] + healthy("baseline") + healthy("after")
+    events.append(ev("warmup", "screenshot", "fail", reason="x"))
+    v = verdict(events, CFG)
+    assert v["verdict"] == "not-reproduced"
+    assert "phase 'warmup' is not one the verdict compares; ignored" in v["details"]["notes"]
+
+
+def test_stale_and_flat_frames_are_their_own_categories():
+    after = healthy("after", kinds=("decode",))
+    after += [ev("after", "display", "fail", rep=i, reason="the window stayed on screen after it was closed",
+                 stale=True, mismatch=False) for i in range(2)]
+    after += [ev("after", "display", rep=2 + i) for i in range(3)]
+    after += [ev("after", "screenshot", "fail", rep=0, reason="monitor 1: one flat colour", flat_frames=1)]
+    after += [ev("after", "screenshot", rep=1 + i) for i in range(4)]
+    v = verdict(healthy("baseline") + after, CFG)
+    assert v["reasons"] == ["after: display round trip left the closed window on screen in 2/5 probes (stale frame)",
+                            "after: screenshot returned one-colour frames in 1/5 probes"]
+    assert v["details"]["phases"]["after"]["display"]["stale"] == 2
+    assert v["details"]["phases"]["after"]["screenshot"]["flat_frames"] == 1
