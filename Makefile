@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 # Without a display it runs under xvfb-run when available, so that all four probe phases run.
 demo: $(STAMP)
 	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && command -v xvfb-run >/dev/null 2>&1; then \
-	  echo "no display: running the demo on a virtual X server (xvfb-run)"; wrap="xvfb-run -a -s '-screen 0 1280x800x24'"; \
+	  echo "no display: running the demo on a virtual X server (xvfb-run)"; wrap="xvfb-run -a -s '-screen 0 1280x800x24 -retro'"; \
 	else wrap=""; fi; \
 	rc=0; eval $$wrap $(PY) -m stress run $(SCENARIO) || rc=$$?; \
 	case $$rc in 0|10|11) exit 0;; *) exit $$rc;; esac

@@ -93,13 +93,15 @@ def main() -> int:
         worker.wait()
 
     per_kind: dict[str, list[int]] = {}
-    for ev, line in zip(evs, lines):
+    for ev, line in zip(evs, lines, strict=False):
         per_kind.setdefault(ev["ev"], []).append(len(line) + 1)
     # Steady state: the second half of the run (the first tick carries every change-only field).
-    steady = [len(line) + 1 for ev, line in zip(evs[len(evs) // 2:], lines[len(lines) // 2:])
+    half = len(evs) // 2
+    steady = [len(line) + 1 for ev, line in zip(evs[half:], lines[half:], strict=False)
               if ev["ev"] in ("nvml", "host")]
     ticks = max(1, summary["ticks"])
-    tick_bytes = sum(steady) / max(1, len(steady)) * (len(per_kind.get("nvml", [])) + len(per_kind.get("host", []))) / ticks
+    per_tick_events = (len(per_kind.get("nvml", [])) + len(per_kind.get("host", []))) / ticks
+    tick_bytes = sum(steady) / max(1, len(steady)) * per_tick_events
     result = {
         "interval_s": args.interval,
         "seconds": args.seconds,

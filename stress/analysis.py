@@ -187,7 +187,7 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
     slowdown had too few samples to test) > ``not-reproduced``.
     """
     probes = [e for e in events if e.get("ev") == "probe"]
-    kinds = list(dict.fromkeys(list(config.kinds) + [e.get("kind") for e in probes if e.get("kind")]))
+    kinds = list(dict.fromkeys(list(config.kinds) + [e.get("kind") for e in probes if e.get("kind") in KIND_LABEL]))
     by: dict[str, dict[str, list[dict]]] = {}
     for e in probes:
         by.setdefault(e.get("phase", "?"), {}).setdefault(e.get("kind", "?"), []).append(e)
@@ -201,6 +201,13 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
     regress: list[str] = []
     unsure: list[str] = []
     base = summaries.get(BASELINE, {})
+
+    # Events of no probe kind (the runner's kind="harness"): the phase's probes did not all run.
+    for phase in phases:
+        for kind, evs in by[phase].items():
+            if kind not in KIND_LABEL and any(e.get("status") in ("error", "timeout", "fail") for e in evs):
+                unsure.append(f"{phase}: the probe harness failed ({_first_reason(evs)}), "
+                              "so this phase was not fully probed")
 
     # What baseline could not measure, or where it already failed.
     for kind in config.kinds:
@@ -228,7 +235,9 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             details["notes"].append(f"phase '{phase}' is not one the verdict compares; ignored")
             continue
         for kind, s in summaries[phase].items():
-            label = KIND_LABEL.get(kind, kind)
+            if kind not in KIND_LABEL:
+                continue
+            label = KIND_LABEL[kind]
             b = base.get(kind)
             s["regressions"] = []
             if s["measured"] == 0:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from stress.scenario import Scenario
 
 
@@ -39,23 +41,81 @@ def expand(sc: Scenario) -> list[Job]:
     return jobs
 
 
-def base_steps_run(sc: Scenario) -> int:
-    """Steps the base model runs (as scheduled; the worker records what actually ran)."""
-    if not sc.model.refiner:
-        return sc.steps
-    if sc.refiner.semantics == "sdnext":
-        called = int(sc.steps // sc.refiner.switch + 1)
-        return round(called * sc.refiner.switch)
-    return round(sc.steps * sc.refiner.switch)
+# The default noise schedule of SD 1.5 / SDXL checkpoints (scheduler_config.json of both).
+TRAIN_TIMESTEPS = 1000
+BETA_START, BETA_END = 0.00085, 0.012
 
 
-def refiner_steps_run(sc: Scenario) -> int:
+def _timesteps(sampler: str, n: int) -> np.ndarray:
+    """The timesteps diffusers' DPMSolverMultistepScheduler sets for ``n`` steps (timestep_spacing
+    "linspace", as SD.Next configures it), computed in numpy so the supervisor never imports torch.
+    Checked against diffusers in tests/test_journal_plan.py."""
+    base = np.linspace(0, TRAIN_TIMESTEPS - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+    if not sampler.endswith("_karras"):
+        return base
+    betas = np.linspace(BETA_START ** 0.5, BETA_END ** 0.5, TRAIN_TIMESTEPS, dtype=np.float32) ** 2
+    alphas_cumprod = np.cumprod(1.0 - betas, dtype=np.float32)
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    log_sigmas = np.log(sigmas)
+    rho = 7.0
+    sigma_min, sigma_max = float(sigmas[0]), float(sigmas[-1])
+    ramp = np.linspace(0, 1, n)
+    karras = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    log_sigma = np.log(np.maximum(karras, 1e-10))
+    dists = log_sigma - log_sigmas[:, np.newaxis]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    high = low + 1
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high]), 0, 1)
+    return ((1 - w) * low + w * high).round().astype(np.int64)
+
+
+def _cut(sampler: str, n: int, switch: float, part: str) -> int:
+    """Steps a pipeline runs when called with ``n`` steps and denoising_end/start = ``switch``.
+
+    diffusers cuts by timestep, not by step count: with Karras sigmas most steps sit at low noise, so
+    a 0.8 switch gives the base far fewer than 80% of its steps."""
+    ts = _timesteps(sampler, n)
+    cutoff = int(round(TRAIN_TIMESTEPS - switch * TRAIN_TIMESTEPS))
+    return int((ts >= cutoff).sum()) if part == "base" else int((ts < cutoff).sum())
+
+
+def base_call_steps(sc: Scenario) -> int:
+    """``num_inference_steps`` the base pipeline is called with."""
+    if sc.model.refiner and sc.refiner.semantics == "sdnext":
+        return int(sc.steps // sc.refiner.switch + 1)
+    return sc.steps
+
+
+def refiner_call_steps(sc: Scenario) -> int:
     if not sc.model.refiner:
         return 0
     if sc.refiner.semantics == "sdnext":
-        called = int(sc.refiner_steps // (1 - sc.refiner.switch) // 2 + 1)
-        return called - round(called * sc.refiner.switch)
-    return sc.steps - round(sc.steps * sc.refiner.switch)
+        return int(sc.refiner_steps // (1 - sc.refiner.switch) // 2 + 1)
+    return sc.steps
+
+
+def _exact(sc: Scenario) -> bool:
+    return sc.sampler.name in ("dpmpp_2m_karras", "dpmpp_2m")
+
+
+def base_steps_run(sc: Scenario) -> int:
+    """Steps the base model runs. Exact for the DPM++ 2M samplers on the standard SD/SDXL noise
+    schedule; a proportional estimate for others (the worker records what actually ran)."""
+    n = base_call_steps(sc)
+    if not sc.model.refiner:
+        return n
+    if _exact(sc):
+        return _cut(sc.sampler.name, n, sc.refiner.switch, "base")
+    return round(n * sc.refiner.switch)
+
+
+def refiner_steps_run(sc: Scenario) -> int:
+    n = refiner_call_steps(sc)
+    if not n:
+        return 0
+    if _exact(sc):
+        return _cut(sc.sampler.name, n, sc.refiner.switch, "refiner")
+    return n - round(n * sc.refiner.switch)
 
 
 def accounting(sc: Scenario) -> dict:
@@ -70,6 +130,9 @@ def accounting(sc: Scenario) -> dict:
         "resolutions": [f"{w}x{h}" for w, h in sc.resolutions],
         "base_steps_per_image": base,
         "refiner_steps_per_image": ref,
+        "base_call_steps": base_call_steps(sc),
+        "refiner_call_steps": refiner_call_steps(sc),
+        "steps_exact": _exact(sc) or not sc.model.refiner,
         "unet_evaluations": sc.images * (base + ref) * cfg_mult,
         "latent_positions": latent_positions,
     }

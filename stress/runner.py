@@ -27,9 +27,6 @@ from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
 
-# Outcomes after which the worker process is gone and must be replaced.
-_FATAL = ("crash", "timeout")
-
 
 class WorkerHandle:
     """One worker subprocess and its message pipe."""
@@ -195,6 +192,7 @@ class Supervisor:
         self.records: dict[int, dict] = {}
         self.t0 = time.time()
         self.during_visits = 0
+        self._next_start_reason = "start"
 
     # ---- set-up ----
     def _prepare(self) -> set[int]:
@@ -257,10 +255,6 @@ class Supervisor:
         self.worker.reap("crash")
         raise _Stop("load-failed:worker exited while loading models (see logs/)")
 
-    def _ensure_worker(self, reason: str) -> None:
-        if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
-            self._start_worker(reason)
-
     # ---- probes ----
     def _probe(self, phase: str, visit: int = 0) -> None:
         if not self.sc.probes.enabled or phase not in self.sc.probes.phases:
@@ -293,11 +287,13 @@ class Supervisor:
             outcome, error = msg.get("kind", "error"), msg.get("error", "")
         elif kind == "timeout":
             w.kill("killed-timeout")
+            self._next_start_reason = "after-timeout"
             outcome = "timeout"
             error = (f"no result within {self.sc.session.image_timeout:.0f}s per image; "
                      f"worker killed by the watchdog")
         else:  # eof: the worker died
             w.reap("crash")
+            self._next_start_reason = "after-crash"
             rc = w.proc.returncode if w.proc else None
             how = f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit status {rc}"
             outcome, error = "crash", f"worker died ({how}): {w.stderr_tail(600).strip()[-400:]}"
@@ -310,12 +306,12 @@ class Supervisor:
         for job in jobs:
             if sess.time_limit and time.time() - self.t0 > sess.time_limit:
                 raise _Stop("time-limit")
-            restart_reason = "after-crash"
             if self.worker and self.worker.proc and self.worker.proc.poll() is None and sess.restart_worker_every \
                     and self.worker.images_done >= sess.restart_worker_every:
                 self.worker.stop()
-                restart_reason = "restart-every"
-            self._ensure_worker(restart_reason if self.worker else "start")
+                self._next_start_reason = "restart-every"
+            if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
+                self._start_worker(self._next_start_reason)
             if sess.reload_models_every and self.worker.images_done and \
                     self.worker.images_done % sess.reload_models_every == 0:
                 self.worker.send(cmd="reload")
@@ -328,10 +324,7 @@ class Supervisor:
                 self.journal.append("image", **rec)
                 self.progress.image(rec)
             self.worker.images_done += len(job.images)
-            failed = [r for r in self.records.values() if r["outcome"] != "ok"]
-            if any(self.records[i]["outcome"] in _FATAL for i in job.indices):
-                self.worker = None if self.worker.proc.poll() is not None else self.worker
-            if failed and sess.on_failure == "stop" and any(self.records[i]["outcome"] != "ok" for i in job.indices):
+            if sess.on_failure == "stop" and any(self.records[i]["outcome"] != "ok" for i in job.indices):
                 raise _Stop("stopped-on-failure")
             after = len(self.records) // self.sc.probes.during_every
             if after > before and len(self.records) < total:

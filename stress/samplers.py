@@ -41,6 +41,8 @@ class TickLoop:
         self.name = name
         self.ticks = 0
         self.skipped = 0
+        self.errors = 0
+        self.last_error: str | None = None
         self.max_late_s = 0.0
         self.cpu_s = 0.0
         self.started_at: float | None = None
@@ -53,7 +55,11 @@ class TickLoop:
             index = 0
             while not self._stop.is_set():
                 self.max_late_s = max(self.max_late_s, self.clock() - next_t)
-                self.fn(index)
+                try:
+                    self.fn(index)
+                except Exception as exc:  # noqa: BLE001 - a bug in one tick must not end the sampling
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
                 self.ticks += 1
                 index += 1
                 next_t += self.interval
@@ -362,6 +368,7 @@ class Monitors:
             "xid_suppressed": self._xid_limit.suppressed,
             "kernel_log_via": self._follower.via if self._follower else None,
             "write_errors": write_errors,
+            "loop_errors": loop.errors if loop else 0,
             "threads_stopped": ended,
         }
         return self._summary

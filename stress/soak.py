@@ -548,10 +548,11 @@ class Soak:
             rep = next((e for i, e in sorted(st.finished.items()) if e.get("verdict") == "reproduced"), None)
             if rep:
                 return "stopped-reproduced", f"iteration {rep['iteration']} reproduced the regression ({rep['run_id']})"
-        if cfg.get("iterations") and len(st.finished) >= cfg["iterations"]:
+        if cfg.get("iterations") is not None and len(st.finished) >= cfg["iterations"]:
             return "completed", f"{len(st.finished)} of {cfg['iterations']} iterations done"
         if cfg.get("deadline") and time.time() >= cfg["deadline"]:
-            return "completed", f"the soak's time ({cfg['duration_s'] / 3600:.2g}h from its start) is up"
+            end = time.strftime("%Y-%m-%d %H:%M", time.localtime(cfg["deadline"]))
+            return "completed", f"the soak's time is up (--duration ended at {end}); {len(st.finished)} iterations done"
         if st.failures_in_a_row >= cfg["max_failures"]:
             return "harness-errors", (f"{st.failures_in_a_row} attempts in a row could not run a scenario "
                                       f"(see {self.rel(self.state_dir / SUMMARY_FILE)} and the runs' logs)")

@@ -3,9 +3,9 @@
 Same function names, constants and exception classes as pynvml (``NVMLError``, ``NVMLError_NotSupported``,
 ``NVMLError_GpuIsLost``, ..., built the same way pynvml builds them). Per GPU, any NVML function can be
 scripted: a value, a :class:`Seq` of values (one per call, the last one repeats), a callable
-``f(call_number)``, or an exception (class or instance) to raise. :meth:`FakeNvml.lose` makes a GPU disappear (every call
-on it raises ``NVMLError_GpuIsLost``, and event waits report it); :meth:`FakeNvml.push_xid` delivers a
-critical-Xid event through ``nvmlEventSetWait``.
+``f(call_number)``, or an exception (class or instance) to raise. :meth:`FakeNvml.lose` makes a GPU
+disappear (every call on it raises ``NVMLError_GpuIsLost``, and event waits report it);
+:meth:`FakeNvml.push_xid` delivers a critical-Xid event through ``nvmlEventSetWait``.
 
 Use it by monkeypatching ``stress.hw.nvml._load_pynvml`` to return a :class:`FakeNvml`, or, from a
 subprocess, with ``STRESS_NVML_MODULE=fake_nvml`` and this folder on PYTHONPATH: the module itself then

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import math
 import random
 import sys
@@ -355,7 +354,9 @@ def make_run(root: Path, s: Synth | None = None, **overrides) -> Path:
         j.append("phase", t=at(2.0), phase="after", state="start")
         if s.reproduce:
             raw = f"NVRM: Xid (PCI:0000:01:00): 56, pid=1500, name=Xorg, CMDre 00000000 00000084 {HOST}"
-            j.append("kmsg", t=at(0.3), line=f"[12345.678] {raw}")
+            j.append("xid", t=at(0.3), gpu=0, xid=56, category="display-engine", description="Display Engine error",
+                     source="nvml-event", raw="nvml eventType=0x8 eventData=56")
+            j.append("kmsg", t=at(0.05), line=f"[12345.678] {raw}")
             j.append("xid", t=at(0.01), gpu=0, xid=56, category="display-engine", description="Display Engine error",
                      source="kernel-log", raw=raw, bus="0000:01:00", pid=1500, name="Xorg")
         probes("after", slow=3.0 if s.reproduce else 1.0, fail_every=2 if s.reproduce else 0)

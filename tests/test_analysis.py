@@ -214,3 +214,15 @@ def test_stale_and_flat_frames_are_their_own_categories():
                             "after: screenshot returned one-colour frames in 1/5 probes"]
     assert v["details"]["phases"]["after"]["display"]["stale"] == 2
     assert v["details"]["phases"]["after"]["screenshot"]["flat_frames"] == 1
+
+
+def test_a_harness_failure_event_from_the_runner_makes_it_inconclusive():
+    # stress.runner records kind="harness" when run_phase itself blew up for a phase.
+    events = healthy("baseline") + healthy("during") + [
+        {"ev": "probe", "phase": "after", "visit": 0, "kind": "harness", "rep": 0, "status": "error",
+         "latency_s": None, "metrics": {}, "reason": "OSError: [Errno 24] Too many open files"}]
+    v = verdict(events, CFG)
+    assert v["verdict"] == "inconclusive"
+    assert v["reasons"] == ["after: the probe harness failed (OSError: [Errno 24] Too many open files), "
+                            "so this phase was not fully probed"]
+    assert v["details"]["phases"]["after"]["harness"]["errors"] == 1

@@ -212,3 +212,24 @@ def test_probe_as_unprivileged_user_explains_the_fix() -> None:
     j = attempts["journalctl"]
     if "not in the systemd-journal" in (j["reason"] or ""):
         assert "usermod -aG systemd-journal" in j["fix"]
+
+
+def test_a_failing_callback_does_not_stop_the_follower() -> None:
+    r, w = os.pipe()
+    seen: list[str] = []
+
+    def on_line(raw: str, msg: str) -> None:
+        if not seen:
+            seen.append("boom")
+            raise RuntimeError("consumer bug")
+        seen.append(msg)
+
+    f = KernelLogFollower(r, "kmsg", on_line=on_line)
+    f.start()
+    os.write(w, (KMSG_LINES[1] + "\n").encode())
+    assert wait_for(lambda: f.stats.errors == 1)
+    os.write(w, (KMSG_LINES[4] + "\n").encode())
+    assert wait_for(lambda: len(seen) == 2)
+    assert seen[1].startswith("NVRM: GPU 0000:01:00.0")
+    os.close(w)
+    assert f.stop(2.0)

@@ -125,7 +125,8 @@ def test_one_failing_field_does_not_stop_the_others(fake: fake_nvml.FakeNvml) ->
 
 
 def test_transient_failure_recovers(fake: fake_nvml.FakeNvml) -> None:
-    fake.set(0, "nvmlDeviceGetTemperature", fake_nvml.Seq([fake_nvml.NVMLError_Timeout, fake_nvml.NVMLError_Timeout, 71]))
+    timeout = fake_nvml.NVMLError_Timeout
+    fake.set(0, "nvmlDeviceGetTemperature", fake_nvml.Seq([timeout, timeout, 71]))
     s = nvml.NvmlSession.open()
     g = nvml.GpuSampler(s, 0)
     assert [g.sample(t).get("tc") for t in range(4)] == [None, None, 71, 71]
@@ -232,3 +233,35 @@ def test_session_limited_to_some_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     s.close()
     with pytest.raises(nvml.NvmlUnavailable, match="none of the GPUs"):
         nvml.NvmlSession.open([5])
+
+
+_REAL = None
+
+
+def _real_inventory() -> dict:
+    global _REAL
+    if _REAL is None:
+        _REAL = nvml.gpu_inventory()   # the real pynvml: no monkeypatching here
+    return _REAL
+
+
+def test_real_nvml_when_a_driver_is_present() -> None:
+    """Runs only where an NVIDIA driver is loaded; on this project's CI machine (no GPU) it says why."""
+    inv = _real_inventory()
+    if not inv["available"]:
+        pytest.skip(f"real NVML not available here: {inv['reason']}")
+    assert inv["driver"] and inv["gpus"] and inv["gpus"][0]["memory_total"] > 0
+    s = nvml.NvmlSession.open()
+    try:
+        g = nvml.GpuSampler(s, 0)
+        first, second = g.sample(0), g.sample(1)
+        assert first is not None and second is not None, g.lost
+        assert first["mt"] == inv["gpus"][0]["memory_total"] and first["mu"] >= 0 and "mf" in second
+        assert all(isinstance(v, str) for v in g.take_new_unsupported().values())
+        w = nvml.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None, wait_ms=200)
+        if w.register():
+            w.start()
+            time.sleep(0.3)
+            assert w.stop(2.0)
+    finally:
+        s.close()

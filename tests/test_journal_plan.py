@@ -7,7 +7,10 @@ import subprocess
 import sys
 
 from stress.journal import Journal, read_journal, write_json_atomic
-from stress.plan import accounting, base_steps_run, expand, refiner_steps_run
+import pytest
+
+from stress.plan import (_timesteps, accounting, base_call_steps, base_steps_run, expand, refiner_call_steps,
+                         refiner_steps_run)
 from stress.scenario import Scenario
 
 
@@ -52,14 +55,29 @@ def test_expand_cycles_resolutions_per_batch_and_locks_seeds():
     assert [j.images for j in jobs] == [((0, 10), (1, 11)), ((2, 12), (3, 13)), ((4, 14),)]
 
 
-def test_sdnext_step_semantics():
+def test_sdnext_step_semantics_cut_by_timestep():
     sc = Scenario(name="p", steps=38, model={"refiner": "builtin:tiny-sdxl-refiner"})
-    # base: int(38 // 0.8 + 1) = 48 scheduled, denoising_end=0.8 -> 38 run
-    assert base_steps_run(sc) == 38
-    # refiner: int(38 // 0.2 // 2 + 1) = 95 scheduled (38 // 0.2 == 189.0 in floating point), last 20% -> 19
-    assert refiner_steps_run(sc) == 19
+    # base: called with int(38 // 0.8 + 1) = 48 steps; refiner with int(38 // (1 - 0.8) // 2 + 1) = 96
+    # (1 - 0.8 == 0.19999999999999996, so 38 // it == 190.0). diffusers cuts at timestep 200, and
+    # Karras sigmas put most steps at low noise: the base runs 30 steps and the refiner 36, not 38 + 19.
+    assert (base_call_steps(sc), refiner_call_steps(sc)) == (48, 96)
+    assert (base_steps_run(sc), refiner_steps_run(sc)) == (30, 36)
     d = Scenario(name="p", steps=38, model={"refiner": "builtin:tiny-sdxl-refiner"}, refiner={"semantics": "diffusers"})
-    assert (base_steps_run(d), refiner_steps_run(d)) == (30, 8)
+    assert (base_call_steps(d), refiner_call_steps(d)) == (38, 38)
+    assert (base_steps_run(d), refiner_steps_run(d)) == (24, 14)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m_karras", "dpmpp_2m"])
+@pytest.mark.parametrize("n", [4, 10, 25, 38, 48, 95, 150])
+def test_numpy_schedule_matches_diffusers(sampler, n):
+    from diffusers import DPMSolverMultistepScheduler
+
+    sched = DPMSolverMultistepScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", lower_order_final=True,
+        use_karras_sigmas=sampler.endswith("karras"), final_sigmas_type="zero", timestep_spacing="linspace")
+    sched.set_timesteps(n)
+    assert _timesteps(sampler, n).tolist() == sched.timesteps.tolist()
 
 
 def test_accounting_totals():

@@ -305,3 +305,17 @@ def test_stop_is_quick_even_mid_wait(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert took < 2.0 and summary["threads_stopped"]
     assert threading.active_count() < 50
     assert not [t for t in threading.enumerate() if t.name.startswith("stress-")]
+
+
+def test_a_failing_tick_does_not_end_the_loop() -> None:
+    clock = FakeClock()
+    seen: list[int] = []
+
+    def fn(i: int) -> None:
+        seen.append(i)
+        if i == 2:
+            raise KeyError("bug")
+
+    loop = TickLoop(1.0, fn, clock=clock, wait=lambda dt: (setattr(clock, "now", clock.now + dt), len(seen) >= 5)[1])
+    loop.run()
+    assert seen == [0, 1, 2, 3, 4] and loop.errors == 1 and loop.last_error == "KeyError: 'bug'"

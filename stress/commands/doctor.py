@@ -39,7 +39,8 @@ try:
     out["torch"] = torch.__version__
     out["cuda_build"] = torch.version.cuda
     out["cuda_available"] = bool(torch.cuda.is_available())
-    out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if out["cuda_available"] else []
+    n = torch.cuda.device_count() if out["cuda_available"] else 0
+    out["devices"] = [torch.cuda.get_device_name(i) for i in range(n)]
     try:
         out["cudnn"] = torch.backends.cudnn.version()
     except Exception:

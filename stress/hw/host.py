@@ -20,17 +20,35 @@ WLROOTS = frozenset({"sway", "Hyprland", "hyprland", "labwc", "river", "wayfire"
 DISPLAY_PROCESS_NAMES = frozenset(X_SERVERS + COMPOSITORS)
 
 
+def _proc_names() -> list[tuple[int, str]]:
+    """``(pid, comm)`` of every process, read straight from /proc: several times cheaper than
+    psutil.process_iter, which builds an object per process (this runs every rescan)."""
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [(p.pid, p.info["name"]) for p in psutil.process_iter(["name"])]
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as fh:
+                out.append((int(entry), fh.read().decode("utf-8", "replace").rstrip("\n")))
+        except OSError:   # exited meanwhile, or hidden
+            continue
+    return out
+
+
 def find_display_processes() -> list[tuple[psutil.Process, str]]:
     """Running display servers and compositors as ``(process, name)``, by pid."""
     found = []
-    for p in psutil.process_iter(["name"]):
-        try:
-            name = p.info["name"]
-        except KeyError:
-            continue
+    for pid, name in sorted(_proc_names()):
         if name in DISPLAY_PROCESS_NAMES:
-            found.append((p, name))
-    return sorted(found, key=lambda x: x[0].pid)
+            try:
+                found.append((psutil.Process(pid), name))
+            except psutil.Error:
+                continue
+    return found
 
 
 def display_session() -> dict:
@@ -77,12 +95,51 @@ def display_session() -> dict:
     }
 
 
+def _children_pids(pid: int) -> list[int] | None:
+    """Direct children from /proc/<pid>/task/*/children (Linux 3.5+); None where that is missing."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                kids.extend(int(x) for x in fh.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue          # the thread ended meanwhile
+            return None           # kernel without CONFIG_PROC_CHILDREN
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
 def _tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants. Walks only this tree when the kernel allows it; psutil's
+    children() reads every process's stat file instead."""
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+    out, todo, seen = [root], [pid], {pid}
+    while todo:
+        kids = _children_pids(todo.pop())
+        if kids is None:
+            try:
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return [root]
+        for k in kids:
+            if k in seen:
+                continue
+            seen.add(k)
+            try:
+                out.append(psutil.Process(k))
+            except psutil.Error:
+                continue
+            todo.append(k)
+    return out
 
 
 class HostSampler:

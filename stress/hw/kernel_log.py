@@ -257,6 +257,7 @@ class FollowerStats:
     matched: int = 0
     xids: int = 0
     overruns: int = 0     # /dev/kmsg records lost because the ring buffer wrapped before we read
+    errors: int = 0       # callbacks that raised (their line is lost, the follower goes on)
     ended: str | None = None
 
 
@@ -329,7 +330,10 @@ class KernelLogFollower:
                     rc = self.proc.poll() if self.proc else None
                     self._end("source ended" + (f" (exit status {rc})" if rc is not None else ""))
                     return
-                self._feed(chunk)
+                try:
+                    self._feed(chunk)
+                except Exception:  # noqa: BLE001 - a failing callback must not stop the follower
+                    self.stats.errors += 1
         finally:
             self.cpu_s = time.thread_time()
 

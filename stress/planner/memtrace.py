@@ -23,6 +23,7 @@ are modelled in :mod:`stress.planner.overhead`.
 """
 from __future__ import annotations
 
+import itertools
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -33,6 +34,10 @@ from torch.utils._pytree import tree_leaves
 
 # Ops that create no storage of their own; skipping them saves time on every view.
 _SKIP = {torch.ops.prim.device.default}
+
+# Keys of allocations the tracker cannot see (weights): negative, unique across timelines, so that
+# the events of several timelines (a session's prefix and its images) can be replayed together.
+_SYNTHETIC_KEYS = itertools.count(-1, -1)
 
 
 @dataclass
@@ -54,11 +59,19 @@ class Timeline:
     stage_peak_modules: dict[str, str] = field(default_factory=dict)
     stage_peak_weights: dict[str, int] = field(default_factory=dict)
     weights_live: int = 0
+    flops: dict[str, int] = field(default_factory=dict)       # per stage, counted by the tracker
     _sizes: dict[int, int] = field(default_factory=dict)
     _weight_keys: set[int] = field(default_factory=set)
-    _next_key: int = -1
     stage: str = ""
     module: str = ""
+
+    def fork(self) -> "Timeline":
+        """A new timeline that starts where this one is: same live allocations, no events."""
+        t = Timeline(live=self.live, peak=self.live, weights_live=self.weights_live,
+                     peak_weights=self.weights_live, stage=self.stage)
+        t._sizes = dict(self._sizes)
+        t._weight_keys = set(self._weight_keys)
+        return t
 
     def mark(self, stage: str) -> None:
         """Start a named stage; later events belong to it."""
@@ -96,8 +109,7 @@ class Timeline:
 
     def alloc(self, nbytes: int, *, weight: bool = False) -> int:
         """An allocation the tracker cannot see (weights, workspaces); returns its key for :meth:`free`."""
-        key = self._next_key
-        self._next_key -= 1
+        key = next(_SYNTHETIC_KEYS)
         if weight:
             self._weight_keys.add(key)
             self.weights_live += int(nbytes)
@@ -114,15 +126,34 @@ class Timeline:
 class StorageTracker(TorchDispatchMode):
     """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
 
-    def __init__(self, timeline: Timeline | None = None):
+    def __init__(self, timeline: Timeline | None = None, existing: Iterable[torch.Tensor] = (),
+                 *, count_flops: bool = False):
         super().__init__()
         self.timeline = timeline if timeline is not None else Timeline()
         self._finalizers: dict[int, weakref.finalize] = {}
+        # FLOPs with torch.utils.flop_counter's formulas, counted here rather than by stacking a
+        # FlopCounterMode: one Python dispatch layer less on every op (the trace's main cost).
+        self._flop_formulas = _flop_formulas() if count_flops else {}
+        # Storages that exist before the trace (weights): views of them (``weight.t()`` in every
+        # linear layer) must not count as new memory.
+        self._existing: set[int] = set()
+        self.ignore(existing)
+
+    def ignore(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Never count these tensors' storages (they were allocated before, e.g. weights)."""
+        for t in tensors:
+            self._existing.add(t.untyped_storage()._cdata)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         if func in _SKIP:
             return out
+        if self._flop_formulas:
+            formula = self._flop_formulas.get(func._overloadpacket)
+            if formula is not None:
+                fl = self.timeline.flops
+                fl[self.timeline.stage] = fl.get(self.timeline.stage, 0) + int(formula(*args, **kwargs, out_val=out))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self._track(t)
@@ -134,6 +165,8 @@ class StorageTracker(TorchDispatchMode):
         except (RuntimeError, NotImplementedError):  # sparse / nested tensors: none in SD pipelines
             return
         key = st._cdata
+        if key in self._existing:
+            return
         nbytes = st.nbytes()
         known = self.timeline._sizes.get(key)
         if known is not None:
@@ -155,6 +188,21 @@ class StorageTracker(TorchDispatchMode):
         for fin in list(self._finalizers.values()):
             fin.detach()
         self._finalizers.clear()
+
+
+def _flash_cpu_flop(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+def _flop_formulas() -> dict:
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+    formulas = dict(flop_registry)
+    # The CPU flash kernel has no formula of its own; it computes what CUDA's flash kernel does.
+    formulas[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = shape_wrapper(_flash_cpu_flop)
+    return formulas
 
 
 class ModuleLabels:

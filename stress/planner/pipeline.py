@@ -151,19 +151,37 @@ class StageInfo:
 
 @dataclass
 class ImageTrace:
-    """One image (one batch) at one resolution: its allocation sequence and stage facts."""
+    """One image (one batch) at one resolution, after the session's prefix (loading the weights,
+    encoding the prompts once): the allocation sequences of both and the facts of each stage."""
 
     width: int
     height: int
     batch: int
-    timeline: Timeline
-    load_events: int                       # the first N events load the resident weights
+    prefix: Timeline           # load + text encoding: once a session, shared by every resolution
+    image: Timeline            # one image; starts where the prefix ended; self-contained
     stages: dict[str, StageInfo]
     seconds: float
+    leaked: int = 0            # bytes the image left allocated (0 unless the tracer missed a free)
 
     @property
-    def image_events(self) -> list[tuple[int, int]]:
-        return self.timeline.events[self.load_events:]
+    def peak(self) -> int:
+        return max(self.prefix.peak, self.image.peak)
+
+    @property
+    def peak_stage(self) -> str:
+        return self.image.peak_stage if self.image.peak >= self.prefix.peak else self.prefix.peak_stage
+
+    @property
+    def peak_module(self) -> str:
+        return self.image.peak_module if self.image.peak >= self.prefix.peak else self.prefix.peak_module
+
+    @property
+    def peak_weights(self) -> int:
+        return self.image.peak_weights if self.image.peak >= self.prefix.peak else self.prefix.peak_weights
+
+    @property
+    def events(self) -> list[tuple[int, int]]:
+        return self.prefix.events + self.image.events
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,6 +196,12 @@ class Residency:
         self.sizes = sizes                          # "base.unet" -> per-tensor bytes
         self.offload = offload
         self.resident: dict[str, list[int]] = {}    # name -> timeline keys
+
+    def continue_on(self, timeline: Timeline) -> "Residency":
+        """The same residency state, recording on a forked timeline."""
+        r = Residency(timeline, self.sizes, self.offload)
+        r.resident = {k: list(v) for k, v in self.resident.items()}
+        return r
 
     def load_all(self, names: list[str]) -> None:
         if self.offload:
@@ -250,22 +274,6 @@ class TraceSettings:
     img2img: bool = False                  # sd15-img2img: VAE-encode an input image first
 
 
-_FLASH_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-
-
-def _flash_cpu_flop(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(q_shape, k_shape, v_shape)
-
-
-def _flop_counter() -> Any:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    # The CPU flash kernel has no formula of its own; it computes what CUDA's flash kernel does.
-    return FlopCounterMode(display=False, custom_mapping={_FLASH_CPU: _flash_cpu_flop})
-
-
 class PipelineTracer:
     """Traces a scenario's pipeline per resolution; networks are built once, traces cached."""
 
@@ -303,6 +311,7 @@ class PipelineTracer:
                         channels_last=settings.channels_last)
         self.build_seconds = time.perf_counter() - t0
         self._cache: dict[tuple[int, int], ImageTrace] = {}
+        self._prefix_state: Any = None
 
     # ---- facts used by accounting ----
     @property
@@ -331,32 +340,65 @@ class PipelineTracer:
             self._cache[key] = self._trace(width, height)
         return self._cache[key]
 
+    def _all_weights(self) -> Iterator[torch.Tensor]:
+        mods = list(self.modules.values()) + ([self.upcast_vae] if self.upcast_vae is not None else [])
+        for m in mods:
+            yield from m.parameters()
+            yield from m.buffers()
+
     def _ctx(self) -> Any:
         return self.fake_mode if self.fake_mode is not None else contextlib.nullcontext()
 
-    def _trace(self, width: int, height: int) -> ImageTrace:
-        t0 = time.perf_counter()
-        tl = Timeline()
-        res = Residency(tl, self.sizes, self.s.cpu_offload)
-        tl.mark("load")
-        order = [k for k in self.modules]
-        res.load_all(order)
-        load_events = len(tl.events)
-        stages: dict[str, StageInfo] = {}
-        tracker = StorageTracker(tl)
+    def _labels(self, tl: Timeline) -> ModuleLabels:
         roots = list(self.modules.items())
         if self.upcast_vae is not None:
             roots.append((self.decoder_key, self.upcast_vae))
-        labels = ModuleLabels(tl, roots)
-        with torch.no_grad(), self._ctx(), tracker, labels:
-            self._run_image(tl, res, stages, width, height)
+        return ModuleLabels(tl, roots)
+
+    def _prefix(self) -> tuple[Timeline, Residency, dict[str, dict[str, torch.Tensor]], dict[str, StageInfo]]:
+        """Load the weights and encode the prompts, once: the worker encodes each distinct prompt
+        once and keeps the embeddings on the GPU for every later image."""
+        if self._prefix_state is None:
+            tl = Timeline()
+            res = Residency(tl, self.sizes, self.s.cpu_offload)
+            tl.mark("load")
+            res.load_all(list(self.modules))
+            stages: dict[str, StageInfo] = {}
+            tracker = StorageTracker(tl, self._all_weights(), count_flops=True)
+            with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
+                cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
+                if self.refiner is not None:
+                    cached["refiner"] = self._encode(tl, res, stages, "refiner", self.refiner,
+                                                     self.s.refiner_chunks)
+                res.finish_image()
+            tracker.detach_all()   # the cached embeddings live as long as the session
+            self._finish_stages(tl, stages)
+            self._prefix_state = (tl, res, cached, stages)
+        return self._prefix_state
+
+    def _trace(self, width: int, height: int) -> ImageTrace:
+        t0 = time.perf_counter()
+        ptl, pres, cached, pstages = self._prefix()
+        tl = ptl.fork()
+        res = pres.continue_on(tl)
+        stages: dict[str, StageInfo] = {}
+        existing = list(self._all_weights()) + [t for d in cached.values() for t in d.values()]
+        tracker = StorageTracker(tl, existing, count_flops=True)
+        with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
+            self._run_image(tl, res, stages, width, height, cached)
+            res.finish_image()
         tracker.detach_all()
-        res.finish_image()
+        leaked = tl.live - ptl.live + (ptl.weights_live - tl.weights_live)
+        self._finish_stages(tl, stages)
+        return ImageTrace(width, height, self.s.batch, ptl, tl, {**pstages, **stages},
+                          time.perf_counter() - t0, leaked=leaked)
+
+    @staticmethod
+    def _finish_stages(tl: Timeline, stages: dict[str, StageInfo]) -> None:
         for name, info in stages.items():
             info.peak = tl.stage_peaks.get(name, 0)
             info.weights_at_peak = tl.stage_peak_weights.get(name, 0)
             info.peak_module = tl.stage_peak_modules.get(name, "")
-        return ImageTrace(width, height, self.s.batch, tl, load_events, stages, time.perf_counter() - t0)
 
     @contextlib.contextmanager
     def _stage(self, tl: Timeline, stages: dict[str, StageInfo], name: str, component: str,
@@ -365,14 +407,12 @@ class PipelineTracer:
         stages[name] = info
         tl.mark(name)
         hooks = self._attention_hooks(component, module, info)
-        counter = _flop_counter()
         try:
-            with counter:
-                yield info
+            yield info
         finally:
             for h in hooks:
                 h.remove()
-            info.flops = int(counter.get_total_flops())
+            info.flops = tl.flops.get(name, 0)
 
     def _attention_hooks(self, component: str, root: torch.nn.Module, info: StageInfo) -> list[Any]:
         handles = []
@@ -398,16 +438,17 @@ class PipelineTracer:
     # ---- the stages ----
     def _encode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], prefix: str,
                 arch: Architecture, chunks: int) -> dict[str, torch.Tensor]:
-        """SD.Next/compel: each 77-token chunk encoded on its own; chunks concatenated on the token
-        axis, encoders on the feature axis; prompt and negative padded to the same chunk count."""
-        b = self.s.batch
+        """As the worker's PromptEncoder (SD.Next through compel): each 77-token chunk encoded on its
+        own, chunks concatenated on the token axis, encoders on the feature axis, the shorter of
+        prompt and negative padded to the same chunk count; the pooled embedding of the last
+        encoder. Returns the batch-1 embeddings the worker caches."""
         per_encoder_pos, per_encoder_neg = [], []
         pooled = None
         for te_name in arch.text_encoders:
             key = f"{prefix}.{te_name}"
             res.use(key)
             te = self.modules[key]
-            with self._stage(tl, stages, f"{prefix}.encode.{te_name}", key, te) as info:
+            with self._stage(tl, stages, f"text_encode:{prefix}.{te_name}", key, te) as info:
                 vocab = int(self.components[key].config.get("vocab_size", 49408))
                 ids = torch.randint(0, vocab, (1, CHUNK_TOKENS))
                 out = te(ids, output_hidden_states=True, return_dict=True)
@@ -416,34 +457,42 @@ class PipelineTracer:
                 else:
                     layer = out.hidden_states[-(self.s.clip_skip + 1)]
                 hidden = layer.to(self.dtype)
-                if te_name == "text_encoder_2" and hasattr(out, "text_embeds"):
-                    pooled = out.text_embeds.clone()
-                del out, layer
+                if te_name == "text_encoder_2" and getattr(out, "text_embeds", None) is not None:
+                    pooled = out.text_embeds.to(self.dtype).clone()
+                del out, layer, ids
                 info.evaluations = 1
-                # The other chunks allocate the same; their activations come and go one at a time.
+                # Every chunk allocates the same activations, one chunk at a time; the outputs add up.
                 pos = torch.cat([hidden] + [hidden.clone() for _ in range(chunks - 1)], dim=1)
                 neg = torch.cat([hidden.clone() for _ in range(chunks)], dim=1)
                 del hidden
                 per_encoder_pos.append(pos)
                 per_encoder_neg.append(neg)
         cond: dict[str, torch.Tensor] = {}
-        pos = torch.cat(per_encoder_pos, dim=-1) if len(per_encoder_pos) > 1 else per_encoder_pos[0]
-        neg = torch.cat(per_encoder_neg, dim=-1) if len(per_encoder_neg) > 1 else per_encoder_neg[0]
+        cond["prompt_embeds"] = torch.cat(per_encoder_pos, dim=-1) if len(per_encoder_pos) > 1 else per_encoder_pos[0]
+        cond["negative_prompt_embeds"] = (torch.cat(per_encoder_neg, dim=-1) if len(per_encoder_neg) > 1
+                                          else per_encoder_neg[0])
         del per_encoder_pos, per_encoder_neg
-        # repeat_batch, then the pipeline's CFG batch (negative first).
-        pos_b = torch.cat([pos] * b, dim=0)
-        neg_b = torch.cat([neg] * b, dim=0)
-        del pos, neg
-        cond["encoder_hidden_states"] = torch.cat([neg_b, pos_b], dim=0) if self.s.cfg else pos_b
-        del pos_b, neg_b
         if arch.kind != "sd":
             if pooled is None:
                 pooled = torch.zeros(1, arch.pooled_width(), dtype=self.dtype)
-            pooled = pooled.to(self.dtype)
-            pooled_b = torch.cat([pooled] * b, dim=0)
-            cond["text_embeds"] = torch.cat([pooled_b, pooled_b], dim=0) if self.s.cfg else pooled_b
-            n = arch.time_ids()
-            ids = torch.zeros(1, n, dtype=self.dtype)
+            cond["pooled_prompt_embeds"] = pooled
+            cond["negative_pooled_prompt_embeds"] = pooled.clone()
+        return cond
+
+    def _pipeline_inputs(self, arch: Architecture, cached: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the pipeline call builds from the cached embeddings: ``repeat_batch`` copies for the
+        batch, the pipeline's own repeat, the CFG batch (negative first), the SDXL time ids."""
+        b = self.s.batch
+        kw = {k: torch.cat([v] * b, dim=0) for k, v in cached.items()}      # repeat_batch
+        pos = kw["prompt_embeds"].repeat(1, 1, 1)
+        neg = kw["negative_prompt_embeds"].repeat(1, 1, 1)
+        cond = {"_kw": kw, "_neg": neg}   # kept alive, as the caller's and the pipeline's locals are
+        cond["encoder_hidden_states"] = torch.cat([neg, pos], dim=0) if self.s.cfg else pos
+        del pos
+        if arch.kind != "sd":
+            p, n = kw["pooled_prompt_embeds"].repeat(1, 1), kw["negative_pooled_prompt_embeds"].repeat(1, 1)
+            cond["text_embeds"] = torch.cat([n, p], dim=0) if self.s.cfg else p
+            ids = torch.zeros(1, arch.time_ids(), dtype=self.dtype)
             cond["time_ids"] = ids.repeat((2 if self.s.cfg else 1) * b, 1)
         return cond
 
@@ -453,7 +502,7 @@ class PipelineTracer:
         res.use(key)
         unet = self.modules[key]
         history: list[torch.Tensor] = []
-        with self._stage(tl, stages, f"{prefix}.denoise", key, unet) as info:
+        with self._stage(tl, stages, f"{prefix}:denoise", key, unet) as info:
             info.evaluations = self.s.traced_steps
             for _ in range(self.s.traced_steps):
                 t = torch.full((), 500.0)
@@ -484,11 +533,11 @@ class PipelineTracer:
         key = f"{prefix}.vae"
         res.use(key)
         vae = self.modules[key]
-        with self._stage(tl, stages, f"{prefix}.vae_encode", key, vae):
+        with self._stage(tl, stages, f"{prefix}:vae_encode", key, vae):
             image = torch.zeros(self.s.batch, 3, height, width, dtype=self.dtype)
             dist = vae.encode(image).latent_dist
             del image
-            latents = dist.mean * float(vae.config.get("scaling_factor", 0.18215))
+            latents = dist.sample() * float(vae.config.get("scaling_factor", 0.18215))
             del dist
         return latents
 
@@ -509,25 +558,27 @@ class PipelineTracer:
             del latents
             image = vae.decode(z, return_dict=False)[0]
             del z
-            # VaeImageProcessor.postprocess runs its denormalize on the device before .cpu().
-            image = (image / 2 + 0.5).clamp(0, 1)
+            if undo is not None:   # decode_latents casts the VAE back before post-processing
+                undo()
+            # VaeImageProcessor.postprocess: denormalize on the device, then .cpu().
+            image = (image * 0.5 + 0.5).clamp(0, 1)
             del image
-        if undo is not None:
-            undo()
 
-    def _run_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int) -> None:
+    def _run_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int,
+                   cached: dict[str, dict[str, torch.Tensor]]) -> None:
         c, h, w = self.latent_shape(width, height)
         b = self.s.batch
+        cond = self._pipeline_inputs(self.base, cached["base"])
         if self.s.img2img:
             latents = self._vae_encode(tl, res, stages, "base", width, height).to(self.dtype)
-            cond = self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)
         else:
-            cond = self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)
-            latents = torch.randn(b, c, h, w).to(self.dtype)
+            latents = torch.randn(b, c, h, w).to(self.dtype)   # prepare_latents: CPU generator, moved
+        latents = latents * 1.0                                # * scheduler.init_noise_sigma
         latents = self._denoise(tl, res, stages, "base", latents, cond)
         del cond
         if self.refiner is not None:
-            cond = self._encode(tl, res, stages, "refiner", self.refiner, self.s.refiner_chunks)
+            cond = self._pipeline_inputs(self.refiner, cached["refiner"])
+            latents = torch.cat([latents], dim=0)              # img2img prepare_latents (4-channel input)
             latents = self._denoise(tl, res, stages, "refiner", latents, cond)
             del cond
         self._decode(tl, res, stages, latents)

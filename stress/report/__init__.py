@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from stress.errors import StressError
-from stress.journal import write_json_atomic  # noqa: F401 - re-exported for callers that write JSON
 from stress.report.bundle import BUNDLE_CAP_BYTES, NVIDIA_BUG_REPORT_TIMEOUT_S, capture_nvidia_bug_report, \
     redact_gzip_text, write_bundle
 from stress.report.data import SCHEMA_VERSION, build_report, dumps_report, report_json_schema, validate_report
@@ -72,7 +71,8 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
                 nbr_path = out_dir / "nvidia-bug-report.log.gz"
                 try:
                     nbr_path.write_bytes(redact_gzip_text(raw.read_bytes(), redactor))
-                except (OSError, EOFError, ValueError) as exc:   # not gzip after all: keep it unredacted? no.
+                except (OSError, EOFError, ValueError) as exc:
+                    # not gzip after all: it cannot be redacted, so it is not attached
                     warnings.append(f"nvidia-bug-report output could not be read ({exc}); not attached")
                     nbr_path = None
         finally:

@@ -35,7 +35,7 @@ THUMB_PX = 128
 LOG_TAIL_BYTES = 256 * 1024
 NVIDIA_BUG_REPORT_TIMEOUT_S = 300.0
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp")
-_SAMPLE_KINDS = (b'"ev":"nvml"', b'"ev":"host"')
+_SAMPLE_RE = re.compile(rb'"ev":\s*"(nvml|host)"')
 try:  # the sampler's own list, when importable (it does not import pynvml at import time)
     from stress.hw.nvml import CHANGE_ONLY_KEYS as _NVML_CHANGE_ONLY
 except Exception:  # noqa: BLE001 - fall back to the documented list
@@ -101,16 +101,16 @@ def thin_journal(raw: bytes, keep_every: int) -> bytes:
     counters: dict[tuple[bytes, bytes], int] = {}
     pending: dict[tuple[bytes, bytes], dict] = {}
     for line in raw.split(b"\n"):
-        head = line[:40]
-        kind = next((k for k in _SAMPLE_KINDS if k in head), None)
-        if kind is None:
+        km = _SAMPLE_RE.search(line, 0, 60)      # the journal writes "ev" first
+        if km is None:
             out.append(line)
             continue
+        kind = km.group(1)
         m = _GPU_RE.search(line[:80])
         key = (kind, m.group(1) if m else b"")
         n = counters.get(key, 0)
         counters[key] = n + 1
-        change_only = _NVML_CHANGE_ONLY if kind == _SAMPLE_KINDS[0] else _HOST_CHANGE_ONLY
+        change_only = _NVML_CHANGE_ONLY if kind == b"nvml" else _HOST_CHANGE_ONLY
         try:
             ev = json.loads(line)
         except ValueError:
@@ -119,7 +119,7 @@ def thin_journal(raw: bytes, keep_every: int) -> bytes:
         if n % keep_every:
             carry = pending.setdefault(key, {})
             carry.update({k: v for k, v in ev.items() if k in change_only})
-            if kind == _SAMPLE_KINDS[1] and "dsgone" in ev:    # a display process went away: never lose it
+            if kind == b"host" and "dsgone" in ev:    # a display process went away: never lose it
                 carry.setdefault("dsgone", []).extend(ev["dsgone"])
             continue
         carry = pending.pop(key, None)
@@ -185,7 +185,7 @@ def capture_nvidia_bug_report(dest_dir: Path, *, timeout: float = NVIDIA_BUG_REP
 def redact_gzip_text(data: bytes, redactor: Redactor) -> bytes:
     """A gzip'd text file (nvidia-bug-report.log.gz), redacted and compressed again."""
     text = gzip.decompress(data).decode("utf-8", "replace")
-    return gzip.compress(redactor.text(text).encode("utf-8"), compresslevel=6, mtime=0)
+    return gzip.compress(redactor.text_lines(text).encode("utf-8"), compresslevel=6, mtime=0)
 
 
 # ---- the bundle ------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
                 text = _tail(p, LOG_TAIL_BYTES).decode("utf-8", "replace")
             except OSError:
                 continue
-            members.append(Member(f"logs/{p.name}", redactor.text(text).encode("utf-8"),
+            members.append(Member(f"logs/{p.name}", redactor.text_lines(text).encode("utf-8"),
                                   "worker and probe logs (last 256 KiB of each, redacted)", "log"))
     if nvidia_bug_report is not None and nvidia_bug_report.is_file():
         members.append(Member("nvidia-bug-report.log.gz", nvidia_bug_report.read_bytes(),
@@ -344,7 +344,6 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
         return True
 
     def shorten_logs() -> bool:
-        nonlocal members
         logs = [m for m in members if m.group == "log" and len(m.data) > 16 * 1024]
         if not logs:
             return False

@@ -14,13 +14,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+# Figures are drawn on an explicit Agg canvas, never through pyplot: no display is touched, no global
+# backend is switched under a caller that uses matplotlib itself, and nothing is left open.
 import matplotlib
-
-matplotlib.use("Agg", force=False)   # no display, ever; harmless if the caller chose Agg already
-import matplotlib.lines  # noqa: E402
-import matplotlib.patches  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.lines
+import matplotlib.patches
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 WIDTH_IN = 10.0
 ROW_IN = 2.1
@@ -89,9 +89,9 @@ def _values(series: dict, scale: float) -> list[float]:
 
 
 class _Time:
-    """The shared time axis and marks of a report."""
+    """The shared time axis and marks of a report (or of its zoomed end, ``start``..``end``)."""
 
-    def __init__(self, report: dict):
+    def __init__(self, report: dict, window: tuple[float, float] | None = None):
         tl = report.get("timeline") or {}
         self.phases = tl.get("phases") or []
         self.images = tl.get("images") or []
@@ -102,8 +102,9 @@ class _Time:
                 ends.append(s["t"][-1])
         ends += [p["end"] for p in self.phases if p.get("end") is not None]
         ends += [i["end"] for i in self.images if i.get("end") is not None]
-        self.span = max(ends) or 1.0
-        self.div, self.label = _time_scale(self.span)
+        self.start = window[0] if window else 0.0
+        self.span = window[1] if window else (max(ends) or 1.0)
+        self.div, self.label = _time_scale(self.span - self.start)
 
     def x(self, ts: list[float]) -> list[float]:
         return [t / self.div for t in ts]
@@ -121,12 +122,15 @@ class _Time:
         if bad:
             ax.vlines(bad, 0, 0.12, transform=tr, color="#d62728", lw=1.4, zorder=4)
         for m in self.marks:
+            if not self.start <= m["t"] <= self.span:
+                continue
             color = "#d62728" if m["kind"] == "xid" else "#ff7f0e"
             ax.axvline(m["t"] / self.div, color=color, ls="--" if m["kind"] == "xid" else ":", lw=1.2, zorder=5)
             if legend_phases:
                 ax.text(m["t"] / self.div, 1.0, " " + m["label"], transform=tr, rotation=90, va="top", ha="left",
                         fontsize=7, color=color)
-        ax.set_xlim(0, self.span / self.div * 1.01)
+        width = (self.span - self.start) / self.div
+        ax.set_xlim(self.start / self.div, self.start / self.div + width * 1.01)
         ax.grid(True, axis="y", alpha=0.3)
         if bottom:
             ax.set_xlabel(self.label)
@@ -166,8 +170,9 @@ def _plot_group(ax: Any, tm: _Time, groups: list[dict], *, unit: str, ylabel: st
     return drawn
 
 
-def _time_figure(report: dict, rows: list[tuple[str, list[dict], str]], title: str) -> bytes:
-    tm = _Time(report)
+def _time_figure(report: dict, rows: list[tuple[str, list[dict], str]], title: str,
+                 window: tuple[float, float] | None = None) -> bytes:
+    tm = _Time(report, window)
     height = ROW_IN * len(rows) + 0.9
     fig = Figure(figsize=(WIDTH_IN, height))
     _frame(fig, height)
@@ -178,6 +183,7 @@ def _time_figure(report: dict, rows: list[tuple[str, list[dict], str]], title: s
         if not _plot_group(ax, tm, groups, unit=unit, ylabel=ylabel):
             ax.text(0.5, 0.5, f"no data for {ylabel}", ha="center", va="center", transform=ax.transAxes,
                     color="#777777")
+            ax.set_yticks([])
     fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
     handles = [matplotlib.patches.Patch(color=PHASE_COLORS[p], label=p) for p in PHASE_COLORS
                if any(ph["phase"] == p for ph in tm.phases)]
@@ -289,14 +295,22 @@ def image_times_chart(report: dict) -> Chart:
     stages = [s for s in STAGE_COLORS if any(s in i["timings"] for i in images)]
     stages += sorted({k for i in images for k in i["timings"]} - set(stages))
     bottom = [0.0] * len(images)
+    many = len(images) > 80
     width = 1.0 if len(images) > 60 else 0.8
+
+    def stack(vals: list[float], color: str | None, label: str) -> None:
+        top = [b + v for b, v in zip(bottom, vals)]
+        if many:   # hundreds of bars are thousands of patches: draw the same stack as step areas
+            ax.fill_between(xs, bottom, top, step="mid", color=color, label=label, lw=0)
+        else:
+            ax.bar(xs, vals, bottom=bottom, width=width, color=color, label=label, lw=0)
+        bottom[:] = top
+
     for st in stages:
-        vals = [i["timings"].get(st) or 0.0 for i in images]
-        ax.bar(xs, vals, bottom=bottom, width=width, color=STAGE_COLORS.get(st, None), label=st, lw=0)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        stack([i["timings"].get(st) or 0.0 for i in images], STAGE_COLORS.get(st), st)
     other = [max(0.0, (i.get("wall_s") or 0.0) - b) for i, b in zip(images, bottom)]
     if any(o > 0.05 for o in other):
-        ax.bar(xs, other, bottom=bottom, width=width, color="#dddddd", label="other (wall - stages)", lw=0)
+        stack(other, "#dddddd", "other (wall - stages)")
     failed = [(i["index"], (i.get("wall_s") or b)) for i, b in zip(images, bottom) if i["outcome"] != "ok"]
     if failed:
         ax.scatter([f[0] for f in failed], [f[1] * 1.04 + 0.01 for f in failed], marker="v", color="#d62728",
@@ -310,8 +324,31 @@ def image_times_chart(report: dict) -> Chart:
     return Chart("image-times", title, _png(fig), "stacked bars of seconds per stage for every image")
 
 
-CHARTS: tuple[Callable[[dict], Chart], ...] = (gpu_memory_chart, process_memory_chart, clocks_chart,
-                                               probe_latency_chart, image_times_chart)
+def end_zoom_chart(report: dict) -> Chart | None:
+    """Long runs only: the last minutes of the workload and what came after, in detail."""
+    zoom = (report.get("timeline") or {}).get("zoom")
+    if not zoom:
+        return None
+    title = "End of the run in detail: the workload's last minutes, then after / after-exit"
+    zs = zoom.get("series") or []
+
+    def pick(pred: Callable[[dict], bool]) -> list[dict]:
+        return [s for s in zs if pred(s)]
+
+    rows = [("GPU memory", pick(lambda s: s["src"] == "nvml" and s["key"].endswith((".mem_used", ".gfx_procs_mem"))),
+             "bytes"),
+            ("BAR1", pick(lambda s: s["key"].endswith(".bar1_used")), "bytes"),
+            ("display RSS", pick(lambda s: s["key"].startswith("host.display[")), "bytes"),
+            ("GPU mem, graphics", pick(lambda s: ".procs[" in s["key"] and s.get("group") == "graphics"), "bytes")]
+    rows = [r for r in rows if r[1]]
+    if not rows:
+        return None
+    return Chart("end-zoom", title, _time_figure(report, rows, title, (zoom["start"], zoom["end"])),
+                 "the end of the run in detail")
+
+
+CHARTS: tuple[Callable[[dict], Chart | None], ...] = (gpu_memory_chart, process_memory_chart, end_zoom_chart,
+                                                      clocks_chart, probe_latency_chart, image_times_chart)
 
 
 def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
@@ -319,7 +356,9 @@ def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
     out, warnings = [], []
     for fn in CHARTS:
         try:
-            out.append(fn(report))
+            chart = fn(report)
+            if chart is not None:       # a chart that only applies to some runs (the zoom)
+                out.append(chart)
         except Exception as exc:  # noqa: BLE001 - one bad chart must not cost the whole report
             name = fn.__name__.removesuffix("_chart").replace("_", "-")
             warnings.append(f"chart {name} could not be drawn: {type(exc).__name__}: {exc}")

@@ -32,9 +32,9 @@ from stress.report.redact import Redactor, prompt_digest, prompt_placeholder
 
 SCHEMA_VERSION = 1
 TIMELINE_BUCKETS = 500           # per series: at most 2 points (min and max) per bucket
+ZOOM_AFTER_S = 1200              # runs longer than this get a detailed view of their end
+ZOOM_LEAD_S = (60, 300)          # ... from 2x the after-workload time (within these bounds) before its end
 PROBE_PHASES = ("baseline", "during", "after", "after-exit")
-RUN_PHASES = ("baseline", "load", "workload", "after", "after-exit")
-STAGES = ("text_encode", "base", "refiner", "vae_decode", "save")
 FAILED_PROBE = ("fail", "timeout", "error")
 
 
@@ -116,6 +116,7 @@ HOST_METRICS: dict[str, MetricInfo] = {
     "worker.cpu": MetricInfo("worker CPU (process tree)", "%"),
     "worker.threads": MetricInfo("worker threads (process tree)", ""),
     "worker.procs": MetricInfo("worker processes (tree)", ""),
+    "worker.zombies": MetricInfo("worker zombie processes", ""),
 }
 ALLOC_METRICS: dict[str, MetricInfo] = {
     "allocated": MetricInfo("CUDA memory allocated (torch)", "bytes", chart=True),
@@ -132,6 +133,8 @@ _COUNTER_RE = re.compile(r"replay|_count$|^ecc|retired|errors?$|num_")
 _ENVELOPE = frozenset({"ev", "t", "gpu", "worker", "pid", "index", "at"})
 _DISPLAY_LIST_KEYS = ("display", "compositor", "display_procs")
 _DISPLAY_FIELDS = {"r": "rss", "c": "cpu", "t": "threads", "fd": "fds"}
+_WORKER_FIELDS = (("r", "worker.rss"), ("c", "worker.cpu"), ("t", "worker.threads"), ("n", "worker.procs"),
+                  ("z", "worker.zombies"))
 _GRAPHICS_TYPES = ("graphics", "g", "c+g", "gfx")
 
 
@@ -257,6 +260,7 @@ class Metric(_Strict):
     key: str
     src: str
     gpu: int | None
+    group: str | None = Field(None, description="as in timeline series: graphics | compute | display")
     label: str
     unit: str
     kind: Literal["gauge", "counter"]
@@ -317,9 +321,13 @@ class Monitors(_Strict):
     metrics: list[Metric]
     display_processes: list[ProcessChange]
     gpus: list[dict]
+    summary: dict | None = Field(None, description="the samplers' own account (monitors_summary event): ticks, "
+                                 "skipped ticks, CPU overhead, suppressed kernel-log lines")
 
 
 class XidEvent(_Open):
+    duplicate: bool = Field(False, description="the same Xid already reported by the other source "
+                            "(NVML event vs kernel log) within 3 s")
     t: float | None
     t_rel: float | None
     time: str | None
@@ -333,6 +341,7 @@ class XidEvent(_Open):
 
 class KernelLog(_Strict):
     lines: int
+    suppressed: int = Field(0, description="lines the samplers' rate limit dropped (a flood of driver messages)")
     tail: list[dict]
 
 
@@ -378,7 +387,8 @@ class Workload(_Strict):
     images_planned: int | None
     images_started: int
     images_ok: int
-    images_failed: int
+    images_failed: int = Field(description="oom, crash, timeout, error")
+    images_unfinished: int = Field(description="started and never finished (the run stopped during them)")
     outcomes: dict[str, int]
     latent_positions: int = Field(description="sum over ok images of (width/8)*(height/8)")
     unet_evaluations: int = Field(description="sum over ok images of (steps + refiner_steps) * (2 if cfg > 1 else 1)")
@@ -423,10 +433,18 @@ class TimelineMark(_Strict):
     label: str
 
 
+class Zoom(_Strict):
+    start: float
+    end: float
+    series: list[Series]
+
+
 class Timeline(_Strict):
     t0: float | None = Field(description="unix time of the run's start; every t in the report is relative to it")
     downsample: dict
     series: list[Series]
+    zoom: Zoom | None = Field(None, description="runs over 20 min: the end of the run in finer detail (from 1-5 "
+                              "min before the workload ended), where the after phases show")
     phases: list[PhaseSpan]
     images: list[ImageSpan]
     marks: list[TimelineMark] = Field(description="Xid events, worker crashes/exits, display process restarts")
@@ -501,7 +519,8 @@ class _JournalStream:
         with open(self.path, "rb") as fh:
             raw = fh.read()
         ends_clean = raw.endswith(b"\n") or not raw
-        lines = raw.split(b"\n")
+        # One decode of the whole file: json.loads(str) skips the per-line encoding detection.
+        lines = raw.decode("utf-8", "replace").split("\n")
         del raw
         last = len(lines)
         loads = json.loads
@@ -629,6 +648,7 @@ class _Agg:
         self.alloc = _Columns()
         self.xids: list[dict] = []
         self.kmsg_count = 0
+        self.kmsg_suppressed = 0
         self.kmsg_tail: deque = deque(maxlen=100)
         self.probes: list[tuple] = []
         self.display_changes: list[dict] = []
@@ -639,8 +659,10 @@ class _Agg:
         self._nvml_procs: dict[int, dict] = {}
         self._host_carry: dict = {}
         self.proc_groups: dict[str, str] = {}
+        self._keys: dict[tuple, str] = {}      # column names built once, not once per tick
         self.prompts: list[str] = []
         self.resumes: list[dict] = []
+        self.monitors_summary: dict | None = None
 
     def feed(self, ev: dict) -> None:
         kind = ev.get("ev")
@@ -719,7 +741,9 @@ class _Agg:
                         continue
                     if type(mem) is not int and type(mem) is not float:
                         continue
-                    key = f"procs[{name or f'pid {pid}'}].mem"
+                    key = self._keys.get((k, name, pid))
+                    if key is None:
+                        key = self._keys[(k, name, pid)] = f"procs[{name or f'pid {pid}'}].mem"
                     values[key] = values.get(key, 0) + mem
                     if ptype in _GRAPHICS_TYPES:
                         gfx += mem
@@ -750,10 +774,10 @@ class _Agg:
                 for w in v:
                     if type(w) is not dict:
                         continue
-                    for short, name in (("r", "rss"), ("c", "cpu"), ("t", "threads"), ("n", "procs")):
+                    for short, name in _WORKER_FIELDS:
                         x = w.get(short)
                         if type(x) is int or type(x) is float:
-                            values[f"worker.{name}"] = values.get(f"worker.{name}", 0) + x
+                            values[name] = values.get(name, 0) + x
             elif tv is dict and k not in _DISPLAY_LIST_KEYS:
                 for k2, v2 in v.items():
                     if type(v2) is int or type(v2) is float:
@@ -772,9 +796,12 @@ class _Agg:
                 pid = p.get("p", p.get("pid"))
                 name = str(p.get("nm") or p.get("name") or f"pid {pid}")
                 seen.setdefault(name, pid if type(pid) is int else None)
+                keys = self._keys
                 for k, v in p.items():
-                    if (type(v) is int or type(v) is float) and k not in ("p", "pid"):
-                        key = f"display[{name}].{_DISPLAY_FIELDS.get(k, k)}"
+                    if (type(v) is int or type(v) is float) and k != "p" and k != "pid":
+                        key = keys.get((name, k))
+                        if key is None:
+                            key = keys[(name, k)] = f"display[{name}].{_DISPLAY_FIELDS.get(k, k)}"
                         values[key] = values.get(key, 0) + v
             self._track_display(t, seen)
             break
@@ -884,6 +911,7 @@ class _Agg:
 
     def _kmsg(self, ev: dict, t: float) -> None:
         self.kmsg_count += 1
+        self.kmsg_suppressed += _int(ev.get("suppressed")) or 0
         self.kmsg_tail.append({"t": t, "line": _str(ev.get("line")) or ""})
 
     def _probe(self, ev: dict, t: float) -> None:
@@ -914,6 +942,7 @@ _HANDLERS = {
     "source": _Agg._source, "gpu_static": _Agg._gpu_static, "xid": _Agg._xid, "kmsg": _Agg._kmsg,
     "probe": _Agg._probe, "run_start": _keep_first("run_start"), "environment": _keep_last("env_event"),
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
+    "monitors_summary": _keep_last("monitors_summary"),
     "resume": _Agg._resume,
 }
 
@@ -952,6 +981,11 @@ def minmax_downsample(t: np.ndarray, v: np.ndarray, buckets: int = TIMELINE_BUCK
     ok = ~np.isnan(v)
     t, v = t[ok], v[ok]
     n = t.size
+    # Gaps are found in the raw samples: after downsampling, neighbours are a bucket apart anyway.
+    gap_at = np.empty(0)
+    if gap_s is not None and n > 1:
+        g = np.flatnonzero(np.diff(t) > gap_s)
+        gap_at = (t[g] + t[g + 1]) / 2
     if n > 2 * buckets:
         span = t[-1] - t[0]
         if span <= 0:
@@ -967,11 +1001,10 @@ def minmax_downsample(t: np.ndarray, v: np.ndarray, buckets: int = TIMELINE_BUCK
         imax = np.minimum.reduceat(np.where(v == maxs[bucket_of], idx, n), starts)
         keep = np.unique(np.r_[imin, imax])
         t, v = t[keep], v[keep]
-    if gap_s is not None and t.size > 1:
-        gaps = np.flatnonzero(np.diff(t) > gap_s)
-        if gaps.size:
-            t = np.insert(t, gaps + 1, (t[gaps] + t[gaps + 1]) / 2)
-            v = np.insert(v, gaps + 1, np.nan)
+    if gap_at.size:
+        pos = np.searchsorted(t, gap_at)
+        t = np.insert(t, pos, gap_at)
+        v = np.insert(v, pos, np.nan)
     return t, v
 
 
@@ -1122,8 +1155,8 @@ def _machine(env: dict, agg: _Agg) -> dict:
     release = pick(osd, "release")
     uname = None
     if osd.get("system"):
-        host_name = (env.get("host") or {}).get("hostname") if isinstance(env.get("host"), dict) else None
-        uname = " ".join(str(x) for x in (osd.get("system"), host_name or "<host>", release, osd.get("version"),
+        # the host name means nothing to a maintainer and a short one would survive free-text masking
+        uname = " ".join(str(x) for x in (osd.get("system"), "<host>", release, osd.get("version"),
                                           osd.get("machine")) if x)
         if osd.get("system") == "Linux":
             uname += " GNU/Linux"
@@ -1295,7 +1328,8 @@ def _workload(agg: _Agg, images: list[dict], scenario: dict | None, win: _Window
                       if isinstance(agg.images[i].get("scheduler"), dict)), None)
     planned = _int(plan.get("images")) if plan else _int(sc.get("images"))
     return {"images_planned": planned, "images_started": len(images), "images_ok": len(ok),
-            "images_failed": sum(v for k, v in outcomes.items() if k not in ("ok", "skipped")),
+            "images_failed": sum(v for k, v in outcomes.items() if k not in ("ok", "skipped", "incomplete")),
+            "images_unfinished": outcomes.get("incomplete", 0),
             "outcomes": dict(outcomes), "latent_positions": int(latent), "unet_evaluations": int(unet),
             "wall_s": _r(wall, 2), "workload_s": _r(workload_s, 2),
             "images_per_min": _r(len(ok) / workload_s * 60, 3) if workload_s else None,
@@ -1519,6 +1553,16 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
     series: list[dict] = []
 
     source_state = _source_states(agg.source_events, t0)
+    zoom_series: list[dict] = []
+    zoom_from: float | None = None
+    if agg.count and (agg.last_t or t0) - t0 > ZOOM_AFTER_S:
+        wl_end = next((s["end"] for s in reversed(win.spans) if s["phase"] == "workload" and s["end"]), None)
+        if wl_end is None:
+            ends = [r.get("t") for r in agg.images.values() if isinstance(r.get("t"), (int, float))]
+            wl_end = max(ends) if ends else agg.last_t
+        wl_end = min(wl_end, agg.last_t or wl_end)
+        lead = min(ZOOM_LEAD_S[1], max(ZOOM_LEAD_S[0], 2 * ((agg.last_t or wl_end) - wl_end)))
+        zoom_from = max(t0, wl_end - lead)
 
     def summarise(src: str, gpu: int | None, cols: _Columns, prefix: str) -> None:
         t, arrays = _arrays(cols)
@@ -1547,15 +1591,21 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
             m = _metric_summary(src, gpu, key, info, t, v, win, t0)
             if m is None:
                 continue
+            pm = re.fullmatch(r"procs\[(.+)\]\.mem", key)
+            group = agg.proc_groups.get(pm.group(1)) if pm else ("display" if key.startswith("display[") else None)
+            m["group"] = group
             metrics.append(m)
             if info.chart:
                 tt, vv = minmax_downsample(t, v, TIMELINE_BUCKETS, glimit)
-                pm = re.fullmatch(r"procs\[(.+)\]\.mem", key)
-                group = agg.proc_groups.get(pm.group(1)) if pm else ("display" if key.startswith("display[")
-                                                                     else None)
                 series.append({"key": f"{prefix}{key}", "src": src, "gpu": gpu, "label": info.label,
                                "unit": info.unit, "group": group, "t": [round(float(x) - t0, 2) for x in tt],
                                "v": [_r(x) for x in vv], "n": m["n"]})
+                if zoom_from is not None:
+                    sel = t >= zoom_from
+                    if sel.any():
+                        zt, zv = minmax_downsample(t[sel], v[sel], TIMELINE_BUCKETS, glimit)
+                        zoom_series.append(dict(series[-1], t=[round(float(x) - t0, 2) for x in zt],
+                                                v=[_r(x) for x in zv], n=int(sel.sum())))
 
     for gpu in sorted(agg.nvml):
         summarise("nvml", gpu, agg.nvml[gpu], f"nvml[{gpu}].")
@@ -1591,10 +1641,16 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
     images = _image_records(agg, t0, include_prompts)
     probes = _probes(agg, t0)
     xids = []
-    for x in agg.xids:
+    last_seen: dict[tuple, tuple[float, str]] = {}
+    for x in sorted(agg.xids, key=lambda e: e["t"]):
+        code, source = _int(x.get("xid")), str(x.get("source"))
+        # NVML's event and the kernel log usually report the same Xid: the second report is marked
+        prev = last_seen.get((code, x.get("gpu"))) or last_seen.get((code, None))
+        dup = prev is not None and prev[1] != source and x["t"] - prev[0] <= 3.0
+        last_seen[(code, x.get("gpu"))] = (x["t"], source)
         xids.append({**{k: v for k, v in x.items() if k not in ("ev", "t")}, "t": _r(x["t"]),
-                     "t_rel": _r(x["t"] - t0, 2), "time": iso(x["t"]), "xid": _int(x.get("xid")),
-                     "gpu": x.get("gpu"), "raw": _str(x.get("raw"))})
+                     "t_rel": _r(x["t"] - t0, 2), "time": iso(x["t"]), "xid": code,
+                     "gpu": x.get("gpu"), "raw": _str(x.get("raw")), "duplicate": dup})
     workers = []
     for w in sorted(agg.workers.values(), key=lambda w: (w.get("worker") is None, w.get("worker") or 0)):
         d = dict(w)
@@ -1612,7 +1668,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
     # ---- timeline marks ----
     marks: list[dict] = []
     for x in xids:
-        marks.append({"t": x["t_rel"], "kind": "xid", "label": f"Xid {x['xid']}"})
+        if not x["duplicate"]:
+            marks.append({"t": x["t_rel"], "kind": "xid", "label": f"Xid {x['xid']}"})
     for w in workers:
         if w.get("exit_t") is not None and w.get("exit_reason") not in (None, "requested"):
             marks.append({"t": w["exit_t"], "kind": "worker-exit", "label": f"worker {w.get('exit_reason')}"})
@@ -1653,16 +1710,21 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
         "images": images,
         "probes": probes,
         "monitors": {"sources": sources, "metrics": metrics, "display_processes": display_changes,
-                     "gpus": [dict(g) for g in agg.gpu_static.values()]},
+                     "gpus": [dict(g) for g in agg.gpu_static.values()],
+                     "summary": {k: v for k, v in agg.monitors_summary.items() if k not in ("ev", "t")}
+                     if agg.monitors_summary else None},
         "xid_events": xids,
-        "kernel_log": {"lines": agg.kmsg_count,
+        "kernel_log": {"lines": agg.kmsg_count, "suppressed": agg.kmsg_suppressed,
                        "tail": [{"t": _r(k["t"] - t0, 2), "line": k["line"]} for k in agg.kmsg_tail]},
         "workers": workers,
         "workload": workload,
         "timeline": {"t0": _r(t0) if agg.count else None,
                      "downsample": {"method": "minmax", "buckets": TIMELINE_BUCKETS,
                                     "note": "each series keeps the minimum and maximum of every time bucket"},
-                     "series": series, "phases": [dict(s, start=_r(s["start"] - t0, 2),
+                     "series": series,
+                     "zoom": {"start": _r(zoom_from - t0, 2), "end": _r((agg.last_t or t0) - t0, 2),
+                              "series": zoom_series} if zoom_from is not None else None,
+                     "phases": [dict(s, start=_r(s["start"] - t0, 2),
                                                        end=_r(s["end"] - t0, 2) if s["end"] is not None else None)
                                                   for s in win.spans],
                      "images": [{"index": r["index"], "start": r["t_start"], "end": r["t_end"],
@@ -1691,5 +1753,5 @@ def _command(argv: list[str]) -> str | None:
 
 
 def dumps_report(report: dict) -> str:
-    """report.json text: strict JSON (no NaN), UTF-8, stable key order."""
-    return json.dumps(report, ensure_ascii=False, indent=1, allow_nan=False, default=str) + "\n"
+    """report.json text: strict JSON (no NaN), UTF-8, compact (``python -m json.tool`` pretty-prints it)."""
+    return json.dumps(report, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str) + "\n"

@@ -81,6 +81,10 @@ def key_metrics(report: dict) -> list[dict]:
                     continue
             elif k != prefix:
                 continue
+            if prefix == "procs[" and m.get("group") != "graphics":
+                continue        # compute processes are the worker: its row is worker_gpu_mem
+            if prefix in ("remapped_", "retired_") and not m.get("peak"):
+                continue        # all zero (or not an ECC GPU): nothing to say
             seen.add(id(m))
             delta = m["delta_after_exit"] if m.get("delta_after_exit") is not None else (
                 m["delta_after"] if m.get("delta_after") is not None else m.get("delta_last"))

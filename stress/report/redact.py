@@ -266,7 +266,30 @@ class Redactor:
         for probe, pat in _JSON_USER_RES:
             if probe in s:
                 s = pat.sub(self._json_user_sub, s)
-        return self.text(s)
+        return self.text_lines(s)
+
+    def _probes(self) -> list[str]:
+        if not self._compiled:
+            self._compile()
+        return [lit for lit, _ in self._psubs] + [probe for _, _, probe in self._subs] + \
+            ["/home/", "/Users/", "GPU-", "MIG-", "hf_"]
+
+    def text_lines(self, s: str) -> str:
+        """:meth:`text` for a big multi-line text: only the lines that hold something to mask are
+        touched (whole-text regexes without a literal prefix would scan every byte of a 30 MB journal)."""
+        if not self.enabled or not s:
+            return s
+        active = [p for p in self._probes() if p in s]
+        if not active:
+            return s
+        lines = s.split("\n")
+        text = self.text
+        for i, line in enumerate(lines):
+            for p in active:
+                if p in line:
+                    lines[i] = text(line)
+                    break
+        return "\n".join(lines)
 
     def _json_prompt_sub(self, m: re.Match) -> str:
         raw = m.group(3)

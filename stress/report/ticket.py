@@ -47,7 +47,7 @@ def incidence(report: dict) -> tuple[str, str]:
         if b:
             slow += sum(1 for x in r["latencies"] if x > ratio * b)
     affected = failed + slow
-    xids = len(report.get("xid_events") or [])
+    xids = sum(1 for x in report.get("xid_events") or [] if not x.get("duplicate"))
     restarts = len((report.get("monitors") or {}).get("display_processes") or [])
     verdict = (report.get("verdict") or {}).get("verdict")
     extra = []
@@ -111,7 +111,7 @@ def _scenario_lines(report: dict) -> list[str]:
 def _facts(report: dict) -> list[str]:
     """The few observations that matter most, one line each."""
     out = []
-    for x in (report.get("xid_events") or [])[:5]:
+    for x in [x for x in report.get("xid_events") or [] if not x.get("duplicate")][:5]:
         out.append(f"- Xid {x.get('xid')} ({x.get('description') or x.get('category') or 'unlisted'}) on GPU "
                    f"{x.get('gpu')} at {x.get('time')} ({fmt_rel(x.get('t_rel'))} into the run)")
     for c in ((report.get("monitors") or {}).get("display_processes") or [])[:5]:
@@ -139,7 +139,8 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
         "User name, host name, home paths, GPU UUIDs/serials and prompts are masked. -->",
         "",
         f"**Summary:** {v.get('verdict', 'unknown')}: "
-        + ("; ".join(v.get("reasons") or []) or "no reasons recorded"),
+        + (((v.get("reasons") or [""])[0] + " (details below)") if v.get("source") == "derived"
+           else ("; ".join(v.get("reasons") or []) or "no reasons recorded")),
         "",
         "### NVIDIA driver version",
         f"{m.get('driver') or 'unknown'}" + (f" (CUDA {m['cuda_driver']})" if m.get("cuda_driver") else "")
@@ -158,7 +159,9 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
     gpus = [g.get("nvidia_smi_l") for g in m.get("gpus") or []]
     lines += ["", "### Hardware: GPU", "```", *(gpus or ["no NVIDIA GPU recorded (NVML unavailable)"]), "```"]
     display = m.get("display_server") or "unknown display server"
-    if m.get("session_type"):
+    if not m.get("display_server") and m.get("session_type") in ("none", "tty"):
+        display = f"no graphical session found (session type: {m['session_type']})"
+    elif m.get("session_type"):
         display += f" ({m['session_type']} session)"
     if m.get("desktop"):
         display += f", desktop {m['desktop']}"
@@ -169,11 +172,14 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
     planned = w.get("images_planned") if w.get("images_planned") is not None else w.get("images_started")
     lines += ["", "### Describe the bug",
               f"After a long diffusion workload on the GPU ({w.get('images_ok', 0)} of {planned} images generated, "
-              f"{w.get('images_failed', 0)} failed, {fmt(w.get('wall_s'), 's')}, "
+              f"{w.get('images_failed', 0)} failed"
+              + (f", {w['images_unfinished']} never finished" if w.get("images_unfinished") else "")
+              + f", {fmt(w.get('wall_s'), 's')}, "
               f"{w.get('unet_evaluations', 0):,} UNet evaluations), the desktop was probed the same way as before "
               f"the workload. Result: **{v.get('verdict', 'unknown')}**."]
-    for reason in v.get("reasons") or []:
-        lines.append(f"- {reason}")
+    if v.get("source") != "derived":      # a derived verdict's reasons are the "did not end normally" list
+        for reason in v.get("reasons") or []:
+            lines.append(f"- {reason}")
     facts = _facts(report)
     if facts:
         lines += ["", "Observed:", *facts]
@@ -204,8 +210,9 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
               "Expected: screenshots, image viewing and compositing keep working after the workload ends, as they did "
               "before it.",
               "", "Attached:"]
-    if attached:
-        lines += [f"- `{a['name']}`: {a['what']}" for a in attached]
+    included = [a for a in attached if a.get("included", True)]
+    if included:
+        lines += [f"- `{a['name']}`: {a['what']}" for a in included]
     else:
         lines.append(f"- `{bundle_name or 'the bundle'}`: report.html, report.json, journal, scenario, environment")
     lines.append("")

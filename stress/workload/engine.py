@@ -76,6 +76,27 @@ def resolve_dtype(requested: str, device: str, notes: list[str]) -> Any:
     return getattr(torch, _DTYPES[requested])
 
 
+def set_cpu_threads(notes: list[str]) -> int:
+    """Honour ``STRESS_CPU_THREADS`` for CPU runs. Tiny models are dominated by per-op overhead, and
+    on a loaded machine several OpenMP threads per process wait on each other at every op (measured
+    here: 10-20x slower with 2 threads than with 1 when other processes compete for 2 cores)."""
+    import os
+
+    import torch
+
+    raw = os.environ.get("STRESS_CPU_THREADS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            raise StressError(f"STRESS_CPU_THREADS must be a positive integer (got {raw!r})") from None
+        torch.set_num_threads(n)
+        notes.append(f"cpu threads: {n} (STRESS_CPU_THREADS)")
+    return torch.get_num_threads()
+
+
 def _model_label(source: str | None) -> str | None:
     if source is None:
         return None
@@ -125,6 +146,8 @@ class WorkloadSession:
         check_available(sc.sampler.name)  # fail before minutes of loading
         self.device = resolve_device(sc.model.device)
         self.dtype = resolve_dtype(sc.model.dtype, self.device, self.notes)
+        if self.device == "cpu":
+            set_cpu_threads(self.notes)
         common = dict(base_dir=self.base_dir, cache_dir=self.cache_dir, device=self.device, dtype=self.dtype)
         self.base = load_model(sc.model.base, self.kind, role="base", **common)
         self._prepare(self.base, "base")
@@ -149,6 +172,7 @@ class WorkloadSession:
             "device_name": torch.cuda.get_device_name(0) if self.device == "cuda" else "cpu",
             "dtype": str(self.dtype).replace("torch.", ""),
             "dtype_requested": sc.model.dtype,
+            "cpu_threads": torch.get_num_threads(),
             "workload": sc.workload,
             "models": {"base": self.base.info, **({"refiner": self.refiner.info} if self.refiner else {})},
             "sampler": sc.sampler.name,

@@ -538,6 +538,18 @@ def source_kind(source: str, base_dir: Path) -> str:
     return "file" if p.is_file() else "folder"
 
 
+def quiet_progress_bars() -> None:
+    """Loading and saving progress bars would fill the worker's log with carriage returns."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic
+        pass
+
+
 def load_model(source: str, kind: str, *, role: str, base_dir: Path, cache_dir: Path | None,
                device: Any, dtype: Any) -> LoadedModel:
     """Load ``source`` as a pipeline of ``kind`` (``sdxl``, ``sdxl-refiner``, ``sd15``).
@@ -545,13 +557,14 @@ def load_model(source: str, kind: str, *, role: str, base_dir: Path, cache_dir: 
     Raises EnvironmentProblem (one line) when the source is missing or cannot be loaded. The pipeline
     is returned on the CPU unless it is a full-size built-in (built on ``device`` directly)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    quiet_progress_bars()
     t0 = time.perf_counter()
     if source.startswith("builtin:"):
         spec = builtin_spec(source)
-        if spec.kind != kind:
+        if spec.kind not in ACCEPTS[kind]:
             want = [n for n, s in BUILTINS.items() if s.kind == kind and s.full_size == spec.full_size]
-            raise StressError(f"model.{role}: {source} is a {spec.kind} model, this slot needs {kind}"
-                              + (f" (e.g. {want[0]})" if want else ""))
+            raise StressError(f"model.{role}: {source} is {_KIND_WORDS[spec.kind]}, this slot needs "
+                              f"{_KIND_WORDS[kind]}" + (f" (e.g. {want[0]})" if want else ""))
         folder, built = ensure_builtin(source, cache_dir)
         if spec.full_size:
             try:
@@ -561,11 +574,13 @@ def load_model(source: str, kind: str, *, role: str, base_dir: Path, cache_dir: 
                     raise
                 raise EnvironmentProblem(f"model.{role}: cannot build {source} on {device}: {_one_line(exc)}") from None
             how = "built in memory (random weights)"
+            if spec.kind != kind:  # a base model serving as the refiner: same parts, img2img pipeline
+                pipe = _pipeline_class(kind)(**pipe.components, add_watermarker=False)
         else:
             pipe = _from_pretrained(kind, folder, role, source, dtype)
             how = "built into the cache, then loaded" if built else "loaded from the cache"
         info = {"source": source, "builtin": True, "path": str(folder), "how": how}
-        return LoadedModel(pipe, kind, source, _describe(pipe, info, t0))
+        return LoadedModel(pipe, spec.kind, source, _describe(pipe, info, t0))
     p = Path(source).expanduser()
     p = p if p.is_absolute() else base_dir / p
     if not p.exists():
@@ -574,8 +589,40 @@ def load_model(source: str, kind: str, *, role: str, base_dir: Path, cache_dir: 
         if not (p / "model_index.json").exists():
             raise EnvironmentProblem(f"model.{role}: {p} is not a diffusers folder (no model_index.json)")
         pipe = _from_pretrained(kind, p, role, source, dtype)
-        return LoadedModel(pipe, kind, source, _describe(pipe, {"source": source, "path": str(p), "how": "diffusers folder"}, t0))
+        return LoadedModel(pipe, detect_kind(pipe), source, _describe(pipe, {"source": source, "path": str(p), "how": "diffusers folder"}, t0))
     return _from_single_file(p, kind, role, source, cache_dir, dtype, t0)
+
+
+def detect_kind(pipe: Any) -> str:
+    """``sdxl``, ``sdxl-refiner`` or ``sd15``, from the loaded components (not the folder's claims)."""
+    unet = getattr(pipe, "unet", None)
+    cfg = getattr(unet, "config", None)
+    if cfg is None:
+        return "unknown"
+    if getattr(cfg, "addition_embed_type", None) == "text_time":
+        te2 = getattr(pipe, "text_encoder_2", None)
+        pooled = int(getattr(getattr(te2, "config", None), "projection_dim", 0) or 0)
+        n_ids = (int(cfg.projection_class_embeddings_input_dim) - pooled) // int(cfg.addition_time_embed_dim)
+        if getattr(pipe, "text_encoder", None) is None or n_ids == 5:
+            return "sdxl-refiner"   # 5 numbers: sizes, crop and the aesthetic score
+        return "sdxl"
+    return "sd15" if getattr(pipe, "text_encoder", None) is not None else "unknown"
+
+
+_KIND_WORDS = {"sdxl": "an SDXL base model", "sdxl-refiner": "an SDXL refiner", "sd15": "a Stable Diffusion 1.x model",
+               "unknown": "not a model this tool knows"}
+# What each slot accepts: a refiner slot also takes a base model (SD.Next allows any SDXL model there).
+ACCEPTS = {"sdxl": ("sdxl",), "sdxl-refiner": ("sdxl-refiner", "sdxl"), "sd15": ("sd15",)}
+
+
+def check_kind(got: str, kind: str, role: str, source: str) -> None:
+    """Raise a clear error when a model is the wrong kind for its slot (a refiner as the base...)."""
+    if got in ACCEPTS[kind]:
+        return
+    hint = ""
+    if got == "sdxl-refiner" and role == "base":
+        hint = "; use it as model.refiner"
+    raise EnvironmentProblem(f"model.{role}: {source} is {_KIND_WORDS[got]}, this slot needs {_KIND_WORDS[kind]}{hint}")
 
 
 def _from_pretrained(kind: str, folder: Path, role: str, source: str, dtype: Any) -> Any:
@@ -586,9 +633,11 @@ def _from_pretrained(kind: str, folder: Path, role: str, source: str, dtype: Any
             and not any(unet_dir.glob("diffusion_pytorch_model.bin")) and any(unet_dir.glob("*.fp16.*")):
         kwargs["variant"] = "fp16"  # folders that only ship the fp16 variant
     try:
-        return cls.from_pretrained(str(folder), **kwargs)
+        pipe = cls.from_pretrained(str(folder), **kwargs)
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported as one line
         raise EnvironmentProblem(f"model.{role}: cannot load {source} as {cls.__name__}: {_one_line(exc)}") from None
+    check_kind(detect_kind(pipe), kind, role, source)
+    return pipe
 
 
 def _from_single_file(path: Path, kind: str, role: str, source: str, cache_dir: Path, dtype: Any,
@@ -601,7 +650,7 @@ def _from_single_file(path: Path, kind: str, role: str, source: str, cache_dir: 
         # With a Hugging Face cache that holds the original repository's configs and tokenizers.
         pipe = cls.from_single_file(str(path), **kwargs)
         how = "single file, configs from the local Hugging Face cache"
-    except Exception as first:  # noqa: BLE001
+    except Exception as first:  # noqa: BLE001 - fall back to the built-in configs below
         log.info("single-file load without a local config failed (%s); using the built-in config", _one_line(first))
         config_dir, _ = ensure_builtin(FULL_SIZE_FOR_KIND[kind], cache_dir)
         try:
@@ -613,8 +662,9 @@ def _from_single_file(path: Path, kind: str, role: str, source: str, cache_dir: 
                      "tokenizer was found, so tokenization uses the synthetic vocabulary (prompts are "
                      "tokenized differently from the real model; memory and compute are the same)")
         log.warning(notes[-1])
+    check_kind(detect_kind(pipe), kind, role, source)
     info = {"source": source, "path": str(path), "how": how}
-    return LoadedModel(pipe, kind, source, _describe(pipe, info, t0), notes)
+    return LoadedModel(pipe, detect_kind(pipe), source, _describe(pipe, info, t0), notes)
 
 
 def _describe(pipe: Any, info: dict, t0: float) -> dict:

@@ -207,27 +207,21 @@ class _PhraseMaker:
 def _fill_section(target: int, maker: _PhraseMaker, counter: TokenCounter, fillers: list[str]) -> str:
     """Words and punctuation adding up to exactly ``target`` tokens.
 
+    Phrases are comma-separated, as most Stable Diffusion prompts are (no periods: compel splits long
+    prompts at the last period of a 75-token window first, which would shorten the chunks).
     CLIP's pre-tokenizer splits on whitespace and between letters and punctuation, so the token count
     of the joined text is the sum of the counts of its words and marks."""
     units: list[_Unit] = []
     used = 0
-    comma, period = counter.count_word(","), counter.count_word(".")
-    phrases_in_sentence, sentence_len = 0, maker.rng.randint(25, 45)
+    comma = counter.count_word(",")
     while True:
         words = maker.phrase().split()
         cost = sum(counter.count_word(w) for w in words)
-        if units:
-            phrases_in_sentence += 1
-            sep = "." if phrases_in_sentence >= sentence_len else ","
-            sep_cost = period if sep == "." else comma
-        else:
-            sep, sep_cost = "", 0
+        sep_cost = comma if units else 0
         if used + sep_cost + cost > target:
             break
-        if sep:
-            units.append(_Unit(sep, sep_cost, attach=True))
-            if sep == ".":
-                phrases_in_sentence, sentence_len = 0, maker.rng.randint(25, 45)
+        if units:
+            units.append(_Unit(",", comma, attach=True))
         units.extend(_Unit(w, counter.count_word(w)) for w in words)
         used += sep_cost + cost
     # Top up with one-token words (their choice is seeded too).

@@ -1,0 +1,111 @@
+"""How much GPU memory the plan may use: ``--gpu-memory`` or NVML, asked in a subprocess.
+
+NVML is asked from a child process with a timeout: on the machines this suite is for, a driver can
+be in a state where NVML calls hang, and planning must never hang with it. The child goes through
+:mod:`stress.hw.nvml` (the one module that imports pynvml), so ``STRESS_NVML_MODULE`` works here too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from stress.errors import StressError
+
+_UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20,
+          "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """``24GiB``, ``24G`` (binary), ``24GB`` (decimal), ``24000MiB``, ``24`` (GiB) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS:
+        raise StressError(f"cannot read {text!r} as a memory size; write e.g. 24GiB, 24GB or 24000MiB")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise StressError(f"memory size must be positive (got {text!r})")
+    return value
+
+
+@dataclass
+class GpuMemory:
+    """What the plan compares its peaks with."""
+
+    available: int | None          # bytes the workload may use; None: unknown
+    source: str                    # "--gpu-memory", "nvml", or why there is none
+    name: str | None = None
+    total: int | None = None
+    used_by_others: int | None = None
+    compute_capability: tuple[int, int] | None = None
+
+    def as_dict(self) -> dict:
+        return {"available": self.available, "source": self.source, "name": self.name, "total": self.total,
+                "used_by_others": self.used_by_others,
+                "compute_capability": list(self.compute_capability) if self.compute_capability else None}
+
+
+_PROBE = r"""
+import json
+from stress.hw.nvml import NvmlSession, NvmlUnavailable, Unsupported, Failed
+def val(x):
+    return None if isinstance(x, (Unsupported, Failed)) else x
+try:
+    s = NvmlSession.open()
+except NvmlUnavailable as exc:
+    print(json.dumps({"available": False, "reason": str(exc)}))
+    raise SystemExit(0)
+gpus = []
+try:
+    for i, h in sorted(s.handles.items()):
+        mem = val(s.query("nvmlDeviceGetMemoryInfo", h))
+        name = val(s.query("nvmlDeviceGetName", h))
+        cc = val(s.query("nvmlDeviceGetCudaComputeCapability", h))
+        gpus.append({"index": i, "name": name if isinstance(name, str) else (name.decode() if name else None),
+                     "total": int(mem.total) if mem is not None else None,
+                     "used": int(mem.used) if mem is not None else None,
+                     "cc": list(cc) if cc is not None else None})
+finally:
+    s.close()
+print(json.dumps({"available": True, "gpus": gpus}))
+"""
+
+
+def detect_gpu(index: int = 0, timeout: float = 20.0) -> GpuMemory:
+    """The GPU's memory as NVML sees it now (total minus what other processes use)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return GpuMemory(None, f"NVML did not answer within {timeout:.0f} s (driver in a bad state?)")
+    try:
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return GpuMemory(None, f"NVML probe failed: {tail}")
+    if not data.get("available"):
+        return GpuMemory(None, f"no GPU detected ({data.get('reason')})")
+    gpus = [g for g in data["gpus"] if g["index"] == index]
+    if not gpus:
+        return GpuMemory(None, f"no GPU with index {index}")
+    g = gpus[0]
+    if g["total"] is None:
+        return GpuMemory(None, "NVML does not report this GPU's memory", name=g["name"])
+    used = g["used"] or 0
+    cc = tuple(g["cc"]) if g.get("cc") else None
+    return GpuMemory(g["total"] - used, "nvml", name=g["name"], total=g["total"], used_by_others=used,
+                     compute_capability=cc)  # type: ignore[arg-type]
+
+
+def resolve_gpu_memory(option: str | None, *, detect: bool = True) -> GpuMemory:
+    """``--gpu-memory`` if given, else NVML, else unknown (and the plan says so)."""
+    if option:
+        return GpuMemory(parse_size(option), "--gpu-memory")
+    if not detect:
+        return GpuMemory(None, "not checked")
+    return detect_gpu()

@@ -1,0 +1,263 @@
+"""From traces to the plan: accounting per image and session, predicted peaks per resolution.
+
+For each distinct resolution of the scenario one image (one batch) is traced (see
+:mod:`stress.planner.pipeline`); the session's prefix (weights, prompt encoding) is traced once.
+Memory per resolution:
+
+- the tensor peak (what ``max_memory_allocated`` would show before rounding) with its split into
+  weights and activations, and the stage and module where it happens;
+- the prefix and image allocation sequence replayed through the caching-allocator model, plus the
+  cuBLAS workspace: ``peak_allocated`` / ``peak_reserved`` as torch.cuda would report them;
+- ``predicted_peak`` = reserved peak + cuDNN workspace allowance + CUDA context: device memory
+  in use at the peak, as NVML / nvidia-smi would show it for the worker;
+- ``required``: the smallest memory in which the same sequence runs without an OOM (the allocator
+  releases its cached segments and retries before it gives up, so this can be below the peak a big
+  GPU shows), plus the same two allowances; ``fits`` = ``required <= available``.
+
+The session replay runs one image of every resolution, in the scenario's order, after the prefix:
+a long-lived worker keeps its cache between images, and switching resolutions can fragment it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from stress.plan import base_steps_run, expand, refiner_steps_run
+from stress.planner.accounting import attention_totals, img2img_steps_run
+from stress.planner.overhead import MiB, CachingAllocatorModel, OverheadModel
+from stress.scenario import Scenario
+
+_BISECT_STEP = 16 * MiB
+
+
+def _replay(events: list[tuple[int, int]], overhead: OverheadModel, capacity: int | None = None) -> Any:
+    alloc = CachingAllocatorModel(capacity)
+    alloc.malloc(-(1 << 62), overhead.cublas_workspace)   # kept for the process's life
+    return alloc.replay(events)
+
+
+def minimum_capacity(events: list[tuple[int, int]], overhead: OverheadModel, low: int, high: int) -> int:
+    """Smallest allocator capacity (to ``_BISECT_STEP``) at which the sequence does not OOM."""
+    if _replay(events, overhead, low).oom is False:
+        return low
+    while high - low > _BISECT_STEP:
+        mid = (low + high) // 2
+        if _replay(events, overhead, mid).oom:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _steps(sc: Scenario) -> tuple[int, int]:
+    if sc.workload == "sd15-img2img":
+        return img2img_steps_run(sc.steps, sc.img2img.strength), 0
+    return base_steps_run(sc), refiner_steps_run(sc)
+
+
+def _stage_rows(trace: Any) -> list[dict]:
+    rows = []
+    for name, st in trace.stages.items():
+        rows.append({"stage": name, "engine_stage": name.split(":")[0], "component": st.component,
+                     "peak": st.peak, "weights": st.weights_at_peak, "activations": st.peak - st.weights_at_peak,
+                     "peak_module": st.peak_module, "flops": st.flops})
+    return rows
+
+
+def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: OverheadModel,
+            say: Callable[[str], None]) -> dict:
+    s = tracer.s
+    cfg_mult = 2 if s.cfg else 1
+    base_steps, refiner_steps = _steps(sc)
+    jobs = expand(sc)
+    per_res_images: dict[tuple[int, int], int] = {}
+    for j in jobs:
+        per_res_images[(j.width, j.height)] = per_res_images.get((j.width, j.height), 0) + len(j.images)
+    order = list(dict.fromkeys((w, h) for w, h in sc.resolutions))
+    weights = tracer.weights_bytes()
+
+    traces = {}
+    for w, h in order:
+        t0 = time.perf_counter()
+        say(f"tracing {w}x{h}")
+        traces[(w, h)] = tracer.trace(w, h)
+        say(f"traced {w}x{h} in {time.perf_counter() - t0:.1f} s")
+
+    available = gpu.available
+    res_rows = []
+    acc_rows = []
+    for (w, h) in order:
+        tr = traces[(w, h)]
+        events = tr.events
+        rep = _replay(events, overhead)
+        extras = overhead.cudnn_workspace + overhead.cuda_context
+        predicted = rep.peak_reserved + extras
+        required_cap = minimum_capacity(events, overhead, rep.peak_allocated, rep.peak_reserved)
+        required = required_cap + extras
+        fits = None if available is None else required <= available
+        tensor_peak = tr.peak
+        row = {
+            "width": w, "height": h, "images": per_res_images.get((w, h), 0),
+            "weights": tr.peak_weights,
+            "activations": tensor_peak - tr.peak_weights,
+            "tensor_peak": tensor_peak,
+            "peak_allocated": rep.peak_allocated,
+            "peak_reserved": rep.peak_reserved,
+            "overhead": {
+                "allocator": rep.peak_reserved - tensor_peak - overhead.cublas_workspace,
+                "cublas_workspace": overhead.cublas_workspace,
+                "cudnn_workspace_estimate": overhead.cudnn_workspace,
+                "cuda_context_estimate": overhead.cuda_context,
+            },
+            "predicted_peak": predicted,
+            "required": required,
+            "peak_stage": tr.peak_stage,
+            "peak_module": tr.peak_module,
+            "stages": _stage_rows(tr),
+            "fits": fits,
+            "headroom": None if available is None else available - required,
+            "leaked": tr.leaked,
+            "trace_seconds": round(tr.seconds, 2),
+        }
+        res_rows.append(row)
+        acc_rows.append(_accounting_row(tracer, tr, w, h, cfg_mult, base_steps, refiner_steps, prompts,
+                                        per_res_images.get((w, h), 0)))
+
+    # The session: prefix once, then one image of each resolution in order (one cycle).
+    session_events = list(traces[order[0]].prefix.events)
+    for key in order:
+        session_events.extend(traces[key].image.events)
+    srep = _replay(session_events, overhead)
+    s_required = minimum_capacity(session_events, overhead, srep.peak_allocated, srep.peak_reserved)
+    extras = overhead.cudnn_workspace + overhead.cuda_context
+    worst = max(res_rows, key=lambda r: r["predicted_peak"])
+    session_mem = {
+        "peak_allocated": srep.peak_allocated, "peak_reserved": srep.peak_reserved,
+        "predicted_peak": srep.peak_reserved + extras, "required": s_required + extras,
+        "fits": None if available is None else s_required + extras <= available,
+        "worst_resolution": f"{worst['width']}x{worst['height']}",
+    }
+    accounting = _session_accounting(sc, tracer, acc_rows, prompts, base_steps, refiner_steps, cfg_mult, jobs)
+    notes = list(overhead.notes)
+    if sc.optimizations.compile:
+        notes.append("optimizations.compile: predicted for eager execution; torch.compile (inductor) "
+                     "usually needs less activation memory, plus its own workspace")
+    if sc.model.device == "cpu":
+        notes.append("model.device is cpu: the GPU figures describe the same session on a GPU")
+    if any(r["leaked"] for r in res_rows):
+        notes.append("the tracer saw an image leave memory allocated (a tracer limitation; see docs/plan.md)")
+    return {
+        "scenario": sc.name,
+        "workload": sc.workload,
+        "models": _models(tracer, weights),
+        "settings": {
+            "dtype": s.dtype, "attention": s.attention, "cfg": sc.cfg, "batch_size": s.batch,
+            "vae_decode_dtype": str(tracer.vae_decode_dtype).replace("torch.", ""),
+            "channels_last": s.channels_last, "vae_tiling": s.vae_tiling, "vae_slicing": s.vae_slicing,
+            "cpu_offload": s.cpu_offload, "compile": sc.optimizations.compile,
+            "traced_unet_steps": s.traced_steps,
+        },
+        "prompts": {"prompt": prompts["prompt"].as_dict(), "negative": prompts["negative"].as_dict(),
+                    "padded_chunks": prompts["padded_chunks"],
+                    "cross_attention_keys": prompts["cross_attention_keys"]},
+        "accounting": accounting,
+        "memory": {"resolutions": res_rows, "session": session_mem, "gpu": gpu.as_dict(),
+                   "overhead_model": overhead.as_dict()},
+        "notes": notes,
+        "build_seconds": round(tracer.build_seconds, 2),
+    }
+
+
+def _models(tracer: Any, weights: dict[str, int]) -> dict:
+    out: dict[str, Any] = {}
+    for role, arch in (("base", tracer.base), ("refiner", tracer.refiner)):
+        if arch is None:
+            continue
+        comps = {}
+        for name, comp in arch.components.items():
+            key = f"{role}.{name}"
+            mod = tracer.modules[key]
+            comps[name] = {"class": comp.cls, "parameters": sum(p.numel() for p in mod.parameters()),
+                           "bytes": weights[key]}
+        out[role] = {"source": arch.source, "config_origin": arch.origin, "kind": arch.kind,
+                     "components": comps, "bytes": sum(c["bytes"] for c in comps.values())}
+    return out
+
+
+def _accounting_row(tracer: Any, tr: Any, w: int, h: int, cfg_mult: int, base_steps: int, refiner_steps: int,
+                    prompts: dict, images: int) -> dict:
+    s = tracer.s
+    c, lh, lw = tracer.latent_shape(w, h)
+    samples = s.batch * cfg_mult
+    row: dict[str, Any] = {"width": w, "height": h, "images": images, "latent": [c, lh, lw],
+                           "latent_positions": lh * lw}
+    unets = {}
+    for role, steps in (("base", base_steps), ("refiner", refiner_steps)):
+        st = tr.stages.get(f"{role}:denoise")
+        if st is None:
+            continue
+        per_eval_flops = st.flops // max(1, st.evaluations * samples)
+        att = attention_totals(st.attention, st.evaluations)
+        unets[role] = {
+            "steps": steps,
+            "unet_evaluations": steps * cfg_mult,
+            "flops_per_evaluation": per_eval_flops,
+            "flops": per_eval_flops * steps * cfg_mult,
+            "attention_per_evaluation": att.as_dict(),
+            "attention_qk": {"self": att.self_qk * steps * cfg_mult, "cross": att.cross_qk * steps * cfg_mult},
+        }
+    row["unet"] = unets
+    for stage in ("vae_decode", "base:vae_encode"):
+        st = tr.stages.get(stage)
+        if st is not None:
+            row[stage.replace("base:", "")] = {"flops": st.flops // max(1, s.batch),
+                                               "attention_per_evaluation": attention_totals(st.attention).as_dict()}
+    row["flops"] = (sum(u["flops"] for u in unets.values()) + row.get("vae_decode", {}).get("flops", 0)
+                    + row.get("vae_encode", {}).get("flops", 0))
+    return row
+
+
+def _session_accounting(sc: Scenario, tracer: Any, rows: list[dict], prompts: dict, base_steps: int,
+                        refiner_steps: int, cfg_mult: int, jobs: list) -> dict:
+    trace0 = next(iter(tracer._cache.values()))
+    text = {}
+    text_flops = 0
+    for name, st in trace0.stages.items():
+        if not name.startswith("text_encode:"):
+            continue
+        enc = name.split(":", 1)[1]
+        # prompt + negative, every chunk (the worker pads the shorter one with the empty prompt's
+        # embedding, computed once per encoder); once per session: embeddings are cached.
+        forwards = prompts["prompt"].chunks + prompts["negative"].chunks
+        if prompts["prompt"].chunks != prompts["negative"].chunks:
+            forwards += 1
+        if enc.endswith("text_encoder_2"):
+            forwards += 2   # pooled embeddings of prompt and negative (first 77 tokens)
+        text[enc] = {"forwards_per_session": forwards, "flops_per_chunk": st.flops,
+                     "flops": st.flops * forwards,
+                     "attention_per_chunk": attention_totals(st.attention).as_dict()}
+        text_flops += st.flops * forwards
+    by_res = {(r["width"], r["height"]): r for r in rows}
+    total_flops = text_flops
+    total_evals = 0
+    positions = 0
+    for j in jobs:
+        r = by_res[(j.width, j.height)]
+        total_flops += r["flops"] * len(j.images)
+        total_evals += sum(u["unet_evaluations"] for u in r["unet"].values()) * len(j.images)
+        positions += r["latent_positions"] * len(j.images)
+    return {
+        "images": sc.images,
+        "batches": len(jobs),
+        "batch_size": sc.batch_size,
+        "base_steps_per_image": base_steps,
+        "refiner_steps_per_image": refiner_steps,
+        "cfg_batch": cfg_mult,
+        "unet_evaluations_per_image": (base_steps + refiner_steps) * cfg_mult,
+        "unet_evaluations": total_evals,
+        "unet_forward_calls": sum((base_steps + refiner_steps) for _ in jobs),
+        "latent_positions": positions,
+        "text_encoders": text,
+        "per_resolution": rows,
+        "flops": total_flops,
+    }
