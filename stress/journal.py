@@ -35,6 +35,13 @@ class Journal:
         # O_APPEND: concurrent writers (a resumed run) never overwrite each other.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.count = 0
+        # A torn last line (power loss mid-write) must not swallow the next event: start a new line.
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
 
     def append(self, ev: str, /, **fields: Any) -> dict:
         """Write one event now. ``t`` (unix seconds) is added unless given."""

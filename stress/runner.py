@@ -301,7 +301,7 @@ class Supervisor:
 
     def _workload(self, jobs: list[Job]) -> None:
         sess = self.sc.session
-        total = sum(len(j.images) for j in jobs)
+        total = sum(len(j.images) for j in jobs) + len(self.records)
         self.progress.start(total, already=len(self.records))
         for job in jobs:
             if sess.time_limit and time.time() - self.t0 > sess.time_limit:
@@ -327,7 +327,7 @@ class Supervisor:
             if sess.on_failure == "stop" and any(self.records[i]["outcome"] != "ok" for i in job.indices):
                 raise _Stop("stopped-on-failure")
             after = len(self.records) // self.sc.probes.during_every
-            if after > before and len(self.records) < total:
+            if after > before and len(self.records) < self.sc.images:
                 self._probe("during", visit=self.during_visits)
                 self.during_visits += 1
 

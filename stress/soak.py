@@ -224,8 +224,8 @@ def scenario_entries(files: list[Path]) -> list[dict]:
 
 
 # Options the command line may change when a soak is continued (recorded as a `config` event).
-MUTABLE = ("iterations", "duration_s", "stop_on", "keep", "min_free_bytes", "junit", "history",
-           "interrupted", "max_failures", "iteration_timeout_s")
+MUTABLE = ("iterations", "duration_s", "stop_on", "keep", "min_free_bytes", "junit", "history", "reports",
+           "interrupted", "max_failures", "iteration_timeout_s", "report_options")
 
 
 def read_config(state_dir: Path) -> dict:
@@ -518,6 +518,7 @@ class Soak:
     def _run(self) -> SoakResult:
         st = replay(self.state_dir)
         resumed = bool(st.attempts) or st.last_end is not None
+        _end_torn_line(self.state_dir / JOURNAL_FILE)
         self.journal = Journal(self.state_dir / JOURNAL_FILE)
         self.journal.append("soak_start", soak_id=self.cfg["soak_id"], pid=os.getpid(), boot_id=self.boot_id_fn(),
                             resumed=resumed, argv=sys.argv, previous_end=st.last_end.get("status") if st.last_end else None)
@@ -581,11 +582,16 @@ class Soak:
         entry = cfg["scenarios"][slot]
         resume_run: Path | None = None
         folder = self.state_dir / ITERATIONS_DIR / f"{i:04d}-{attempt}"
+        # A folder left by an attempt whose start was never recorded (power loss mid-write): skip it.
+        while folder.exists() and any(folder.iterdir()):
+            attempt += 1
+            folder = self.state_dir / ITERATIONS_DIR / f"{i:04d}-{attempt}"
         if cfg["interrupted"] == "resume" and attempt > 1:
             prev = st.last_start.get(i)
             prev_run = find_run_dir(self.abs(prev["folder"])) if prev else None
             if prev_run is not None and RunDir(prev_run).scenario.exists():
                 resume_run, folder = prev_run, prev_run.parent
+                _end_torn_line(RunDir(prev_run).journal)
         folder.mkdir(parents=True, exist_ok=True)
         total = f"/{cfg['iterations']}" if cfg.get("iterations") else ""
         left = ""
@@ -685,7 +691,7 @@ class Soak:
             return
         why = c["why"]
         if rc is not None and c["state"] != "interrupted":
-            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+            how = f"signal {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
             why = f"the run's supervisor ended with {how}: {why}"
             tail = _log_tail(folder / "soak-iteration.log")
             if tail:
@@ -842,6 +848,30 @@ class Soak:
         return SoakResult(self.state_dir, status, code, message, summ)
 
 
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return str(num)
+
+
+def _end_torn_line(path: Path) -> None:
+    """After a power loss mid-write the journal may end in half a line: close it with a newline so
+    that the next event is not glued onto it (and lost with it)."""
+    try:
+        with open(path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    except FileNotFoundError:
+        pass
+
+
 def _log_tail(path: Path, limit: int = 300) -> str:
     try:
         with open(path, "rb") as fh:
@@ -893,7 +923,11 @@ def _iteration_main(argv: list[str] | None = None) -> int:
         cfg = read_config(Path(args.state))
         entry = cfg["scenarios"][args.slot]
         resume = Path(args.resume) if args.resume else None
-        sc = load_resumable(resume) if resume else Scenario.model_validate(entry["resolved"])
+        try:
+            sc = load_resumable(resume) if resume else Scenario.model_validate(entry["resolved"])
+        except ValueError as exc:  # pydantic's ValidationError: soak.json was edited or damaged
+            raise SoakHarnessError(f"{args.state}/{STATE_FILE}: scenario {entry.get('name')!r} cannot be "
+                                   f"read back ({str(exc).splitlines()[0]})") from None
         result = run_scenario(sc, Path(entry["source"]), artifacts=Path(args.out), reports=Path(args.reports),
                               resume_dir=resume, progress=Progress.for_stream(sys.stderr),
                               report_options=cfg.get("report_options") or None)

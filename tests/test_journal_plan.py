@@ -85,3 +85,15 @@ def test_accounting_totals():
     acc = accounting(sc)
     assert acc["unet_evaluations"] == 3 * 38 * 2
     assert acc["latent_positions"] == 2 * 128 * 128 + 106 * 144
+
+
+def test_event_after_a_torn_tail_is_not_lost(tmp_path):
+    p = tmp_path / "j.jsonl"
+    with Journal(p) as j:
+        j.append("a")
+    with open(p, "ab") as fh:
+        fh.write(b'{"ev":"half')          # power loss mid-write
+    with Journal(p) as j:                 # e.g. `run --resume`
+        j.append("resume")
+    c = read_journal(p)
+    assert [e["ev"] for e in c.events] == ["a", "resume"] and c.bad_lines == [2]

@@ -165,6 +165,21 @@ def test_a_reboot_during_a_run_is_recorded_as_such(tmp_path, scen):
     assert run_json["status"] == "incomplete" and run_json["missing"]
 
 
+def test_a_torn_last_line_in_the_soak_journal_loses_nothing_after_it(tmp_path, scen):
+    state, cfg = new_state(tmp_path, scen, iterations=None, duration_s=60.0)
+    cfg["deadline"] = time.time() - 1
+    (state / "soak.json").write_text(json.dumps(cfg))
+    finished_iteration(state, 1)
+    with open(state / JOURNAL_FILE, "ab") as fh:  # power loss in the middle of writing an event
+        fh.write(b'{"ev":"iteration_start","t":1795369000.0,"itera')
+    assert read_journal(state / JOURNAL_FILE).torn_tail
+    res = Soak(state, stream=None).run()
+    contents = read_journal(state / JOURNAL_FILE)
+    assert not contents.torn_tail and len(contents.bad_lines) == 1
+    assert [e["ev"] for e in contents.events][-2:] == ["soak_start", "soak_end"]
+    assert res.status == "completed" and len(res.summary["iterations"]) == 1
+
+
 def test_attempts_that_cannot_run_stop_the_soak(tmp_path, scen):
     state, _ = new_state(tmp_path, scen, max_failures=2)
     for attempt in (1, 2):
@@ -175,6 +190,19 @@ def test_attempts_that_cannot_run_stop_the_soak(tmp_path, scen):
     res = Soak(state, stream=None).run()
     assert res.status == "harness-errors" and res.exit_code == 13
     assert replay(state).failures_in_a_row == 0  # a restart after a harness stop gets a fresh budget
+
+
+def test_runs_whose_supervisor_fails_are_recorded_and_stop_the_soak(tmp_path, scen):
+    """Real child processes that cannot run their scenario (its frozen copy was damaged)."""
+    state, cfg = new_state(tmp_path, scen, max_failures=2)
+    cfg["scenarios"][0]["resolved"]["steps"] = 0
+    (state / "soak.json").write_text(json.dumps(cfg))
+    res = Soak(state, stream=None).run()
+    assert res.status == "harness-errors" and res.exit_code == 13
+    intr = res.summary["interruptions"]
+    assert [(e["iteration"], e["attempt"], e["harness"]) for e in intr] == [(1, 1, True), (1, 2, True)]
+    assert "exit status 13" in intr[0]["cause"] and "cannot be read back" in intr[0]["cause"]
+    assert res.summary["iterations"] == []
 
 
 def test_retention_keeps_the_newest_and_the_first_reproduction(tmp_path, scen):
@@ -374,6 +402,8 @@ def test_soak_survives_sigkill_and_a_full_disk_and_loses_or_duplicates_nothing(t
     hist = query_runs(tmp_path / "history.db", {"soak": soak_id})
     assert sorted((r.soak_iteration, r.run_id) for r in hist) == [(1, ends[0]["run_id"]), (2, ends[1]["run_id"])]
     assert all(r.verdict == "inconclusive" and r.metrics["images_ok"] == 1 for r in hist)
+    for r in hist:  # each finished iteration has its report, and the history points at it
+        assert r.report_path and Path(r.report_path).is_file(), r.report_path
 
     # JUnit: one case per iteration, plus the two interrupted attempts (skipped).
     root = ET.parse(tmp_path / "junit.xml").getroot()

@@ -438,3 +438,18 @@ def test_parameters_of_a_huge_prompt_fit_one_jpeg_comment():
     with Image.open(io.BytesIO(data)) as im:
         assert im.info["comment"].decode() == text
     assert fit_parameters("short", "", params, JPEG_COMMENT_LIMIT) == ("short\nSteps: 38, Sampler: DPM++ 2M Karras, Seed: 1", False)
+
+
+def test_stress_cpu_threads(monkeypatch):
+    from stress.workload.engine import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("STRESS_CPU_THREADS", "1")
+        notes: list[str] = []
+        assert set_cpu_threads(notes) == 1 and notes == ["cpu threads: 1 (STRESS_CPU_THREADS)"]
+        monkeypatch.setenv("STRESS_CPU_THREADS", "two")
+        with pytest.raises(StressError, match="STRESS_CPU_THREADS must be a positive integer"):
+            set_cpu_threads([])
+    finally:
+        torch.set_num_threads(before)

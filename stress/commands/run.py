@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--include-prompts", action="store_true", help="keep prompts in reports (default: hashed)")
     p.add_argument("--include-screenshots", action="store_true", help="put desktop screenshots in the bundle")
+    p.add_argument("--history", metavar="DB", help="history database (default: REPORTS/history.db)")
+    p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_command)
 
@@ -61,6 +63,14 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"report:  {result.report.get('report_html')}")
             if result.report.get("bundle"):
                 print(f"bundle:  {result.report['bundle']}")
+        if not args.no_history and result.status != "interrupted":
+            from stress.history import try_record_run
+
+            db = Path(args.history) if args.history else Path(args.reports) / "history.db"
+            report_dir = None if args.no_report else Path(args.reports) / result.run_dir.name
+            warning = try_record_run(result.run_dir, report_dir, db)
+            if warning:
+                result.warnings.append(warning)
         for w in result.warnings:
             print(f"warning: {w}", file=sys.stderr)
         if result.exit_code == ExitCode.INTERRUPTED:

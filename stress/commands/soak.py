@@ -77,7 +77,7 @@ def _options(args: argparse.Namespace) -> dict:
         opts["history"] = str(Path(args.history).resolve())
     opts["stop_on"] = args.stop_on
     opts["interrupted"] = args.interrupted
-    opts["reports"] = args.reports
+    opts["reports"] = str(Path(args.reports).resolve()) if args.reports else None
     if args.include_prompts or args.include_screenshots:
         opts["report_options"] = {"include_prompts": args.include_prompts,
                                   "include_screenshots": args.include_screenshots}

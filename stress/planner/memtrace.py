@@ -243,6 +243,18 @@ class ModuleLabels:
         self.timeline.module = ""
 
 
+def tensor_peak(events: Iterable[tuple[int, int]]) -> int:
+    """Peak of the bytes held by traced tensors alone (weights and other synthetic allocations,
+    which have negative keys, left out), counted from zero at the first event."""
+    live = peak = 0
+    for key, nbytes in events:
+        if key >= 0:
+            live += nbytes
+            if live > peak:
+                peak = live
+    return peak
+
+
 def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (views counted once)."""
     seen: dict[int, int] = {}

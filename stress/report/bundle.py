@@ -191,6 +191,10 @@ def redact_gzip_text(data: bytes, redactor: Redactor) -> bytes:
 # ---- the bundle ------------------------------------------------------------------------------------
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 10e6 else f"{n / 1e6:.2g} MB"
+
+
 def _redacted_json_file(path: Path, redactor: Redactor) -> bytes | None:
     try:
         raw = path.read_text(encoding="utf-8")
@@ -338,7 +342,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
         else:
             factor = 2 ** math.ceil(math.log2(1.15 * journal_gz / (journal_gz - over)))
         keep_every = min(64, keep_every * max(2, factor))
-        msg = f"bundle over {cap_bytes / 1e6:.0f} MB: the journal copy keeps 1 sampler tick in {keep_every}"
+        msg = f"bundle over {_mb(cap_bytes)}: the journal copy keeps 1 sampler tick in {keep_every}"
         warnings[:] = [w for w in warnings if "journal copy keeps" not in w] + [msg]
         notes[:] = [n for n in notes if "journal copy keeps" not in n] + [msg]
         return True
@@ -366,8 +370,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
         if step():
             size = build()
     if size > cap_bytes:
-        warnings.append(f"bundle is {size / 1e6:.1f} MB, still over the {cap_bytes / 1e6:.0f} MB cap after every "
-                        "reduction")
+        warnings.append(f"bundle is {_mb(size)}, still over the {_mb(cap_bytes)} cap after every reduction")
     with tarfile.open(out_path, "r:gz") as tar:
         names = [m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()]
     return BundleResult(out_path, size, names, warnings, keep_every)

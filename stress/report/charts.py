@@ -19,6 +19,7 @@ from typing import Any, Callable
 import matplotlib
 import matplotlib.lines
 import matplotlib.patches
+import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -267,6 +268,14 @@ def probe_latency_chart(report: dict) -> Chart:
             for pos, d in nonempty:
                 xs = [pos + ((i * 0.6180339887) % 1 - 0.5) * 0.35 for i in range(len(d))]
                 ax.scatter(xs, d, s=6, color="#333333", alpha=0.55, zorder=3)
+        if not nonempty:
+            statuses: dict[str, int] = {}
+            for p in phases:
+                for st, n in by_phase[p]["statuses"].items():
+                    statuses[st] = statuses.get(st, 0) + n
+            ax.text(0.5, 0.5, "no measurements\n" + ", ".join(f"{n}× {st}" for st, n in sorted(statuses.items())),
+                    ha="center", va="center", transform=ax.transAxes, color="#777777", fontsize=8)
+            ax.set_yticks([])
         top = max((max(d) for d in data if d), default=1.0)
         for pos, p in zip(positions, phases):
             f = by_phase[p]["failures"]
@@ -275,6 +284,7 @@ def probe_latency_chart(report: dict) -> Chart:
                     fontsize=7, color="#d62728" if f else "#555555")
         ax.set_xticks(positions)
         ax.set_xticklabels(phases, fontsize=7, rotation=20)
+        ax.set_xlim(0.4, len(phases) + 0.6)
         ax.set_ylim(0, top * 1.25 if top else 1)
         ax.set_title(kind, fontsize=9)
         ax.set_ylabel("ms", fontsize=8)
@@ -316,6 +326,7 @@ def image_times_chart(report: dict) -> Chart:
         ax.scatter([f[0] for f in failed], [f[1] * 1.04 + 0.01 for f in failed], marker="v", color="#d62728",
                    s=22, zorder=4, label="failed image")
     ax.set_xlabel("image index")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("seconds")
     ax.grid(True, axis="y", alpha=0.3)
     fig.legend(loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / 3.0), fontsize=7, ncol=min(len(stages) + 2, 7),

@@ -1566,7 +1566,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
 
     def summarise(src: str, gpu: int | None, cols: _Columns, prefix: str) -> None:
         t, arrays = _arrays(cols)
-        interval, gaps = _gaps(t)
+        # gaps only mean something for sources that sample on a clock (allocator events follow the images)
+        interval, gaps = _gaps(t) if src in ("nvml", "host") else (None, [])
         st = source_state.pop((src, gpu), None) or source_state.get((src, None)) or {}
         sources.append({"src": src, "gpu": gpu, "status": st.get("status", "available"),
                         "reason": st.get("reason"), "unsupported": st.get("unsupported", {}),

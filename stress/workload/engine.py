@@ -148,7 +148,10 @@ class WorkloadSession:
         self.dtype = resolve_dtype(sc.model.dtype, self.device, self.notes)
         if self.device == "cpu":
             set_cpu_threads(self.notes)
-        common = dict(base_dir=self.base_dir, cache_dir=self.cache_dir, device=self.device, dtype=self.dtype)
+        # Full-size built-ins are built where they will live; with offload that is the CPU, so that a
+        # GPU too small to hold the whole model can still run it.
+        build_on = "cpu" if sc.optimizations.cpu_offload else self.device
+        common = dict(base_dir=self.base_dir, cache_dir=self.cache_dir, device=build_on, dtype=self.dtype)
         self.base = load_model(sc.model.base, self.kind, role="base", **common)
         self._prepare(self.base, "base")
         if self.kind == "sdxl" and sc.model.refiner:
@@ -169,7 +172,7 @@ class WorkloadSession:
         info = {
             "load_s": round(load_s, 3),
             "device": self.device,
-            "device_name": torch.cuda.get_device_name(0) if self.device == "cuda" else "cpu",
+            "device_name": torch.cuda.get_device_name(torch.cuda.current_device()) if self.device == "cuda" else "cpu",
             "dtype": str(self.dtype).replace("torch.", ""),
             "dtype_requested": sc.model.dtype,
             "cpu_threads": torch.get_num_threads(),

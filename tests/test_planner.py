@@ -1,0 +1,217 @@
+"""``stress plan``: allocator model, prompt accounting against the worker's encoder, the CLI, preflight."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+from pathlib import Path
+
+import pytest
+
+from stress.planner.overhead import MiB, CachingAllocatorModel, round_size, segment_size
+from stress.scenario import Scenario
+
+from conftest import ROOT, run_cli
+
+TESTS = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------
+# The caching-allocator model, rule by rule (c10/cuda/CUDACachingAllocator.cpp, default settings)
+
+
+def test_rounding_and_segment_sizes():
+    assert round_size(1) == 512 and round_size(513) == 1024 and round_size(1 << 20) == 1 << 20
+    assert segment_size(512) == 2 * MiB and segment_size(1 * MiB) == 2 * MiB     # small pool
+    assert segment_size(1 * MiB + 512) == 20 * MiB and segment_size(10 * MiB - 512) == 20 * MiB
+    assert segment_size(10 * MiB) == 10 * MiB and segment_size(30 * MiB + 1) == 32 * MiB
+
+
+def test_small_requests_share_a_segment_and_large_ones_split():
+    a = CachingAllocatorModel()
+    a.malloc(1, 100)                 # 512 B from a new 2 MiB segment
+    a.malloc(2, 1 * MiB)             # the rest of that segment still fits 1 MiB
+    assert (a.allocated, a.reserved) == (512 + MiB, 2 * MiB)
+    a.malloc(3, 5 * MiB)             # large pool: a 20 MiB segment, split (15 MiB left > 1 MiB)
+    a.malloc(4, 12 * MiB)            # served from the 15 MiB remainder, no new segment
+    assert a.reserved == 22 * MiB and a.segments == 2
+    a.free(3)
+    a.free(4)                        # both blocks merge back into one free 20 MiB block
+    a.malloc(5, 20 * MiB)
+    assert a.reserved == 22 * MiB and a.peak_allocated == 512 + MiB + 17 * MiB
+
+
+def test_a_freed_block_too_small_for_the_next_request_stays_cached():
+    a = CachingAllocatorModel()
+    a.malloc(1, 12 * MiB)
+    a.malloc(2, 12 * MiB)
+    a.free(1)
+    a.malloc(3, 14 * MiB)            # cannot use the cached 12 MiB block: a new segment
+    assert a.reserved == 38 * MiB and a.allocated == 26 * MiB and a.peak_reserved == 38 * MiB
+
+
+def test_cached_segments_are_released_before_an_oom():
+    a = CachingAllocatorModel(capacity=25 * MiB)
+    a.malloc(1, 12 * MiB)
+    a.free(1)                        # 12 MiB segment cached, nothing allocated
+    assert a.malloc(2, 24 * MiB)     # does not fit next to the cache; fits once it is released
+    assert not a.oom and a.reserved == 24 * MiB
+    assert not a.malloc(3, 2 * MiB)  # now it really does not fit
+    assert a.oom and a.oom_request == 2 * MiB
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounting
+
+
+def _scenario(**kw) -> Scenario:
+    base = {"name": "t", "model": {"base": "builtin:tiny-sdxl", "refiner": "builtin:tiny-sdxl-refiner"},
+            "steps": 10, "images": 3, "resolutions": ["256x256", "256x320"], "seeds": 1}
+    base.update(kw)
+    return Scenario.model_validate(base)
+
+
+def test_prompt_chunks_match_the_workers_encoder():
+    """Chunk counts from the plan's arithmetic and the synthetic tokenizer, against what the worker's
+    PromptEncoder (SD.Next through compel) actually produces on the tiny SDXL pipeline."""
+    from stress.planner.accounting import count_prompts
+    from stress.planner.architectures import load_architecture
+    from stress.workload.models import build_builtin_pipeline
+    from stress.workload.prompts import PromptEncoder, resolve_prompt_text
+
+    pipe = build_builtin_pipeline("builtin:tiny-sdxl")
+    enc = PromptEncoder(pipe, "sdxl")
+    arch = load_architecture("builtin:tiny-sdxl")
+    cases = [
+        ({"tokens": 200, "seed": 1, "breaks_every": 80}, {"tokens": 160, "seed": 2, "breaks_every": 70}),
+        ({"tokens": 2400, "seed": 1}, {"tokens": 120, "seed": 2}),
+        ({"text": "a (red:1.3) lighthouse BREAK on a cliff, [stormy] sea " * 9}, {"text": "blurry BREAK lowres"}),
+        ({"tokens": 75}, {"text": ""}),
+    ]
+    for prompt, negative in cases:
+        sc = _scenario(prompt=prompt, negative_prompt=negative)
+        counted = count_prompts(sc, arch, None)
+        text = resolve_prompt_text(sc.prompt, Path("."), pipe.tokenizer)
+        neg = resolve_prompt_text(sc.negative_prompt, Path("."), pipe.tokenizer)
+        real = enc.encode(text, neg)
+        assert counted["prompt"].chunks == real.prompt_chunks, prompt
+        assert counted["negative"].chunks == real.negative_chunks, negative
+        assert counted["prompt"].tokens == real.prompt_tokens
+        assert counted["padded_chunks"] * 77 == real.prompt_embeds.shape[1] == real.negative_prompt_embeds.shape[1]
+
+
+def test_img2img_steps_follow_diffusers():
+    from stress.planner.accounting import img2img_steps_run
+
+    assert img2img_steps_run(30, 0.6) == 18 and img2img_steps_run(38, 0.6) == 23 and img2img_steps_run(10, 1.0) == 10
+
+
+def test_plan_accounting_and_memory_for_a_tiny_session():
+    from stress.planner import make_plan, preflight, render_text
+    from stress.planner.gpu import GpuMemory
+    from stress.plan import base_steps_run, refiner_steps_run
+
+    sc = _scenario(prompt={"tokens": 300}, negative_prompt={"tokens": 10})
+    plan = make_plan(sc, gpu=GpuMemory(8 << 30, "--gpu-memory"))
+    acc = plan["accounting"]
+    assert acc["base_steps_per_image"] == base_steps_run(sc) and acc["refiner_steps_per_image"] == refiner_steps_run(sc)
+    assert acc["unet_evaluations"] == 3 * (base_steps_run(sc) + refiner_steps_run(sc)) * 2
+    assert plan["prompts"]["padded_chunks"] == 4 and plan["prompts"]["cross_attention_keys"] == 308
+    rows = {(r["width"], r["height"]): r for r in acc["per_resolution"]}
+    assert rows[(256, 320)]["latent"] == [4, 40, 32] and rows[(256, 256)]["images"] == 2
+    base = rows[(256, 256)]["unet"]["base"]
+    # Cross-attention keys are 77 x chunks in every cross-attention call.
+    assert base["attention_per_evaluation"]["largest"]["keys"] in (308, 16 * 16, 32 * 32, 8 * 8)
+    assert base["attention_per_evaluation"]["cross_qk"] % 308 == 0
+    mem = {(r["width"], r["height"]): r for r in plan["memory"]["resolutions"]}
+    for r in mem.values():
+        assert r["weights"] + r["activations"] == r["tensor_peak"]
+        assert r["peak_allocated"] >= r["tensor_peak"] and r["peak_reserved"] >= r["peak_allocated"]
+        assert r["predicted_peak"] >= r["required"] and r["fits"] is True and r["leaked"] == 0
+    assert mem[(256, 320)]["tensor_peak"] > mem[(256, 256)]["tensor_peak"]
+    assert plan["memory"]["session"]["predicted_peak"] >= max(r["predicted_peak"] for r in mem.values())
+    text = render_text(plan)
+    assert "256x320" in text and "predicted peak" in text and "fits" in text
+    json.dumps(plan)   # JSON-able as is
+
+    small = preflight(sc, 600 << 20)   # below the CUDA context estimate alone: nothing fits
+    assert set(small) == {(256, 256), (256, 320)} and not any(v["fits"] for v in small.values())
+    big = preflight(sc, 64 << 30)
+    assert all(v["fits"] for v in big.values())
+    assert big[(256, 320)]["predicted_peak"] == mem[(256, 320)]["predicted_peak"]
+
+
+def test_offload_keeps_one_model_on_the_gpu():
+    from stress.planner import make_plan
+
+    on = make_plan(_scenario(optimizations={"cpu_offload": True}))
+    off = make_plan(_scenario())
+    w_on = {r["stage"]: r["weights"] for r in on["memory"]["resolutions"][0]["stages"]}
+    models = on["models"]
+    assert w_on["base:denoise"] == models["base"]["components"]["unet"]["bytes"]
+    assert w_on["refiner:denoise"] == models["refiner"]["components"]["unet"]["bytes"]
+    assert off["memory"]["resolutions"][0]["weights"] > on["memory"]["resolutions"][0]["weights"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_parse_size():
+    from stress.errors import StressError
+    from stress.planner.gpu import parse_size
+
+    assert parse_size("24GiB") == 24 << 30 and parse_size("24G") == 24 << 30 and parse_size("24GB") == 24 * 10**9
+    assert parse_size("12000MiB") == 12000 << 20 and parse_size("8") == 8 << 30
+    for bad in ("abc", "12 parsecs", "0GiB", ""):
+        with pytest.raises(StressError):
+            parse_size(bad)
+
+
+def test_cli_plan_json_and_bad_input(tmp_path):
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: s\nmodel: {base: builtin:tiny-sdxl}\nsteps: 4\nimages: 2\nresolutions: [256x256]\n"
+                  "prompt: {tokens: 100}\n", encoding="utf-8")
+    r = run_cli("plan", str(sc), "--json", "--gpu-memory", "900MiB", "--fail-if-not-fits", "--quiet")
+    assert r.returncode == 12, r.stderr            # 900 MiB: below the context estimate + model
+    plan = json.loads(r.stdout)
+    assert plan["memory"]["gpu"]["source"] == "--gpu-memory"
+    assert plan["memory"]["resolutions"][0]["fits"] is False
+    assert plan["accounting"]["unet_evaluations"] == 2 * 4 * 2
+    r = run_cli("plan", str(sc), "--gpu-memory", "lots")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot read 'lots' as a memory size")
+    assert "Traceback" not in r.stderr
+    r = run_cli("plan", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_cli_plan_detects_the_gpu_through_nvml(tmp_path):
+    """fake_nvml stands in for the driver: a 24 GiB GPU of which other processes use ~900 MiB."""
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: s\nmodel: {base: builtin:tiny-sd15}\nworkload: sd15-img2img\nsteps: 4\n"
+                  "resolutions: [256x256]\n", encoding="utf-8")
+    env = {"STRESS_NVML_MODULE": "fake_nvml", "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}"}
+    r = run_cli("plan", str(sc), "--json", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    gpu = json.loads(r.stdout)["memory"]["gpu"]
+    assert gpu["source"] == "nvml" and gpu["name"] == "NVIDIA GeForce RTX 4090"
+    assert gpu["total"] == 24 << 30 and 0 < gpu["used_by_others"] < 2 << 30
+    assert gpu["available"] == gpu["total"] - gpu["used_by_others"]
+    r = run_cli("plan", str(sc), "--quiet", env={**env, "FAKE_NVML_GPUS": "0"})
+    assert r.returncode == 0 and "no GPU detected; use --gpu-memory" in r.stdout
+
+
+@pytest.mark.slow
+def test_sdnext_regression_plan_runs_within_a_minute():
+    """The issue's acceptance check: full-size SDXL base + refiner in fp16, five resolutions."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = run_cli("plan", "scenarios/sdnext-regression.yaml", "--gpu-memory", "24GiB", "--quiet", timeout=300)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert r.returncode == 0, r.stderr
+    assert cpu < 60, f"planning took {cpu:.0f} s of CPU"
+    out = r.stdout
+    for res in ("1152x1536", "1024x1024", "1152x1152", "848x1152", "1024x1536"):
+        assert res in out
+    assert "38 base + 19 refiner steps" in out and "2400 tokens -> 32 chunks" in out
+    assert "vae_decode" in out and "fp16" in out
