@@ -241,8 +241,19 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
-        if self.workload == "sd15-img2img" and self.model.refiner:
-            raise ValueError("model.refiner: the sd15-img2img workload has no refiner; remove it")
+        if self.workload == "sd15-img2img":
+            if "base" not in self.model.model_fields_set:
+                self.model.base = "builtin:tiny-sd15"   # the default model follows the workload
+            elif self.model.base.startswith("builtin:") and "sd15" not in self.model.base:
+                raise ValueError(f"model.base: {self.model.base} is not an SD 1.5 model; the sd15-img2img "
+                                 "workload needs builtin:tiny-sd15, builtin:sd15 or an SD 1.5 checkpoint")
+            if self.model.refiner:
+                raise ValueError("model.refiner: the sd15-img2img workload has no refiner; remove it")
+        elif self.model.base.startswith("builtin:") and ("sd15" in self.model.base or "refiner" in self.model.base):
+            raise ValueError(f"model.base: {self.model.base} cannot be the base of the sdxl workload; "
+                             "use builtin:tiny-sdxl or builtin:sdxl (or set workload: sd15-img2img)")
+        if self.model.refiner and self.model.refiner.startswith("builtin:") and "sd15" in self.model.refiner:
+            raise ValueError(f"model.refiner: {self.model.refiner} is not an SDXL model")
         return self
 
     # ---- derived values used by the plan and the worker ----
@@ -410,6 +421,11 @@ def _problems_from(exc: ValidationError, located: _Located, source: str) -> list
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _NOISE.match(p)))
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        # Cross-field checks raise at the model level; their message names the key they are about.
+        m = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", msg, re.S)
+        if m:
+            loc = loc + tuple(m.group(1).split("."))
+            msg = m.group(2)
         if err["type"] == "extra_forbidden":
             key = loc[-1]
             owner = _model_for(loc[:-1])

@@ -147,3 +147,13 @@ def test_cli_run_with_bad_scenario_writes_nothing(tmp_path):
     res = run_cli("run", str(bad), "--out", str(tmp_path / "artifacts"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_workload_and_model_must_agree(tmp_path):
+    assert Scenario(name="i", workload="sd15-img2img").model.base == "builtin:tiny-sd15"
+    p = write(tmp_path, "w.yaml", "name: w\nworkload: sd15-img2img\nmodel: {base: builtin:tiny-sdxl}\n")
+    [line] = problems(p)
+    assert "w.yaml:2" in line and "not an SD 1.5 model" in line
+    p = write(tmp_path, "v.yaml", "name: v\nmodel: {base: builtin:tiny-sd15}\n")
+    [line] = problems(p)
+    assert "cannot be the base of the sdxl workload" in line
