@@ -153,7 +153,7 @@ def test_workload_and_model_must_agree(tmp_path):
     assert Scenario(name="i", workload="sd15-img2img").model.base == "builtin:tiny-sd15"
     p = write(tmp_path, "w.yaml", "name: w\nworkload: sd15-img2img\nmodel: {base: builtin:tiny-sdxl}\n")
     [line] = problems(p)
-    assert "w.yaml:2" in line and "not an SD 1.5 model" in line
+    assert "w.yaml:3: model.base: builtin:tiny-sdxl is not an SD 1.5 model" in line
     p = write(tmp_path, "v.yaml", "name: v\nmodel: {base: builtin:tiny-sd15}\n")
     [line] = problems(p)
     assert "cannot be the base of the sdxl workload" in line
