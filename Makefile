@@ -29,8 +29,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmark scripts, not timed tests: their figures are recorded in docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_harness.py
+	$(PY) benchmarks/bench_sampler.py
+	@if [ -f benchmarks/bench_report.py ]; then $(PY) benchmarks/bench_report.py; fi
 
 clean:
 	rm -rf $(VENV)

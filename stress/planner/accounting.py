@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stress.planner.architectures import Architecture
 from stress.scenario import Scenario
@@ -83,42 +83,64 @@ def _text_of(spec: Any, base_dir: Path | None) -> str:
     return p.read_text(encoding="utf-8").strip()
 
 
-def count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None) -> dict[str, Any]:
-    """Tokens and chunks of prompt and negative, and the padded chunk count the UNet sees."""
-    from stress.workload.prompts import parse_prompt_attention, sections_with_weights
+def _compel_counter(tokenizer: Any) -> Callable[[list[str], list[float]], tuple[int, int]]:
+    """(tokens, chunks) of one section, split exactly as the worker's compel provider splits it:
+    compel cuts long text at sentence / phrase / word ends, so a chunk can hold fewer than 75
+    tokens and the count is not ``ceil(tokens / 75)``."""
+    from compel.embeddings_provider import EmbeddingsProvider
 
-    tokenizer = None
-    tok_how = ""
+    provider = EmbeddingsProvider(tokenizer=tokenizer, text_encoder=None, truncate=False, device="cpu")
+
+    def count(fragments: list[str], weights: list[float]) -> tuple[int, int]:
+        ids, _w, _m = provider.get_token_ids_and_expand_weights(list(fragments), list(weights), device="cpu")
+        tokens = sum(len(x) for x in provider.get_token_ids(list(fragments) or [""],
+                                                            include_start_and_end_markers=False))
+        return tokens, int(ids.shape[0]) // CHUNK
+    return count
+
+
+def count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None) -> dict[str, Any]:
+    """Tokens and chunks of prompt and negative as the worker encodes them, and the padded chunk
+    count the UNet sees. The prompt text is the worker's: generated prompts (``tokens: N``) are
+    generated here the same way, with the same tokenizer and seed."""
+    from stress.workload.prompts import parse_prompt_attention, resolve_prompt_text, sections_with_weights
+
+    tokenizer, tok_how = _tokenizer_for(arch, base_dir)
     out: dict[str, PromptCount] = {}
+    counter = _compel_counter(tokenizer) if tokenizer is not None else None
     for role in ("prompt", "negative_prompt"):
         spec = getattr(sc, role)
-        if spec.tokens is not None:
-            sections = _generated_sections(spec.tokens, spec.breaks_every)
-            if role == "negative_prompt" and len(sections) > 1:
-                # The negative is one section; each BREAK keyword is one token of text there.
-                sections = [sum(sections) + len(sections) - 1]
-            out[role] = PromptCount(spec.tokens, sections if spec.tokens else [0], chunks_for(sections),
-                                    "exact (generated to this many tokens)")
+        if counter is None:
+            out[role] = _estimated(spec, role, base_dir, tok_how)
             continue
-        text = _text_of(spec, base_dir)
-        if tokenizer is None and not tok_how:
-            tokenizer, tok_how = _tokenizer_for(arch, base_dir)
-
-        def count(fragments: list[str]) -> int:
-            if tokenizer is None:
-                return sum(_estimate_tokens(f) for f in fragments)
-            return sum(len(tokenizer(f, add_special_tokens=False, truncation=False)["input_ids"])
-                       for f in fragments if f)
-
+        text = resolve_prompt_text(spec, base_dir or Path("."), tokenizer)
         if role == "prompt":
-            sections = [count(frags) for frags, _ in sections_with_weights(text)] or [0]
-        else:
-            sections = [count([p[0] for p in parse_prompt_attention(text)])]
-        how = f"exact (tokenizer: {tok_how})" if tokenizer is not None else f"estimate ({tok_how})"
-        out[role] = PromptCount(sum(sections), sections, chunks_for(sections), how)
+            sections = sections_with_weights(text)
+        else:   # SD.Next: the negative has no keywords; all its fragments, BREAK included, at once
+            pairs = parse_prompt_attention(text)
+            sections = [([p[0] for p in pairs], [float(p[1]) for p in pairs])]
+        counts = [counter(frags, weights) for frags, weights in sections] or [(0, 1)]
+        out[role] = PromptCount(sum(t for t, _ in counts), [t for t, _ in counts], sum(c for _, c in counts),
+                                f"exact (compel's chunking with the {tok_how})")
     padded = max(out["prompt"].chunks, out["negative_prompt"].chunks)
     return {"prompt": out["prompt"], "negative": out["negative_prompt"], "padded_chunks": padded,
             "cross_attention_keys": CHUNK * padded}
+
+
+def _estimated(spec: Any, role: str, base_dir: Path | None, why: str) -> PromptCount:
+    """Without the tokenizer: token counts from the spec or a word count, chunks as ceil(tokens/75)
+    per section (compel may need more when it splits at sentence ends)."""
+    if spec.tokens is not None:
+        sections = _generated_sections(spec.tokens, spec.breaks_every)
+        if role == "negative_prompt" and len(sections) > 1:
+            sections = [sum(sections) + len(sections) - 1]
+    else:
+        from stress.workload.prompts import split_breaks
+
+        text = _text_of(spec, base_dir)
+        parts = split_breaks(text) if role == "prompt" else [text]
+        sections = [_estimate_tokens(p) for p in parts] or [0]
+    return PromptCount(sum(sections), sections, chunks_for(sections), f"estimate ({why})")
 
 
 def img2img_steps_run(steps: int, strength: float) -> int:
