@@ -82,6 +82,17 @@ def _gpu() -> dict:
     return gpu_inventory()
 
 
+def nvidia_kernel_module() -> dict | None:
+    """Which NVIDIA kernel module is loaded (open or proprietary), from /proc; None without one."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    first = text.splitlines()[0] if text else ""
+    flavour = "open" if "Open Kernel Module" in first else "proprietary"
+    return {"flavour": flavour, "version_line": first.strip()}
+
+
 def _display() -> dict:
     from stress.hw.host import display_session
 
@@ -119,6 +130,10 @@ def collect() -> dict:
             env[key] = fn()
         except Exception as exc:  # noqa: BLE001 - one failing collector must not lose the others
             env[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    module = nvidia_kernel_module()
+    if isinstance(env.get("gpu"), dict) and module:
+        env["gpu"]["kernel_module"] = module["flavour"]
+        env["gpu"]["kernel_module_version"] = module["version_line"]
     env["env_vars"] = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
                                                   "XDG_SESSION_TYPE", "DISPLAY", "WAYLAND_DISPLAY",
                                                   "XDG_CURRENT_DESKTOP", "__GL_SYNC_TO_VBLANK")

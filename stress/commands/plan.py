@@ -27,10 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allowance for cuDNN's convolution workspace at the peak (default: an estimate, 256)")
     p.add_argument("--traced-steps", type=int, default=1, metavar="N",
                    help="UNet steps to trace per model (default 1: every step allocates the same)")
+    p.add_argument("--compare", metavar="RUN_DIR",
+                   help="put the prediction next to what a run of this scenario measured (its journal's "
+                        "allocator peaks per stage and NVML's device memory): the GPU validation table")
     p.add_argument("--fail-if-not-fits", action="store_true",
                    help=f"exit {int(ExitCode.WORKLOAD_ERROR)} when a resolution is predicted not to fit")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=plan_command)
+
+
+def _jsonable(measured: dict) -> dict:
+    out = dict(measured)
+    out["resolutions"] = [{"width": w, "height": h, **v} for (w, h), v in measured["resolutions"].items()]
+    return out
 
 
 def plan_command(args: argparse.Namespace) -> int:
@@ -62,7 +71,15 @@ def plan_command(args: argparse.Namespace) -> int:
             cudnn_benchmark=sc.optimizations.cudnn_benchmark)
         plans.append(make_plan(sc, path.parent, gpu=gpu, overhead=overhead, traced_steps=args.traced_steps,
                                progress=say))
-    if args.json:
+    if args.compare:
+        from stress.planner.compare import compare_text, measured_from_run
+
+        measured = measured_from_run(Path(args.compare))
+        if args.json:
+            print(json.dumps({"plan": plans[0], "measured": _jsonable(measured)}, indent=1))
+        else:
+            print(render_text(plans[0]) + "\n" + compare_text(plans[0], measured), end="")
+    elif args.json:
         print(json.dumps(plans[0] if len(plans) == 1 else plans, indent=1))
     else:
         print("\n".join(render_text(p) for p in plans), end="")

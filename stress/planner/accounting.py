@@ -103,8 +103,15 @@ def count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None) -> di
     """Tokens and chunks of prompt and negative as the worker encodes them, and the padded chunk
     count the UNet sees. The prompt text is the worker's: generated prompts (``tokens: N``) are
     generated here the same way, with the same tokenizer and seed."""
+    from stress.planner.pipeline import quiet_libraries
     from stress.workload.prompts import parse_prompt_attention, resolve_prompt_text, sections_with_weights
 
+    with quiet_libraries():
+        return _count_prompts(sc, arch, base_dir, parse_prompt_attention, resolve_prompt_text, sections_with_weights)
+
+
+def _count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None, parse_prompt_attention: Any,
+                   resolve_prompt_text: Any, sections_with_weights: Any) -> dict[str, Any]:
     tokenizer, tok_how = _tokenizer_for(arch, base_dir)
     out: dict[str, PromptCount] = {}
     counter = _compel_counter(tokenizer) if tokenizer is not None else None

@@ -51,7 +51,7 @@ CHUNK_TOKENS = 77
 
 
 @contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
+def quiet_libraries() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("diffusers", "transformers")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -65,7 +65,7 @@ def _quiet_libraries() -> Iterator[None]:
 
 def build_module(comp: Component) -> torch.nn.Module:
     """The component's network on the meta device (no memory, no initialisation cost)."""
-    with _quiet_libraries(), torch.device("meta"):
+    with quiet_libraries(), torch.device("meta"):
         if comp.library == "diffusers":
             import diffusers
 
@@ -85,7 +85,7 @@ def materialize(module: torch.nn.Module, dtype: torch.dtype, device: str = "meta
                 *, channels_last: bool = False) -> torch.nn.Module:
     """Give a meta-built module its weights in ``dtype``: still on the meta device (shapes only), or
     real random ones on the CPU (``device="cpu"``, for the tests that measure real allocations)."""
-    with _quiet_libraries():
+    with quiet_libraries():
         if device == "cpu":
             module = module.to_empty(device="cpu")
             with torch.no_grad():
@@ -113,7 +113,7 @@ def apply_attention(module: torch.nn.Module, comp: Component, attention: str) ->
     """Configure the attention backend the way the worker does (see module docstring)."""
     if comp.library != "diffusers":
         return
-    with _quiet_libraries():
+    with quiet_libraries():
         if attention == "math":
             module.set_default_attn_processor()
         elif attention == "sliced" and hasattr(module, "set_attention_slice"):
@@ -586,6 +586,7 @@ class PipelineTracer:
                    cached: dict[str, dict[str, torch.Tensor]]) -> None:
         c, h, w = self.latent_shape(width, height)
         b = self.s.batch
+        tl.mark("base:prepare")        # the worker's "base" stage is the whole base pipeline call
         cond = self._pipeline_inputs(self.base, cached["base"])
         if self.s.img2img:
             latents = self._vae_encode(tl, res, stages, "base", width, height).to(self.dtype)
@@ -595,6 +596,7 @@ class PipelineTracer:
         latents = self._denoise(tl, res, stages, "base", latents, cond)
         del cond
         if self.refiner is not None:
+            tl.mark("refiner:prepare")
             cond = self._pipeline_inputs(self.refiner, cached["refiner"])
             latents = torch.cat([latents], dim=0)              # img2img prepare_latents (4-channel input)
             latents = self._denoise(tl, res, stages, "refiner", latents, cond)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from stress.plan import base_steps_run, expand, refiner_steps_run
 from stress.planner.accounting import attention_totals, img2img_steps_run
+from stress.planner.compare import stage_peaks
 from stress.planner.overhead import MiB, CachingAllocatorModel, OverheadModel
 from stress.scenario import Scenario
 
@@ -114,6 +115,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             "peak_stage": tr.peak_stage,
             "peak_module": tr.peak_module,
             "stages": _stage_rows(tr),
+            "allocator_stages": stage_peaks(tr, overhead),
             "fits": fits,
             "headroom": None if available is None else available - required,
             "leaked": tr.leaked,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stress import __version__
 from stress.errors import StressError
-from stress.journal import RunDir
+from stress.journal import JournalStream, RunDir
 from stress.report.redact import Redactor, prompt_digest, prompt_placeholder
 
 SCHEMA_VERSION = 1
@@ -505,39 +505,6 @@ def validate_report(report: dict) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Reading
-
-
-class _JournalStream:
-    """Events of a journal, one at a time, with read_journal's tolerance (torn tail, bad lines)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.torn_tail = False
-        self.bad_lines: list[int] = []
-
-    def __iter__(self) -> Iterator[dict]:
-        with open(self.path, "rb") as fh:
-            raw = fh.read()
-        ends_clean = raw.endswith(b"\n") or not raw
-        # One decode of the whole file: json.loads(str) skips the per-line encoding detection.
-        lines = raw.decode("utf-8", "replace").split("\n")
-        del raw
-        last = len(lines)
-        loads = json.loads
-        for i, line in enumerate(lines, 1):
-            if not line or line.isspace():
-                continue
-            try:
-                ev = loads(line)
-            except ValueError:
-                ev = None
-            if type(ev) is not dict:
-                if i == last and not ends_clean:
-                    self.torn_tail = True
-                else:
-                    self.bad_lines.append(i)
-                continue
-            yield ev
 
 
 def _read_json_file(path: Path, notes: list[str]) -> Any:
@@ -1494,7 +1461,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False,
     scenario = _read_json_file(rd.scenario, notes)
 
     agg = _Agg()
-    stream = _JournalStream(rd.journal)
+    stream = JournalStream(rd.journal)
     gc_was = gc.isenabled()
     gc.disable()   # hundreds of thousands of small dicts: the cyclic GC would run constantly for nothing
     try:
