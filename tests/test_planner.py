@@ -171,8 +171,8 @@ def test_cli_plan_json_and_bad_input(tmp_path):
     sc = tmp_path / "s.yaml"
     sc.write_text("name: s\nmodel: {base: builtin:tiny-sdxl}\nsteps: 4\nimages: 2\nresolutions: [256x256]\n"
                   "prompt: {tokens: 100}\n", encoding="utf-8")
-    r = run_cli("plan", str(sc), "--json", "--gpu-memory", "900MiB", "--fail-if-not-fits", "--quiet")
-    assert r.returncode == 12, r.stderr            # 900 MiB: below the context estimate + model
+    r = run_cli("plan", str(sc), "--json", "--gpu-memory", "600MiB", "--fail-if-not-fits", "--quiet")
+    assert r.returncode == 12, r.stderr            # 600 MiB: below the context estimate + model
     plan = json.loads(r.stdout)
     assert plan["memory"]["gpu"]["source"] == "--gpu-memory"
     assert plan["memory"]["resolutions"][0]["fits"] is False
@@ -261,3 +261,56 @@ def test_compare_puts_a_runs_journal_next_to_the_prediction(tmp_path):
     assert measured["resolutions"][(256, 256)]["images"] == 2 and measured["device"] == "cuda"
     text = compare_text(plan, measured)
     assert text.count("-4.8%") >= 4 and "vae_decode" in text and "above the baseline" in text
+
+
+def test_builtin_architectures_match_the_published_configurations():
+    """The worker's full-size built-ins against the planner's tables of the published configs
+    (Stability-AI/generative-models sd_xl_base.yaml / sd_xl_refiner.yaml, v1-inference.yaml) and
+    the parameter counts of the released checkpoints (SDXL UNet 2,567,463,684; SD 1.5 UNet
+    859,520,964; CLIP ViT-L text 123,060,480; OpenCLIP bigG text 694,659,840; VAE 83,653,863)."""
+    from stress.planner.architectures import _FALLBACK, _from_configs, load_architecture
+    from stress.planner.pipeline import build_module
+
+    published = {("builtin:sdxl", "unet"): 2_567_463_684, ("builtin:sd15", "unet"): 859_520_964,
+                 ("builtin:sdxl", "text_encoder"): 123_060_480, ("builtin:sdxl", "text_encoder_2"): 694_659_840,
+                 ("builtin:sdxl", "vae"): 83_653_863}
+    for name in ("builtin:sdxl", "builtin:sdxl-refiner", "builtin:sd15"):
+        worker = load_architecture(name)
+        table = _from_configs(name, "published", _FALLBACK[name])
+        assert worker.origin.startswith("stress.workload.models") and set(worker.components) == set(table.components)
+        for comp in worker.components:
+            n = sum(p.numel() for p in build_module(worker.components[comp]).parameters())
+            assert n == sum(p.numel() for p in build_module(table.components[comp]).parameters()), (name, comp)
+            assert published.get((name, comp), n) == n, (name, comp)
+    assert load_architecture("builtin:sdxl").time_ids() == 6 and load_architecture("builtin:sdxl-refiner").time_ids() == 5
+
+
+def test_architectures_from_a_diffusers_folder_and_a_single_file(tmp_path):
+    import json as _json
+    import struct
+
+    from stress.planner.architectures import load_architecture
+    from stress.workload.models import ensure_builtin
+
+    folder, _ = ensure_builtin("builtin:sdxl-refiner", tmp_path / "cache")   # configs + tokenizers, no weights
+    arch = load_architecture(str(folder))
+    assert arch.kind == "sdxl-refiner" and arch.origin.endswith("config.json")
+    assert arch.components["unet"].config["block_out_channels"] == [384, 768, 1536, 1536]
+
+    def checkpoint(name: str, keys: list[str]) -> Path:
+        header = _json.dumps({k: {"dtype": "F16", "shape": [0], "data_offsets": [0, 0]} for k in keys}).encode()
+        p = tmp_path / name
+        p.write_bytes(struct.pack("<Q", len(header)) + header)
+        return p
+
+    base = checkpoint("base.safetensors", ["conditioner.embedders.0.transformer.text_model.x",
+                                           "conditioner.embedders.1.model.transformer.resblocks.0.x"])
+    refiner = checkpoint("refiner.safetensors", ["conditioner.embedders.0.model.transformer.resblocks.0.x"])
+    sd15 = checkpoint("sd15.safetensors", ["cond_stage_model.transformer.text_model.x"])
+    assert load_architecture(str(base)).kind == "sdxl"
+    assert load_architecture(str(refiner)).kind == "sdxl-refiner"
+    assert load_architecture(str(sd15)).kind == "sd"
+    from stress.errors import StressError
+
+    with pytest.raises(StressError, match="cannot tell"):
+        load_architecture(str(checkpoint("other.safetensors", ["model.diffusion_model.x"])))

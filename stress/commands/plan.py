@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-detect", action="store_true", help="do not ask NVML for the GPU's memory")
     p.add_argument("--context-mib", type=float, metavar="MIB",
                    help="CUDA context + loaded kernels outside the allocator (default: an estimate, 512)")
-    p.add_argument("--cudnn-workspace-mib", type=float, metavar="MIB",
-                   help="allowance for cuDNN's convolution workspace at the peak (default: an estimate, 256)")
+    p.add_argument("--conv-workspace", type=float, metavar="FACTOR",
+                   help="cuDNN workspace per convolution as a multiple of its input (default: an estimate, 1.0; "
+                        "0 leaves it out)")
     p.add_argument("--traced-steps", type=int, default=1, metavar="N",
                    help="UNet steps to trace per model (default 1: every step allocates the same)")
     p.add_argument("--compare", metavar="RUN_DIR",
@@ -51,7 +52,7 @@ def plan_command(args: argparse.Namespace) -> int:
     gpu = resolve_gpu_memory(args.gpu_memory, detect=not args.no_detect)
     if args.traced_steps < 1 or args.traced_steps > 50:
         raise StressError(f"--traced-steps must be in 1..50 (got {args.traced_steps})")
-    for name, val in (("--context-mib", args.context_mib), ("--cudnn-workspace-mib", args.cudnn_workspace_mib)):
+    for name, val in (("--context-mib", args.context_mib), ("--conv-workspace", args.conv_workspace)):
         if val is not None and val < 0:
             raise StressError(f"{name} must be >= 0 (got {val})")
 
@@ -67,7 +68,7 @@ def plan_command(args: argparse.Namespace) -> int:
         overhead = OverheadModel.for_gpu(
             gpu.compute_capability,
             context_bytes=None if args.context_mib is None else int(args.context_mib * MiB),
-            cudnn_workspace_bytes=None if args.cudnn_workspace_mib is None else int(args.cudnn_workspace_mib * MiB),
+            conv_workspace_factor=args.conv_workspace,
             cudnn_benchmark=sc.optimizations.cudnn_benchmark)
         plans.append(make_plan(sc, path.parent, gpu=gpu, overhead=overhead, traced_steps=args.traced_steps,
                                progress=say))

@@ -327,7 +327,12 @@ class KernelLogFollower:
                     self._end(f"read failed: {exc.strerror}")
                     return
                 if not chunk:
-                    rc = self.proc.poll() if self.proc else None
+                    rc = None
+                    if self.proc:  # EOF can arrive before the process is reaped: give it a moment
+                        try:
+                            rc = self.proc.wait(timeout=1.0)
+                        except subprocess.TimeoutExpired:
+                            rc = None
                     self._end("source ended" + (f" (exit status {rc})" if rc is not None else ""))
                     return
                 try:

@@ -78,9 +78,13 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
     gpu = gpu or GpuMemory(None, "not checked")
     if overhead is None:
         overhead = OverheadModel.for_gpu(gpu.compute_capability, cudnn_benchmark=sc.optimizations.cudnn_benchmark)
+    from stress.planner.pipeline import quiet_libraries
+
     base, refiner = _architectures(sc, base_dir)
-    prompts = count_prompts(sc, base, base_dir)
+    with quiet_libraries():
+        prompts = count_prompts(sc, base, base_dir)
     settings = _settings_for(sc, prompts, traced_steps)
+    settings.conv_workspace = overhead.conv_workspace_factor
     say(f"building {sc.model.base}" + (f" + {sc.model.refiner}" if refiner else "") + " on the meta device")
     tracer = _tracer(base, refiner, settings)
     plan = predict(sc, tracer, prompts, gpu, overhead, say)

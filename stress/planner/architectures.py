@@ -5,11 +5,12 @@ on the meta device and traced with fake tensors (:mod:`stress.planner.memtrace`)
 
 Sources, in the order they are tried:
 
-- ``builtin:*``: :func:`stress.workload.models.builtin_component_configs` when that module provides it
-  (the worker then builds exactly the same networks); otherwise the tables below, which follow the
-  published SDXL / SD 1.5 configurations (Stability-AI/generative-models ``configs/inference/
-  sd_xl_base.yaml`` and ``sd_xl_refiner.yaml``; the diffusers repos' ``unet/config.json``) and the
-  tiny test configurations of diffusers' own pipeline tests;
+- ``builtin:*``: :func:`stress.workload.models.builtin_component_configs`, the worker's own
+  definitions (so the planner traces exactly the networks the worker builds). The full-size tables
+  below are the published SDXL / SD 1.5 configurations (Stability-AI/generative-models
+  ``configs/inference/sd_xl_base.yaml`` / ``sd_xl_refiner.yaml``, ``v1-inference.yaml``), kept as
+  an independent cross-check (tests/test_planner.py builds both and compares parameter counts) and
+  as a fallback when that module is not importable;
 - a diffusers folder: ``model_index.json`` and each component's ``config.json``;
 - a single ``.safetensors`` checkpoint: its header (names and shapes only; nothing else is read)
   tells SDXL base, SDXL refiner and SD 1.5 apart, as diffusers' single-file loader does; the
@@ -89,42 +90,10 @@ _UNET_SD15 = {  # v1-inference.yaml: model_channels 320, channel_mult [1, 2, 4, 
     "attention_head_dim": 8, "cross_attention_dim": 768, "norm_num_groups": 32,
 }
 
-# Tiny configurations, shaped like the dummy components of diffusers' SDXL / SD pipeline tests.
-_TINY_CLIP = {
-    "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 37, "projection_dim": 32,
-    "num_hidden_layers": 5, "num_attention_heads": 4, "max_position_embeddings": 77,
-    "hidden_act": "gelu", "layer_norm_eps": 1e-05, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
-}
-_TINY_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
-    "block_out_channels": [32, 32, 64, 64], "norm_num_groups": 32,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "sample_size": 256, "scaling_factor": 0.13025, "force_upcast": True,
-}
-_TINY_UNET_SDXL = {
-    "sample_size": 32, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "transformer_layers_per_block": [1, 2],
-    "attention_head_dim": [2, 4], "cross_attention_dim": 64, "use_linear_projection": True,
-    "norm_num_groups": 32, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
-    "projection_class_embeddings_input_dim": 80,
-}
-_TINY_UNET_REFINER = dict(_TINY_UNET_SDXL, cross_attention_dim=32, projection_class_embeddings_input_dim=72)
-_TINY_UNET_SD15 = {
-    "sample_size": 32, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
-    "norm_num_groups": 32, "attention_head_dim": 2,
-}
-
 _FALLBACK: dict[str, dict[str, dict]] = {
     "builtin:sdxl": {"unet": _UNET_SDXL, "vae": _VAE_SDXL, "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_BIGG},
     "builtin:sdxl-refiner": {"unet": _UNET_SDXL_REFINER, "vae": _VAE_SDXL, "text_encoder_2": _CLIP_BIGG},
     "builtin:sd15": {"unet": _UNET_SD15, "vae": _VAE_SD15, "text_encoder": dict(_CLIP_L)},
-    "builtin:tiny-sdxl": {"unet": _TINY_UNET_SDXL, "vae": _TINY_VAE, "text_encoder": _TINY_CLIP,
-                          "text_encoder_2": _TINY_CLIP},
-    "builtin:tiny-sdxl-refiner": {"unet": _TINY_UNET_REFINER, "vae": _TINY_VAE, "text_encoder_2": _TINY_CLIP},
-    "builtin:tiny-sd15": {"unet": _TINY_UNET_SD15, "vae": _TINY_VAE, "text_encoder": _TINY_CLIP},
 }
 
 
@@ -195,7 +164,7 @@ def _builtin_configs(name: str) -> tuple[dict[str, dict], str]:
     if fn is not None:
         return fn(name), "stress.workload.models.builtin_component_configs"
     if name not in _FALLBACK:
-        raise StressError(f"unknown built-in model {name!r}")
+        raise StressError(f"built-in model {name!r} needs stress.workload.models (not importable here)")
     return copy.deepcopy(_FALLBACK[name]), "stress.planner.architectures (published configs)"
 
 

@@ -34,6 +34,7 @@ from torch.utils._pytree import tree_leaves
 
 # Ops that create no storage of their own; skipping them saves time on every view.
 _SKIP = {torch.ops.prim.device.default}
+_CONV = torch.ops.aten.convolution.default
 
 # Keys of allocations the tracker cannot see (weights): negative, unique across timelines, so that
 # the events of several timelines (a session's prefix and its images) can be replayed together.
@@ -60,6 +61,8 @@ class Timeline:
     stage_peak_weights: dict[str, int] = field(default_factory=dict)
     weights_live: int = 0
     flops: dict[str, int] = field(default_factory=dict)       # per stage, counted by the tracker
+    workspace_keys: set[int] = field(default_factory=set)     # transient conv workspaces (estimates)
+    workspace_peak: int = 0               # live bytes + the workspace of the conv running, at worst
     _sizes: dict[int, int] = field(default_factory=dict)
     _weight_keys: set[int] = field(default_factory=set)
     stage: str = ""
@@ -68,7 +71,7 @@ class Timeline:
     def fork(self) -> "Timeline":
         """A new timeline that starts where this one is: same live allocations, no events."""
         t = Timeline(live=self.live, peak=self.live, weights_live=self.weights_live,
-                     peak_weights=self.weights_live, stage=self.stage)
+                     peak_weights=self.weights_live, stage=self.stage, workspace_peak=self.live)
         t._sizes = dict(self._sizes)
         t._weight_keys = set(self._weight_keys)
         return t
@@ -119,6 +122,22 @@ class Timeline:
     def free(self, key: int) -> None:
         self.record_free(key)
 
+    def transient_workspace(self, nbytes: int) -> None:
+        """A kernel's scratch buffer, allocated and freed around one op (cuDNN's convolution
+        workspace). In the event list for the allocator replay, but not in ``live`` or ``peak``:
+        it is an estimate, and PyTorch falls back to a plan with less workspace when it does not fit."""
+        if nbytes <= 0:
+            return
+        key = next(_SYNTHETIC_KEYS)
+        self.workspace_keys.add(key)
+        self.events.append((key, nbytes))
+        self.events.append((key, -nbytes))
+        self.workspace_peak = max(self.workspace_peak, self.live + nbytes)
+
+    def events_without_workspace(self) -> list[tuple[int, int]]:
+        ws = self.workspace_keys
+        return [e for e in self.events if e[0] not in ws] if ws else list(self.events)
+
     def live_keys(self) -> list[int]:
         return list(self._sizes)
 
@@ -127,8 +146,10 @@ class StorageTracker(TorchDispatchMode):
     """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
 
     def __init__(self, timeline: Timeline | None = None, existing: Iterable[torch.Tensor] = (),
-                 *, count_flops: bool = False):
+                 *, count_flops: bool = False, conv_workspace: float = 0.0):
         super().__init__()
+        # cuDNN workspace estimate per convolution, as a multiple of its input's bytes (0: none).
+        self.conv_workspace = conv_workspace
         self.timeline = timeline if timeline is not None else Timeline()
         self._finalizers: dict[int, weakref.finalize] = {}
         # FLOPs with torch.utils.flop_counter's formulas, counted here rather than by stacking a
@@ -157,6 +178,9 @@ class StorageTracker(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self._track(t)
+        if self.conv_workspace and func is _CONV and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            self.timeline.transient_workspace(int(self.conv_workspace * x.numel() * x.element_size()))
         return out
 
     def _track(self, t: torch.Tensor) -> None:

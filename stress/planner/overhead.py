@@ -16,10 +16,15 @@ Three parts, each small and documented (docs/plan.md has the sources):
    first matmul and never freed: 4096 KiB x 2 + 16 KiB x 8 (8.125 MiB), 32 MiB on Hopper/Blackwell
    (``CUBLAS_WORKSPACE_CONFIG`` default in ATen's CublasHandlePool.cpp), plus a 1 MiB cuBLASLt
    workspace (``CUBLASLT_WORKSPACE_SIZE`` default). Added to the replay as one permanent allocation.
-3. Outside the allocator: the CUDA context (driver state, lazily loaded kernels of CUDA, cuBLAS and
-   cuDNN) and cuDNN's convolution workspace (transient, allocated through the allocator, its size
-   chosen by cuDNN's heuristics at run time: it cannot be derived from shapes). Both are estimates,
-   labelled as such in every report, and can be overridden.
+3. cuDNN's convolution workspace: transient, allocated through the caching allocator around each
+   convolution, its size chosen at run time from cuDNN's plans, so it cannot be derived from shapes.
+   PyTorch tries the plans in order and moves on to the next one when a workspace allocation runs
+   out of memory (``try_plans`` in ATen's cudnn/Conv_v8.cpp), so a big workspace on a big GPU is
+   opportunistic: it raises the peak a big GPU shows, not the memory a run needs. Modelled as a
+   transient allocation of ``conv_workspace_factor`` x the convolution's input after every
+   convolution (an estimate; in ``predicted_peak``), and a small fixed minimum (in ``required``).
+4. Outside the allocator: the CUDA context (driver state, lazily loaded kernels of CUDA, cuBLAS and
+   cuDNN): an estimate. Both estimates are labelled in every report and can be overridden.
 """
 from __future__ import annotations
 
@@ -225,34 +230,37 @@ CUBLASLT_WORKSPACE = 1024 * 1024
 
 @dataclass
 class OverheadModel:
-    """The parts of device memory the trace cannot see. ``*_estimate`` fields are estimates."""
+    """The parts of device memory the trace of tensors cannot see; ``cuda_context`` and the cuDNN
+    workspace are estimates (docs/plan.md gives the evidence)."""
 
-    cuda_context: int = 512 * MiB           # estimate: bare context 274-426 MiB measured (docs/plan.md)
-                                            # plus lazily loaded cuBLAS/cuDNN kernels
-    cudnn_workspace: int = 256 * MiB        # estimate: transient conv workspace at the peak
+    cuda_context: int = 512 * MiB           # estimate: bare context 274-426 MiB measured, plus the
+                                            # lazily loaded cuBLAS/cuDNN kernels
+    conv_workspace_factor: float = 1.0      # estimate: cuDNN workspace per convolution, x its input
+    cudnn_min_workspace: int = 64 * MiB     # what the fallback plans need when memory is short
     cublas_workspace: int = CUBLAS_WORKSPACE_HOPPER + CUBLASLT_WORKSPACE
     compute_capability: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
 
     @classmethod
     def for_gpu(cls, compute_capability: tuple[int, int] | None = None, *, context_bytes: int | None = None,
-                cudnn_workspace_bytes: int | None = None, cudnn_benchmark: bool = False) -> "OverheadModel":
+                conv_workspace_factor: float | None = None, cudnn_benchmark: bool = False) -> "OverheadModel":
         m = cls(compute_capability=compute_capability)
         if compute_capability is not None and compute_capability[0] not in (9, 10, 12):
             m.cublas_workspace = CUBLAS_WORKSPACE_DEFAULT + CUBLASLT_WORKSPACE
         if cudnn_benchmark:
-            # Benchmark mode tries every algorithm and may pick one with a large workspace.
-            m.cudnn_workspace = 1024 * MiB
-            m.notes.append("cudnn_benchmark: conv workspace allowance raised to 1 GiB (estimate)")
+            # Benchmark mode times every algorithm that fits and keeps the fastest, whatever its workspace.
+            m.conv_workspace_factor = 2.0
+            m.notes.append("cudnn_benchmark: conv workspace estimate doubled (2 x the input of each convolution)")
         if context_bytes is not None:
             m.cuda_context = context_bytes
-        if cudnn_workspace_bytes is not None:
-            m.cudnn_workspace = cudnn_workspace_bytes
+        if conv_workspace_factor is not None:
+            m.conv_workspace_factor = conv_workspace_factor
         return m
 
     def as_dict(self) -> dict:
         return {"cuda_context": self.cuda_context, "cuda_context_is_estimate": True,
-                "cudnn_workspace": self.cudnn_workspace, "cudnn_workspace_is_estimate": True,
+                "conv_workspace_factor": self.conv_workspace_factor, "conv_workspace_is_estimate": True,
+                "cudnn_min_workspace": self.cudnn_min_workspace,
                 "cublas_workspace": self.cublas_workspace,
                 "compute_capability": list(self.compute_capability) if self.compute_capability else None,
                 "notes": list(self.notes)}

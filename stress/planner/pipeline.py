@@ -1,31 +1,34 @@
 """Walk one image of a scenario through the real networks, stage by stage, recording every allocation.
 
-:class:`PipelineTracer` builds the scenario's networks (diffusers / transformers classes, the
-scenario's dtype and attention backend, VAE tiling/slicing as configured) with fake weights, then for
-one resolution runs, in a :class:`~stress.planner.memtrace.StorageTracker` on ``FakeTensorMode``:
+:class:`PipelineTracer` builds the scenario's networks (the diffusers / transformers classes, in the
+scenario's dtype, with its attention backend, VAE tiling/slicing as configured) on the meta device,
+where tensors have shapes, dtypes and strides but no memory, and runs them inside a
+:class:`~stress.planner.memtrace.StorageTracker`, the way the worker (``stress.workload.engine``) runs
+a session:
 
-1. base text encoding: one 77-token chunk through each text encoder (the activation peak is the same
-   for every chunk), the per-chunk embeddings of every chunk of prompt and negative, SD.Next's padding
-   to the same chunk count, the CFG batch;
-2. base denoising: ``traced_steps`` UNet evaluations with the CFG batch (one is enough: every step
-   allocates the same sequence), then the sampler's update in fp32 as DPM++ 2M does;
-3. refiner text encoding and denoising, the same way, with the refiner's own networks;
-4. VAE decode of the final latents in the dtype the pipeline decodes in (SDXL pipelines upcast an
-   fp16 VAE whose config says ``force_upcast``), through ``vae.decode`` itself, so tiling and slicing
-   run diffusers' own code; then the post-processing on the GPU.
+1. once a session (the worker caches the embeddings of each distinct prompt): the weights are loaded,
+   then each text encoder encodes one 77-token chunk (every chunk allocates the same), the
+   embeddings of every chunk of prompt and negative are concatenated and padded to the same count;
+2. per image: the base pipeline call (``repeat_batch`` copies, the CFG batch, the latents, then
+   ``traced_steps`` UNet evaluations with the CFG batch and the sampler's float32 update; one step
+   is enough, every step allocates the same sequence), the refiner's call the same way, then the VAE
+   decode through ``vae.decode`` itself, so tiling and slicing run diffusers' own code, in the dtype
+   the SDXL pipelines decode in (an fp16 VAE whose config says ``force_upcast`` is cast to fp32 for
+   the decode and back), and the post-processing on the device.
 
-Weight residency is not traced (weights exist before the trace); it is added to the same timeline
-as explicit events by :class:`Residency`: everything resident for the whole session without offload;
-one model at a time with ``cpu_offload`` (``enable_model_cpu_offload`` moves the previous model out
-when the next one runs); the VAE's fp32 copy while an upcast decode runs.
+Weights exist before the trace; their residency is added to the same timeline as explicit events by
+:class:`Residency`: everything resident for the whole session without offload; one model at a time
+with ``cpu_offload`` (``enable_model_cpu_offload`` moves the previous model out when the next one
+runs, and every model out at the end of a pipeline call); the VAE's fp32 copy while an upcast decode
+runs.
 
-Fake tensors are on the CPU device: on a CPU-only torch build fake CUDA tensors fail in indexing, and
-the byte counts do not depend on the device label. What does depend on the device is the attention
-kernel SDPA picks; on the CPU it picks the fused flash kernel, which returns the output and a float32
-log-sum-exp exactly as CUDA's flash and memory-efficient kernels do, so the footprint is the one a
-GPU has. ``attention: math`` uses diffusers' classic ``AttnProcessor`` (``set_default_attn_processor``:
-the score matrix is materialized with ``baddbmm``, then softmax); ``sliced`` uses
-``set_attention_slice("auto")`` on the UNet, as ``pipe.enable_attention_slicing()`` does.
+What depends on the device is the attention kernel SDPA picks. On a GPU, flash or memory-efficient
+attention return the output and a float32 log-sum-exp and never build the score matrix; on the meta
+device SDPA would fall back to the math kernel, so :class:`_SdpaAsOnGpu` routes it to the fused
+kernel with the GPU's footprint (the one the CPU picks too: the tests compare against real CPU runs).
+``attention: math`` is diffusers' classic ``AttnProcessor`` (the score matrix built with ``baddbmm``,
+then softmax), as the worker sets it; ``sliced`` is ``set_attention_slice("auto")`` on the UNet, as
+``pipe.enable_attention_slicing()`` does (the VAE keeps SDPA).
 """
 from __future__ import annotations
 
@@ -52,15 +55,19 @@ CHUNK_TOKENS = 77
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in ("diffusers", "transformers")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    """Silence diffusers' and transformers' warnings meant for users of real weights ("should be
+    kept in float32", "sequence length is longer than 77": compel chunks long prompts on purpose)."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    before = (dlog.get_verbosity(), tlog.get_verbosity())
+    dlog.set_verbosity(logging.ERROR)
+    tlog.set_verbosity(logging.ERROR)
     try:
         yield
     finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
+        dlog.set_verbosity(before[0])
+        tlog.set_verbosity(before[1])
 
 
 def build_module(comp: Component) -> torch.nn.Module:
@@ -178,7 +185,12 @@ class ImageTrace:
 
     @property
     def events(self) -> list[tuple[int, int]]:
+        """Every allocation event, the estimated transient conv workspaces included."""
         return self.prefix.events + self.image.events
+
+    @property
+    def events_without_workspace(self) -> list[tuple[int, int]]:
+        return self.prefix.events_without_workspace() + self.image.events_without_workspace()
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +280,7 @@ class TraceSettings:
     clip_skip: int = 1
     traced_steps: int = 1
     upcast_vae: bool | None = None         # None: as the SDXL pipelines decide (fp16 + force_upcast)
+    conv_workspace: float = 1.0            # cuDNN workspace estimate per convolution (x its input)
     img2img: bool = False                  # sd15-img2img: VAE-encode an input image first
 
 
@@ -382,7 +395,8 @@ class PipelineTracer:
             tl.mark("load")
             res.load_all(list(self.modules))
             stages: dict[str, StageInfo] = {}
-            tracker = StorageTracker(tl, self._all_weights(), count_flops=True)
+            tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
+                                     conv_workspace=self.s.conv_workspace)
             with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
                 cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
                 if self.refiner is not None:
@@ -401,7 +415,7 @@ class PipelineTracer:
         res = pres.continue_on(tl)
         stages: dict[str, StageInfo] = {}
         existing = list(self._all_weights()) + [t for d in cached.values() for t in d.values()]
-        tracker = StorageTracker(tl, existing, count_flops=True)
+        tracker = StorageTracker(tl, existing, count_flops=True, conv_workspace=self.s.conv_workspace)
         with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
             self._run_image(tl, res, stages, width, height, cached)
             res.finish_image()

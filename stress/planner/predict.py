@@ -87,14 +87,17 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
     available = gpu.available
     res_rows = []
     acc_rows = []
+    fixed = overhead.cuda_context
     for (w, h) in order:
         tr = traces[(w, h)]
-        events = tr.events
-        rep = _replay(events, overhead)
-        extras = overhead.cudnn_workspace + overhead.cuda_context
-        predicted = rep.peak_reserved + extras
-        required_cap = minimum_capacity(events, overhead, rep.peak_allocated, rep.peak_reserved)
-        required = required_cap + extras
+        # With the estimated conv workspaces: what a big GPU shows. Without (plus the minimum the
+        # fallback plans need): what the run needs, since PyTorch falls back when memory is short.
+        big = _replay(tr.events, overhead)
+        lean_events = tr.events_without_workspace
+        lean = _replay(lean_events, overhead)
+        required_cap = minimum_capacity(lean_events, overhead, lean.peak_allocated, lean.peak_reserved)
+        required = required_cap + overhead.cudnn_min_workspace + fixed
+        predicted = max(big.peak_reserved + fixed, required)   # never below what it needs
         fits = None if available is None else required <= available
         tensor_peak = tr.peak
         row = {
@@ -102,12 +105,14 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             "weights": tr.peak_weights,
             "activations": tensor_peak - tr.peak_weights,
             "tensor_peak": tensor_peak,
-            "peak_allocated": rep.peak_allocated,
-            "peak_reserved": rep.peak_reserved,
+            "peak_allocated": big.peak_allocated,
+            "peak_reserved": big.peak_reserved,
+            "peak_allocated_without_workspace": lean.peak_allocated,
+            "peak_reserved_without_workspace": lean.peak_reserved,
             "overhead": {
-                "allocator": rep.peak_reserved - tensor_peak - overhead.cublas_workspace,
+                "allocator": lean.peak_reserved - tensor_peak - overhead.cublas_workspace,
                 "cublas_workspace": overhead.cublas_workspace,
-                "cudnn_workspace_estimate": overhead.cudnn_workspace,
+                "cudnn_workspace_estimate": big.peak_reserved - lean.peak_reserved,
                 "cuda_context_estimate": overhead.cuda_context,
             },
             "predicted_peak": predicted,
@@ -126,17 +131,21 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
                                         per_res_images.get((w, h), 0)))
 
     # The session: prefix once, then one image of each resolution in order (one cycle).
-    session_events = list(traces[order[0]].prefix.events)
+    first = traces[order[0]]
+    session_events = list(first.prefix.events)
+    lean_session = first.prefix.events_without_workspace()
     for key in order:
         session_events.extend(traces[key].image.events)
+        lean_session.extend(traces[key].image.events_without_workspace())
     srep = _replay(session_events, overhead)
-    s_required = minimum_capacity(session_events, overhead, srep.peak_allocated, srep.peak_reserved)
-    extras = overhead.cudnn_workspace + overhead.cuda_context
+    slean = _replay(lean_session, overhead)
+    s_required = minimum_capacity(lean_session, overhead, slean.peak_allocated, slean.peak_reserved)
+    s_required += overhead.cudnn_min_workspace + fixed
     worst = max(res_rows, key=lambda r: r["predicted_peak"])
     session_mem = {
         "peak_allocated": srep.peak_allocated, "peak_reserved": srep.peak_reserved,
-        "predicted_peak": srep.peak_reserved + extras, "required": s_required + extras,
-        "fits": None if available is None else s_required + extras <= available,
+        "predicted_peak": max(srep.peak_reserved + fixed, s_required), "required": s_required,
+        "fits": None if available is None else s_required <= available,
         "worst_resolution": f"{worst['width']}x{worst['height']}",
     }
     accounting = _session_accounting(sc, tracer, acc_rows, prompts, base_steps, refiner_steps, cfg_mult, jobs)

@@ -89,7 +89,7 @@ def render_text(plan: dict) -> str:
                      _g(o["cublas_workspace"] + o["cudnn_workspace_estimate"] + o["cuda_context_estimate"]),
                      _g(r["predicted_peak"]), _g(r["required"]), fits, r["peak_stage"]])
     out += ["  " + line for line in _table(
-        ["resolution", "weights", "activations", "allocator", "ctx+workspaces", "predicted peak", "required",
+        ["resolution", "weights", "activations", "allocator", "ctx+workspace", "predicted peak", "required",
          "fits", "peak at"], rows, right={1, 2, 3, 4, 5, 6})]
     out.append("  (GiB; predicted peak = device memory in use at the peak as nvidia-smi shows it; required = "
                "smallest GPU memory it runs in)")
@@ -105,8 +105,10 @@ def render_text(plan: dict) -> str:
     out.append(f"  session (long-lived worker, every resolution in turn): predicted peak {gib(s['predicted_peak'])}, "
                f"required {gib(s['required'])}{fits}")
     om = mem["overhead_model"]
-    out.append(f"  overhead model: CUDA context {gib(om['cuda_context'])} (estimate), cuDNN workspace "
-               f"{gib(om['cudnn_workspace'])} (estimate), cuBLAS workspace {om['cublas_workspace'] / (1 << 20):.2f} MiB")
+    out.append(f"  overhead model: CUDA context {gib(om['cuda_context'])} (estimate); cuDNN workspace "
+               f"{om['conv_workspace_factor']:g} x each convolution's input while it runs (estimate; "
+               f"opportunistic: required counts {om['cudnn_min_workspace'] >> 20} MiB); cuBLAS workspace "
+               f"{om['cublas_workspace'] / (1 << 20):.2f} MiB")
     for note in plan.get("notes", []):
         out.append(f"note: {note}")
     out.append(f"(planned in {plan['seconds']:.1f} s; see docs/plan.md for the method)")
