@@ -102,6 +102,9 @@ def base_steps_run(sc: Scenario) -> int:
     """Steps the base model runs. Exact for the DPM++ 2M samplers on the standard SD/SDXL noise
     schedule; a proportional estimate for others (the worker records what actually ran)."""
     n = base_call_steps(sc)
+    if sc.workload == "sd15-img2img":
+        # diffusers' img2img skips the first (1 - strength) of the schedule
+        return min(int(n * sc.img2img.strength), n)
     if not sc.model.refiner:
         return n
     if _exact(sc):

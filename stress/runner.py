@@ -269,6 +269,48 @@ class Supervisor:
             self.journal.append("probe", phase=phase, kind="harness", rep=0, status="error", latency_s=None,
                                 metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=visit)
 
+    # ---- preflight ----
+    def _preflight(self, jobs: list[Job]) -> list[Job]:
+        """With ``session.on_predicted_oom: skip``, record images predicted not to fit as skipped.
+
+        The prediction traces the models (torch), so it runs in a subprocess."""
+        if self.sc.session.on_predicted_oom != "skip":
+            return jobs
+        cmd = [sys.executable, "-m", "stress.planner.preflight_cli", "--scenario", str(self.rd.scenario),
+               "--base-dir", str(self.base_dir)]
+        if self.sc.session.gpu_memory:
+            cmd += ["--gpu-memory", self.sc.session.gpu_memory]
+        self.progress.note("preflight: predicting peak GPU memory per resolution")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            result = json.loads(proc.stdout) if proc.returncode == 0 else None
+            reason = None if result else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            result, reason = None, f"{type(exc).__name__}: {exc}"
+        if result is None or not result.get("resolutions"):
+            why = reason or result.get("reason")
+            self.journal.append("preflight", status="unavailable", reason=why)
+            self.progress.note(f"preflight unavailable ({why}); running every image")
+            return jobs
+        self.journal.append("preflight", status="ok", gpu=result.get("gpu"), resolutions=result["resolutions"])
+        verdicts = {(r["width"], r["height"]): r for r in result["resolutions"]}
+        available = (result.get("gpu") or {}).get("available") or 0
+        kept = []
+        for job in jobs:
+            r = verdicts.get((job.width, job.height))
+            if r is None or r["fits"]:
+                kept.append(job)
+                continue
+            error = (f"predicted OOM: needs {r['required'] / 2**30:.1f} GiB "
+                     f"(peak {r['predicted_peak'] / 2**30:.1f} GiB in {r['peak_stage']}), "
+                     f"{available / 2**30:.1f} GiB available; session.on_predicted_oom is 'skip'")
+            for i, s in job.images:
+                rec = _failed_record(self.sc, job, i, s, "skipped", error, -1)
+                self.records[i] = rec
+                self.journal.append("image", **rec)
+            self.progress.note(f"skipping images {job.indices} at {job.width}x{job.height}: {error}")
+        return kept
+
     # ---- the workload ----
     def _run_job(self, job: Job) -> list[dict]:
         w = self.worker
@@ -349,6 +391,7 @@ class Supervisor:
             if not self.resume or not any(e.get("ev") == "probe" and e.get("phase") == "baseline"
                                           for e in read_journal(self.rd.journal).events):
                 self._phase("baseline", lambda: self._probe("baseline"))
+            jobs = self._preflight(jobs)
             self._phase("workload", lambda: self._workload(jobs))
             if self.sc.session.idle_after:
                 time.sleep(self.sc.session.idle_after)
@@ -394,7 +437,7 @@ class Supervisor:
         journal = self.journal
         events = read_journal(self.rd.journal).events
         images = list(self.records.values())
-        failed = [r for r in images if r.get("outcome") != "ok"]
+        failed = [r for r in images if r.get("outcome") not in ("ok", "skipped")]
         load_failed = status.startswith("load-failed")
         v = decide(events, self.sc.probes, workload_failed=bool(failed) or load_failed)
         if load_failed:
@@ -403,7 +446,8 @@ class Supervisor:
             status = "load-failed"
         exit_code = int(ExitCode.INTERRUPTED) if status == "interrupted" else int(v["exit_code"])
         journal.append("verdict", **dict(v, exit_code=exit_code))
-        journal.append("run_end", status=status, images_ok=len(images) - len(failed), images_failed=len(failed),
+        journal.append("run_end", status=status, images_ok=sum(r.get("outcome") == "ok" for r in images),
+                       images_skipped=sum(r.get("outcome") == "skipped" for r in images), images_failed=len(failed),
                        wall_s=round(time.time() - self.t0, 3))
         journal.close()
         write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))

@@ -144,6 +144,18 @@ class SessionSpec(_Strict):
     load_timeout: float = Field(1800.0, description="watchdog for loading models")
     on_failure: Literal["continue", "stop"] = "continue"
     idle_after: float = Field(0.0, ge=0, description="seconds the worker stays idle after the last image")
+    on_predicted_oom: Literal["run", "skip"] = Field("run", description=(
+        "run: run every image, also those `gpu-stress plan` predicts will not fit (reproduces the OOM "
+        "path); skip: record them as skipped without running them"))
+    gpu_memory: str | None = Field(None, description="GPU memory the preflight compares with (e.g. '24GiB'); "
+                                   "default: what NVML reports")
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB|K|M|G|T)?\s*", v, re.I):
+            raise ValueError("expected a size like '24GiB' or '16000MiB'")
+        return v
 
     @field_validator("time_limit", "image_timeout", "load_timeout", mode="before")
     @classmethod

@@ -97,3 +97,8 @@ def test_event_after_a_torn_tail_is_not_lost(tmp_path):
         j.append("resume")
     c = read_journal(p)
     assert [e["ev"] for e in c.events] == ["a", "resume"] and c.bad_lines == [2]
+
+
+def test_img2img_runs_strength_of_the_schedule():
+    sc = Scenario(name="i", workload="sd15-img2img", steps=30, img2img={"strength": 0.6})
+    assert base_steps_run(sc) == 18 and refiner_steps_run(sc) == 0

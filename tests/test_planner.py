@@ -282,7 +282,8 @@ def test_builtin_architectures_match_the_published_configurations():
             n = sum(p.numel() for p in build_module(worker.components[comp]).parameters())
             assert n == sum(p.numel() for p in build_module(table.components[comp]).parameters()), (name, comp)
             assert published.get((name, comp), n) == n, (name, comp)
-    assert load_architecture("builtin:sdxl").time_ids() == 6 and load_architecture("builtin:sdxl-refiner").time_ids() == 5
+    assert load_architecture("builtin:sdxl").time_ids() == 6
+    assert load_architecture("builtin:sdxl-refiner").time_ids() == 5
 
 
 def test_architectures_from_a_diffusers_folder_and_a_single_file(tmp_path):

@@ -65,7 +65,7 @@ def test_unet_forward_trace_matches_measured_allocations():
     for attention in ("sdpa", "math", "sliced"):
         real = materialize(build_module(comp), torch.float32, "cpu")
         apply_attention(real, comp, attention)
-        measured = _measured_peak(lambda: run(real, "cpu"))
+        measured = _measured_peak(lambda real=real: run(real, "cpu"))
         meta = materialize(build_module(comp), torch.float32, "meta")
         apply_attention(meta, comp, attention)
         tl = Timeline()

@@ -213,3 +213,16 @@ def test_unloadable_checkpoint_is_one_line_and_exit_12(tmp_path, cache_env):
     data = load_run(rd)
     assert data["status"] == "load-failed"
     assert "could not start" in data["verdict"]["reasons"][0]
+
+
+def test_preflight_skips_images_predicted_not_to_fit(tmp_path, cache_env):
+    scen = scenario(tmp_path, images=2, steps=2)
+    scen.write_text(scen.read_text().replace("resolutions: [64x64, 64x96]", "resolutions: [64x64, 2048x2048]")
+                    .replace("image_timeout: 120s", "image_timeout: 120s\n  on_predicted_oom: skip\n  gpu_memory: 1GiB"))
+    res, rd = run(tmp_path, scen, "--no-report", env=cache_env)
+    data = load_run(rd)
+    assert [i["outcome"] for i in data["images"]] == ["ok", "skipped"]
+    assert data["images"][1]["error"].startswith("predicted OOM: needs")
+    pre = [e for e in read_journal(rd / "journal.jsonl").events if e["ev"] == "preflight"]
+    assert pre[0]["status"] == "ok" and {(r["width"], r["fits"]) for r in pre[0]["resolutions"]} == {(64, True), (2048, False)}
+    assert data["verdict"]["verdict"] != "error"          # a skip is a decision, not a failure

@@ -93,7 +93,8 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
     return plan
 
 
-def preflight(scenario: Scenario, gpu_memory_bytes: int, *, base_dir: Path | None = None) -> dict[tuple[int, int], dict]:
+def preflight(scenario: Scenario, gpu_memory_bytes: int, *,
+              base_dir: Path | None = None) -> dict[tuple[int, int], dict]:
     """For the runner: per resolution of ``scenario``, whether an image is predicted to fit in
     ``gpu_memory_bytes`` (the memory the workload may use: total minus what others hold), and the
     predicted peak (device memory as nvidia-smi would show it for this process).

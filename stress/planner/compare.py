@@ -28,7 +28,7 @@ def stage_peaks(trace: Any, overhead: OverheadModel) -> dict[str, dict[str, int]
     out: dict[str, dict[str, int]] = {}
     events = trace.events
     bounds = [m[0] for m in marks] + [len(events)]
-    for (start, name), end in zip(marks, bounds[1:]):
+    for (start, name), end in zip(marks, bounds[1:], strict=True):
         stage = name.split(":")[0]
         alloc.peak_allocated = alloc.allocated
         for key, nbytes in events[start:end]:
@@ -142,7 +142,9 @@ def compare_text(plan: dict, measured: dict) -> str:
                      f"{_g(sum(m['bytes'] for m in plan['models'].values()))} GiB predicted")
     s = plan["memory"]["session"]
     if measured.get("device_peak"):
-        lines.append(f"  device memory used by the run (NVML, above the baseline {_g(measured['baseline_used'])} GiB): "
-                     f"measured {_g(measured['device_peak'])} GiB, predicted session peak {_g(s['predicted_peak'])} GiB "
+        lines.append(f"  device memory used by the run (NVML, above the baseline "
+                     f"{_g(measured['baseline_used'])} GiB): "
+                     f"measured {_g(measured['device_peak'])} GiB, "
+                     f"predicted session peak {_g(s['predicted_peak'])} GiB "
                      f"({_pct(s['predicted_peak'], measured['device_peak'])})")
     return "\n".join(lines) + "\n"

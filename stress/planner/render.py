@@ -1,8 +1,6 @@
 """The plan as text a person can read (``stress plan`` without ``--json``)."""
 from __future__ import annotations
 
-from typing import Any
-
 
 def gib(n: int | None) -> str:
     return "-" if n is None else f"{n / (1 << 30):.2f} GiB"
@@ -29,10 +27,11 @@ def _count(n: int) -> str:
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> list[str]:
     right = right if right is not None else set(range(1, len(headers)))
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
 
     def fmt(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     return [fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
 
