@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write <run-id>.tar.gz (default: yes)")
     p.add_argument("--nvidia-bug-report", action="store_true", help="run nvidia-bug-report.sh --safe-mode "
                    "(up to 5 minutes) and add its output to the bundle")
+    p.add_argument("--history", metavar="DB", help="history database (default: <reports>/history.db)")
+    p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of report.json and exit")
     p.set_defaults(func=report_command)
 
@@ -69,8 +71,14 @@ def report_command(args: argparse.Namespace) -> int:
         raise StressError("give a run directory (artifacts/<run-id>)")
     run_dir = _resolve_run_dir(args.run_dir)
     out = Path(args.out) if args.out else default_out_root() / run_dir.resolve().name
+    from stress.journal import write_json_atomic
     from stress.report import write_reports
+    from stress.rundata import build_run_json
 
+    # run.json is derived from the journal: rebuild it, so a run that was killed (no run.json) or
+    # resumed gets a current one.
+    if (run_dir / "journal.jsonl").exists():
+        write_json_atomic(run_dir / "run.json", build_run_json(run_dir))
     if args.nvidia_bug_report:
         print("running nvidia-bug-report.sh --safe-mode (up to 5 minutes)...", file=sys.stderr)
     res = write_reports(run_dir, out, include_prompts=args.include_prompts,
@@ -82,6 +90,13 @@ def report_command(args: argparse.Namespace) -> int:
     if res.get("bundle"):
         size = res["bundle"].stat().st_size
         print(f"bundle:  {res['bundle']}  ({size / 1e6:.1f} MB)")
+    if not args.no_history:
+        from stress.history import try_record_run
+
+        db = Path(args.history) if args.history else out.parent / "history.db"
+        warning = try_record_run(run_dir, out, db)
+        if warning:
+            res["warnings"].append(warning)
     for w in res["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return int(ExitCode.OK)
