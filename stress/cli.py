@@ -9,8 +9,10 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -43,7 +45,16 @@ def _save_traceback() -> str:
     return path
 
 
+def _terminate(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A service manager's SIGTERM or a closed terminal's SIGHUP stops a command as Ctrl-C does:
+    # cleanly, keeping what was recorded, exit 130.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

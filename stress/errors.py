@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     OK = 0                  # command succeeded; for `run`: verdict not-reproduced
     INTERNAL = 1            # a bug in stress itself (traceback saved to a file)
     BAD_INPUT = 2           # invalid scenario, bad arguments, missing file: nothing was run
-    ENVIRONMENT = 3         # the machine lacks an essential (doctor), or a model cannot be loaded
+    ENVIRONMENT = 3         # the machine lacks an essential (doctor); a run whose models cannot load exits 12
     REPRODUCED = 10         # run finished: the desktop regressed after the workload
     INCONCLUSIVE = 11       # run finished, but a verdict could not be reached (e.g. no display)
     WORKLOAD_ERROR = 12     # run finished with images that crashed, hung or ran out of memory

@@ -1,7 +1,6 @@
 """Progress on the terminal: one updating bar with ETA and images/min on a TTY, plain lines otherwise."""
 from __future__ import annotations
 
-import sys
 import time
 from typing import TextIO
 

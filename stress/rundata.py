@@ -30,7 +30,7 @@ def build_run_json(run_dir: str | Path) -> dict:
     missing: list[str] = []
     for ev in events:
         kind = ev.get("ev")
-        if kind == "image":
+        if kind == "image" and isinstance(ev.get("index"), int):
             rec = {k: v for k, v in ev.items() if k not in ("ev",)}
             rec["finished_at"] = rec.pop("t", None)
             images[ev["index"]] = rec
@@ -50,8 +50,9 @@ def build_run_json(run_dir: str | Path) -> dict:
     end = contents.last("run_end")
     verdict = contents.last("verdict")
     plan = contents.last("plan")
+    times = [e["t"] for e in events if isinstance(e.get("t"), (int, float))]
     if end is None:
-        last_t = events[-1]["t"] if events else None
+        last_t = times[-1] if times else None
         missing.append("the journal has no run_end: the run was interrupted, killed or the machine stopped"
                        + (f" after t={last_t}" if last_t else ""))
     if contents.torn_tail:
@@ -61,13 +62,16 @@ def build_run_json(run_dir: str | Path) -> dict:
     if verdict is None:
         missing.append("no verdict was recorded")
     planned = plan.get("images") if plan else None
-    if planned is not None and len(images) < planned:
+    if isinstance(planned, int) and len(images) < planned:
         missing.append(f"{planned - len(images)} of {planned} planned images have no record")
     outcomes: dict[str, int] = {}
     for rec in images.values():
-        outcomes[rec.get("outcome", "unknown")] = outcomes.get(rec.get("outcome", "unknown"), 0) + 1
-    started = start.get("t") if start else (events[0]["t"] if events else None)
-    ended = end.get("t") if end else (events[-1]["t"] if events else None)
+        key = str(rec.get("outcome", "unknown"))
+        outcomes[key] = outcomes.get(key, 0) + 1
+    started = (start or {}).get("t") or (times[0] if times else None)
+    ended = (end or {}).get("t") or (times[-1] if times else None)
+    if not isinstance(started, (int, float)) or not isinstance(ended, (int, float)):
+        started = ended = None
     return {
         "format": RUN_JSON_VERSION,
         "run_id": rd.run_id,

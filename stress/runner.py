@@ -23,6 +23,7 @@ from stress import __version__
 from stress.errors import ExitCode, StressError
 from stress.journal import Journal, RunDir, new_run_id, read_journal, write_json_atomic
 from stress.plan import Job, accounting, expand
+from stress.proc import child_env, describe_returncode, die_with_parent, signame, tail_file
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
@@ -40,6 +41,7 @@ class WorkerHandle:
         self.messages: queue.Queue = queue.Queue()
         self.log_path = rd.logs / f"worker-{ordinal}.log"
         self.images_done = 0
+        self.since_reload = 0
         self.exit_recorded = False
 
     @property
@@ -48,11 +50,7 @@ class WorkerHandle:
 
     def start(self, reason: str) -> None:
         r, w = os.pipe()
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        # Keep the stress package importable in the worker even when run from a source tree.
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = child_env()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),
@@ -99,24 +97,21 @@ class WorkerHandle:
             if kind == "event":
                 self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
                 continue
-            if kind in kinds or kind == "eof":
+            if kind == "eof":
+                self.messages.put(msg)  # sticky: every later wait sees that the worker is gone
+                return msg
+            if kind in kinds:
                 return msg
 
     def stderr_tail(self, limit: int = 2000) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return tail_file(self.log_path, limit)
 
     def _record_exit(self, reason: str) -> None:
         if self.exit_recorded or not self.proc:
             return
         rc = self.proc.returncode
         self.journal.append("worker_exit", worker=self.ordinal, pid=self.proc.pid, returncode=rc,
-                            signal=(signal.Signals(-rc).name if rc is not None and rc < 0 else None),
+                            signal=(signame(-rc) if rc is not None and rc < 0 else None),
                             reason=reason, stderr_tail=self.stderr_tail() if reason != "requested" else "")
         self.exit_recorded = True
 
@@ -255,6 +250,24 @@ class Supervisor:
         self.worker.reap("crash")
         raise _Stop("load-failed:worker exited while loading models (see logs/)")
 
+    def _reload_models(self) -> None:
+        w = self.worker
+        msg = w.wait_for(("reloaded", "reload_failed"), self.sc.session.load_timeout) \
+            if w.send(cmd="reload") else {"msg": "eof"}
+        ok = msg["msg"] == "reloaded"
+        self.journal.append("models_reloaded", worker=w.ordinal, s=msg.get("s"), ok=ok, error=msg.get("error"))
+        w.since_reload = 0
+        if ok:
+            return
+        # A worker whose reload failed or hung has no usable models: replace it.
+        if msg["msg"] == "timeout":
+            w.kill("killed-timeout")
+        elif w.proc and w.proc.poll() is None:
+            w.kill("reload-failed")
+        else:
+            w.reap("crash")
+        self._start_worker("after-reload-failure")
+
     # ---- probes ----
     def _probe(self, phase: str, visit: int = 0) -> None:
         if not self.sc.probes.enabled or phase not in self.sc.probes.phases:
@@ -282,7 +295,8 @@ class Supervisor:
             cmd += ["--gpu-memory", self.sc.session.gpu_memory]
         self.progress.note("preflight: predicting peak GPU memory per resolution")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=child_env(),
+                                  preexec_fn=die_with_parent)
             result = json.loads(proc.stdout) if proc.returncode == 0 else None
             reason = None if result else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
         except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
@@ -336,8 +350,7 @@ class Supervisor:
         else:  # eof: the worker died
             w.reap("crash")
             self._next_start_reason = "after-crash"
-            rc = w.proc.returncode if w.proc else None
-            how = f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit status {rc}"
+            how = describe_returncode(w.proc.returncode if w.proc else None)
             outcome, error = "crash", f"worker died ({how}): {w.stderr_tail(600).strip()[-400:]}"
         return [_failed_record(self.sc, job, i, s, outcome, error, w.ordinal) for i, s in job.images]
 
@@ -354,18 +367,15 @@ class Supervisor:
                 self._next_start_reason = "restart-every"
             if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
                 self._start_worker(self._next_start_reason)
-            if sess.reload_models_every and self.worker.images_done and \
-                    self.worker.images_done % sess.reload_models_every == 0:
-                self.worker.send(cmd="reload")
-                msg = self.worker.wait_for(("reloaded",), sess.load_timeout)
-                self.journal.append("models_reloaded", worker=self.worker.ordinal, s=msg.get("s"),
-                                    ok=msg["msg"] == "reloaded")
+            if sess.reload_models_every and self.worker.since_reload >= sess.reload_models_every:
+                self._reload_models()
             before = len(self.records) // self.sc.probes.during_every
             for rec in self._run_job(job):
                 self.records[rec["index"]] = rec
                 self.journal.append("image", **rec)
                 self.progress.image(rec)
             self.worker.images_done += len(job.images)
+            self.worker.since_reload += len(job.images)
             if sess.on_failure == "stop" and any(self.records[i]["outcome"] != "ok" for i in job.indices):
                 raise _Stop("stopped-on-failure")
             after = len(self.records) // self.sc.probes.during_every
@@ -383,27 +393,26 @@ class Supervisor:
                             if self.worker and self.worker.pid else [])
         status = "finished"
         warnings: list[str] = []
-        prev_handlers = _install_signal_handlers()
-        try:
-            if self.sc.monitors.enabled:
-                monitors.start()
-            jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
-            if not self.resume or not any(e.get("ev") == "probe" and e.get("phase") == "baseline"
-                                          for e in read_journal(self.rd.journal).events):
-                self._phase("baseline", lambda: self._probe("baseline"))
-            jobs = self._preflight(jobs)
-            self._phase("workload", lambda: self._workload(jobs))
-            if self.sc.session.idle_after:
-                time.sleep(self.sc.session.idle_after)
-            if self.worker and self.worker.proc and self.worker.proc.poll() is None:
-                self._phase("after", lambda: self._probe("after"))
-        except _Stop as stop:
-            status = stop.status
-        except KeyboardInterrupt:
-            status = "interrupted"
-            self.progress.note("interrupted: stopping the worker and writing the record")
-        finally:
-            _restore_signal_handlers(prev_handlers)
+        with _SignalGuard() as guard:
+            try:
+                if self.sc.monitors.enabled:
+                    monitors.start()
+                jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
+                if not self.resume or not any(e.get("ev") == "probe" and e.get("phase") == "baseline"
+                                              for e in read_journal(self.rd.journal).events):
+                    self._phase("baseline", lambda: self._probe("baseline"))
+                jobs = self._preflight(jobs)
+                self._phase("workload", lambda: self._workload(jobs))
+                if self.sc.session.idle_after:
+                    time.sleep(self.sc.session.idle_after)
+                if self.worker and self.worker.proc and self.worker.proc.poll() is None:
+                    self._phase("after", lambda: self._probe("after"))
+            except _Stop as stop:
+                status = stop.status
+            except KeyboardInterrupt:
+                status = "interrupted"
+                self.progress.note("interrupted: stopping the worker and writing the record")
+            # Shutting down: a signal here cuts the after-exit probes short, nothing more.
             try:
                 if self.worker:
                     if status == "interrupted":
@@ -414,15 +423,20 @@ class Supervisor:
                     self._phase("after-exit", lambda: self._probe("after-exit"))
             except KeyboardInterrupt:
                 status = "interrupted"
-            finally:
-                if self.sc.monitors.enabled:
-                    try:
-                        summary = monitors.stop()
-                        journal.append("monitors_summary", **(summary or {}))
-                    except Exception as exc:  # noqa: BLE001
-                        warnings.append(f"monitors did not stop cleanly: {exc}")
-        self.progress.finish()
-        return self._conclude(status, warnings)
+                if self.worker:
+                    self.worker.kill("interrupted")
+            # Writing the record: signals are deferred until it is complete.
+            guard.critical = True
+            if self.sc.monitors.enabled:
+                try:
+                    summary = monitors.stop()
+                    journal.append("monitors_summary", **(summary or {}))
+                except Exception as exc:  # noqa: BLE001
+                    warnings.append(f"monitors did not stop cleanly: {exc}")
+            self.progress.finish()
+            if guard.received is not None and status != "interrupted":
+                journal.append("signal_deferred", signal=signame(guard.received))
+            return self._conclude(status, warnings)
 
     def _phase(self, name: str, fn) -> None:
         self.journal.append("phase", phase=name, state="start")
@@ -439,11 +453,15 @@ class Supervisor:
         images = list(self.records.values())
         failed = [r for r in images if r.get("outcome") not in ("ok", "skipped")]
         load_failed = status.startswith("load-failed")
-        v = decide(events, self.sc.probes, workload_failed=bool(failed) or load_failed)
+        v = decide(events, self.sc.probes, workload_failed=bool(failed))
         if load_failed:
-            v = dict(v, verdict="error", exit_code=int(ExitCode.WORKLOAD_ERROR),
-                     reasons=[f"the workload could not start: {status.split(':', 1)[1]}"] + list(v.get("reasons", [])))
+            why = f"the workload could not start: {status.split(':', 1)[1]}"
             status = "load-failed"
+            if v.get("verdict") == "reproduced":   # a broken desktop is the finding, whatever else failed
+                v = dict(v, reasons=list(v.get("reasons", [])) + [why])
+            else:
+                v = dict(v, verdict="error", exit_code=int(ExitCode.WORKLOAD_ERROR), reasons=[why],
+                         details=dict(v.get("details") or {}, error_source="load"))
         exit_code = int(ExitCode.INTERRUPTED) if status == "interrupted" else int(v["exit_code"])
         journal.append("verdict", **dict(v, exit_code=exit_code))
         journal.append("run_end", status=status, images_ok=sum(r.get("outcome") == "ok" for r in images),
@@ -458,21 +476,32 @@ class _Interrupt(KeyboardInterrupt):
     pass
 
 
-def _on_term(signum, frame):  # noqa: ARG001
-    raise _Interrupt()
+class _SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP stop the run (as KeyboardInterrupt) while it works; once it is
+    writing its record (``critical``), they are only noted, so a second Ctrl-C or a service manager's
+    SIGTERM can never leave a run without its verdict and run.json."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-def _install_signal_handlers() -> dict:
-    prev = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            prev[sig] = signal.signal(sig, _on_term)
-    return prev
+    def __init__(self) -> None:
+        self.critical = False
+        self.received: int | None = None
+        self._prev: dict = {}
 
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.received = signum
+        if not self.critical:
+            raise _Interrupt()
 
-def _restore_signal_handlers(prev: dict) -> None:
-    for sig, handler in prev.items():
-        signal.signal(sig, handler)
+    def __enter__(self) -> "_SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._prev[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._prev.items():
+            signal.signal(sig, handler)
 
 
 def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports: Path | None,
@@ -494,8 +523,16 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
         try:
             from stress.report import write_reports
 
-            result.report = write_reports(rd.root, reports / rd.run_id, **(report_options or {}))
+            opts = dict(report_options or {})
+            # nvidia-bug-report.sh takes minutes and root: only when there is something to report.
+            opts["nvidia_bug_report"] = bool(opts.get("nvidia_bug_report")) and \
+                result.verdict.get("verdict") == "reproduced"
+            result.report = write_reports(rd.root, reports / rd.run_id, **opts)
             result.warnings.extend(result.report.get("warnings", []))
+        except KeyboardInterrupt:
+            result.warnings.append(f"report not written (interrupted); the run is recorded: "
+                                   f"run 'gpu-stress report {rd.root}' to write it")
+            result.exit_code = int(ExitCode.INTERRUPTED)
         except StressError as exc:
             result.warnings.append(f"report not written: {exc}")
         except Exception as exc:  # noqa: BLE001 - the run's record is safe; the report can be redone
@@ -504,10 +541,28 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
     return result
 
 
+def _is_stress_process(pid: int) -> bool:
+    try:
+        import psutil
+
+        return any("stress" in part for part in psutil.Process(pid).cmdline())
+    except Exception:  # noqa: BLE001 - gone, or not ours to inspect: not a live run
+        return False
+
+
 def load_resumable(run_dir: Path) -> Scenario:
     rd = RunDir(run_dir)
     if not rd.journal.exists() or not rd.scenario.exists():
         raise StressError(f"{run_dir}: not a run directory (no journal.jsonl / scenario.resolved.json)")
+    contents = read_journal(rd.journal)
+    end = contents.last("run_end")
+    if end is not None and end.get("status") == "finished":
+        raise StressError(f"{run_dir}: this run already finished; use 'gpu-stress report {run_dir}' "
+                          "to rewrite its report, or run the scenario again")
+    start = contents.last("run_start") or {}
+    pid = start.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and end is None and _is_stress_process(pid):
+        raise StressError(f"{run_dir}: the run is still going (pid {pid}); stop it first")
     try:
         return Scenario.model_validate(json.loads(rd.scenario.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:

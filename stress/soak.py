@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from stress.proc import child_env, die_with_parent, signame
 from stress.errors import ExitCode, StressError
 from stress.journal import Journal, RunDir, _slug, new_run_id, read_journal, write_json_atomic
 
@@ -612,10 +613,7 @@ class Soak:
         self._write_derived(replay(self.state_dir), status="running")
 
     def _run_child(self, cmd: list[str], log_path: Path) -> tuple[int | None, str | None]:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = child_env()
         with open(log_path, "ab") as log:
             offset = log.tell()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -848,11 +846,7 @@ class Soak:
         return SoakResult(self.state_dir, status, code, message, summ)
 
 
-def _signame(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return str(num)
+_signame = signame
 
 
 def _end_torn_line(path: Path) -> None:
@@ -890,15 +884,7 @@ def _log_tail(path: Path, limit: int = 300) -> str:
 
 def _term_with_parent() -> None:
     """Linux: get SIGTERM when the soak dies, so its run records an interruption and stops."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGTERM)
 
 
 def _iteration_main(argv: list[str] | None = None) -> int:

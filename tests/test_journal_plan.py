@@ -102,3 +102,14 @@ def test_event_after_a_torn_tail_is_not_lost(tmp_path):
 def test_img2img_runs_strength_of_the_schedule():
     sc = Scenario(name="i", workload="sd15-img2img", steps=30, img2img={"strength": 0.6})
     assert base_steps_run(sc) == 18 and refiner_steps_run(sc) == 0
+
+
+def test_run_json_from_a_damaged_journal(tmp_path):
+    from stress.rundata import build_run_json
+
+    (tmp_path / "journal.jsonl").write_text(
+        '{"ev":"run_start"}\n{"ev":"image"}\n{"ev":"image","index":"x","t":2}\nnot json\n'
+        '{"ev":"plan","images":"many","t":3}\n{"ev":"image","index":0,"outcome":"ok","t":4}\n{"ev":"run_end","t":"late"}\n')
+    data = build_run_json(tmp_path)
+    assert [i["index"] for i in data["images"]] == [0] and data["outcomes"] == {"ok": 1}
+    assert any("not valid JSON" in m for m in data["missing"])

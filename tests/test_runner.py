@@ -167,7 +167,7 @@ def test_resume_after_the_supervisor_is_killed(tmp_path, cache_env):
     finally:
         proc.send_signal(signal.SIGKILL)   # no cleanup: as a power loss would leave it
         proc.wait()
-    # The orphaned worker is in its own session; it exits when its stdin (the supervisor) is gone.
+    # The orphaned worker is in its own session; PR_SET_PDEATHSIG kills it with the supervisor.
     before = {e["index"] for e in read_journal(rd / "journal.jsonl").events if e["ev"] == "image"}
     assert len(before) >= 2 and not (rd / "run.json").exists()
     res = run_cli("run", "--resume", str(rd), "--no-report", env=cache_env)
@@ -180,7 +180,8 @@ def test_resume_after_the_supervisor_is_killed(tmp_path, cache_env):
     assert data["status"] == "finished" and data["outcomes"] == {"ok": 4}
 
 
-def test_ctrl_c_stops_cleanly_with_a_complete_record(tmp_path, cache_env):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_cleanly_with_a_complete_record(tmp_path, cache_env, sig):
     scen = scenario(tmp_path, images=20, steps=6)
     proc = _start(tmp_path, scen, cache_env)
     try:
@@ -191,7 +192,9 @@ def test_ctrl_c_stops_cleanly_with_a_complete_record(tmp_path, cache_env):
             rd = found[0].parent if found else None
             time.sleep(0.1)
         _wait_for_event(rd / "journal.jsonl", "image", 1, 180)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
+        time.sleep(0.05)                 # while it is stopping (the worker, the monitors, the record)
+        proc.send_signal(sig)            # impatient: a second signal must not lose the record
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -226,3 +229,22 @@ def test_preflight_skips_images_predicted_not_to_fit(tmp_path, cache_env):
     pre = [e for e in read_journal(rd / "journal.jsonl").events if e["ev"] == "preflight"]
     assert pre[0]["status"] == "ok" and {(r["width"], r["fits"]) for r in pre[0]["resolutions"]} == {(64, True), (2048, False)}
     assert data["verdict"]["verdict"] != "error"          # a skip is a decision, not a failure
+
+
+def test_models_reloaded_every_k_images(tmp_path, cache_env):
+    scen = scenario(tmp_path, images=3, steps=2)
+    scen.write_text(scen.read_text().replace("image_timeout: 120s", "image_timeout: 120s\n  reload_models_every: 1"))
+    res, rd = run(tmp_path, scen, "--no-report", env=cache_env)
+    events = read_journal(rd / "journal.jsonl").events
+    reloads = [e for e in events if e["ev"] == "models_reloaded"]
+    assert len(reloads) == 2 and all(e["ok"] for e in reloads)
+    assert load_run(rd)["outcomes"] == {"ok": 3}
+
+
+def test_resume_refuses_a_finished_run(tmp_path):
+    rd = tmp_path / "artifacts" / "r1"
+    rd.mkdir(parents=True)
+    (rd / "scenario.resolved.json").write_text(json.dumps({"name": "x"}))
+    (rd / "journal.jsonl").write_text('{"ev":"run_start","t":1,"pid":1}\n{"ev":"run_end","t":2,"status":"finished"}\n')
+    res = run_cli("run", "--resume", str(rd))
+    assert res.returncode == 2 and "already finished" in res.stderr and "Traceback" not in res.stderr

@@ -7,12 +7,12 @@ be in a state where NVML calls hang, and planning must never hang with it. The c
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from stress.proc import child_env
 from stress.errors import StressError
 
 _UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20,
@@ -76,9 +76,7 @@ print(json.dumps({"available": True, "gpus": gpus}))
 
 def detect_gpu(index: int = 0, timeout: float = 20.0) -> GpuMemory:
     """The GPU's memory as NVML sees it now (total minus what other processes use)."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     try:
         proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import stress
+from stress.proc import child_env, signame
 from stress.journal import Journal, RunDir
 from stress.probes.config import ProbesConfig
 
@@ -52,15 +52,13 @@ def session_type(env: dict[str, str]) -> str:
 
 def probe_env(config: ProbesConfig) -> dict[str, str]:
     """The probe children's environment: ours, with ``probes.display`` applied."""
-    env = dict(os.environ)
+    env = child_env()
     if config.display:
         # An explicit X display means: probe that X server, even from inside a Wayland session.
         env["DISPLAY"] = config.display
         env.pop("WAYLAND_DISPLAY", None)
         if env.get("XDG_SESSION_TYPE") == "wayland":
             env["XDG_SESSION_TYPE"] = "x11"
-    root = str(Path(stress.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
@@ -184,10 +182,7 @@ def _died(rep: int, child: _Child) -> dict:
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
     last = lines[-1][:200] if lines else "no output"
     if rc is not None and rc < 0:
-        try:
-            how = f"was killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            how = f"was killed by signal {-rc}"
+        how = f"was killed by {signame(-rc)}"
     else:
         how = f"exited with status {rc}"
     lost = next((ln for ln in lines if _DISPLAY_LOST.search(ln)), None)

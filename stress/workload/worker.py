@@ -24,6 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from stress.proc import die_with_parent
+
 
 class Channel:
     """Line-oriented JSON messages to the supervisor; thread-safe."""
@@ -62,21 +64,6 @@ def _apply_fault(kind: str) -> None:
         raise RuntimeError("injected fault: error")
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the supervisor dies, so a lost supervisor never leaves an orphan
-    holding the GPU (a resumed run starts its own worker)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="stress-worker")
     ap.add_argument("--scenario", required=True, help="resolved scenario JSON")
@@ -88,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The supervisor owns Ctrl-C; this process is in its own session and is told to exit instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()  # a lost supervisor must not leave an orphan holding the GPU
     chan = Channel(args.msg_fd)
     chan.send("hello", pid=os.getpid(), worker=args.worker)
 
@@ -111,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         info.setdefault("cuda", torch.version.cuda)
         chan.send("ready", info=info)
     except Exception as exc:  # noqa: BLE001 - reported to the supervisor as a load failure
-        chan.send("load_failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
-                  user_error=exc.__class__.__module__ == "stress.errors")
+        chan.send("load_failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return 2
 
     for line in sys.stdin:
@@ -127,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if kind == "reload":
             t0 = time.perf_counter()
-            session.reload_models()
-            chan.send("reloaded", s=round(time.perf_counter() - t0, 4))
+            try:
+                session.reload_models()
+                chan.send("reloaded", s=round(time.perf_counter() - t0, 4))
+            except Exception as exc:  # noqa: BLE001 - the supervisor replaces this worker
+                chan.send("reload_failed", error=f"{type(exc).__name__}: {exc}", s=round(time.perf_counter() - t0, 4))
             continue
         if kind != "generate":
             chan.send("failed", job_id=cmd.get("job_id"), kind="error", error=f"unknown command {kind!r}")

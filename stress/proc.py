@@ -1,0 +1,57 @@
+"""Small process helpers shared by the supervisor, the worker, probes, the soak and the planner."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def signame(num: int) -> str:
+    """``SIGSEGV`` for 11; the number itself for real-time signals, which have no name."""
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def describe_returncode(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    return f"signal {signame(-rc)}" if rc < 0 else f"exit status {rc}"
+
+
+def child_env(extra: dict | None = None) -> dict:
+    """The environment for a ``python -m stress...`` child: this source tree first on PYTHONPATH, so a
+    child imports the same stress as its parent, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies (PR_SET_PDEATHSIG),
+    so a lost supervisor never leaves children holding the GPU or the display. Safe as preexec_fn."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), int(sig))
+    except (OSError, AttributeError):
+        pass
+
+
+def tail_file(path: str | os.PathLike, limit: int = 2000) -> str:
+    """The last ``limit`` bytes of a log file, decoded; "" when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
