@@ -178,6 +178,46 @@ def _latency_sentence(phase: str, kind: str, cmp: dict) -> str:
     return f"{head}, n={cmp['n1']}/{cmp['n2']})"
 
 
+# Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid).
+DRIVER_XID_CATEGORIES = ("display-engine", "gsp", "fallen-off-bus")
+
+
+def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
+    """What the monitors saw that shows the driver or the display stack failing, from the start of
+    the workload on: ``(regressions, notes)``, as sentences.
+
+    - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus;
+    - a GPU that NVML reports lost;
+    - a display server or compositor process that exited (the samplers' ``dsgone``)."""
+    t_work = next((e.get("t") for e in events if e.get("ev") == "phase" and e.get("phase") == "workload"
+                   and e.get("state") == "start"), None)
+    regress: list[str] = []
+    notes: list[str] = []
+    xids: dict[tuple, dict] = {}
+    for e in events:
+        kind = e.get("ev")
+        if kind == "xid" and isinstance(e.get("xid"), int):
+            key = (e.get("gpu"), e["xid"], e.get("category"))
+            agg = xids.setdefault(key, {"n": 0, "sources": set(), "description": e.get("description"),
+                                        "t": e.get("t")})
+            agg["n"] += 1
+            agg["sources"].add(str(e.get("source")))
+        elif kind == "source" and e.get("status") == "unavailable" and "lost" in str(e.get("reason", "")):
+            regress.append(f"GPU {e.get('gpu', '?')} was lost during the run ({e.get('reason')})")
+        elif kind == "host" and isinstance(e.get("dsgone"), list):
+            t = e.get("t")
+            if t_work is None or not isinstance(t, (int, float)) or t < t_work:
+                continue
+            for item in e["dsgone"]:
+                if isinstance(item, list) and len(item) == 2:
+                    regress.append(f"the display process {item[1] or '?'} (pid {item[0]}) exited during the run")
+    for (gpu, xid, cat), agg in sorted(xids.items(), key=lambda kv: str(kv[0])):
+        sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
+                    f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")
+        (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
+    return regress, notes
+
+
 def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool = False) -> dict:
     """From a run's journal events to ``{"verdict", "reasons", "exit_code", "details"}``.
 
@@ -281,6 +321,11 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
         unsure.insert(0, "probes are disabled in the scenario, so the desktop was not checked")
     elif probes and base and not later_measured and not regress:
         unsure.append("no probe was measured after the baseline, so nothing could be compared")
+
+    hw_regress, hw_notes = monitor_evidence(events)
+    regress.extend(hw_regress)
+    details["notes"].extend(hw_notes)
+    details["monitor_evidence"] = hw_regress
 
     workload_reason = ("the workload failed: images crashed, hung or ran out of memory "
                        "(see the image outcomes)")

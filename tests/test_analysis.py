@@ -226,3 +226,57 @@ def test_a_harness_failure_event_from_the_runner_makes_it_inconclusive():
     assert v["reasons"] == ["after: the probe harness failed (OSError: [Errno 24] Too many open files), "
                             "so this phase was not fully probed"]
     assert v["details"]["phases"]["after"]["harness"]["errors"] == 1
+
+
+# --- evidence from the monitors ------------------------------------------------------------------
+
+def _with_clean_probes(extra: list[dict]) -> list[dict]:
+    from stress.probes.config import ProbesConfig  # noqa: F401 - same config as the other tests
+
+    evs = [{"ev": "phase", "phase": "workload", "state": "start", "t": 100.0}]
+    for phase in ("baseline", "after"):
+        for rep in range(5):
+            for kind in ("screenshot", "decode", "display"):
+                evs.append({"ev": "probe", "phase": phase, "kind": kind, "rep": rep, "status": "ok",
+                            "latency_s": 0.010 + rep * 0.0001, "metrics": {"s_per_mp": 0.01, "ref_s_per_mp": 0.01}})
+    return evs + extra
+
+
+def test_display_engine_xid_is_reproduced_and_app_xid_is_a_note():
+    from stress.analysis import verdict
+    from stress.probes.config import ProbesConfig
+
+    cfg = ProbesConfig()
+    clean = verdict(_with_clean_probes([]), cfg)
+    assert clean["verdict"] == "not-reproduced", clean["reasons"]
+    app = verdict(_with_clean_probes([{"ev": "xid", "t": 120, "gpu": 0, "xid": 13, "category": "application",
+                                       "description": "Graphics Engine Exception", "source": "kernel-log"}]), cfg)
+    assert app["verdict"] == "not-reproduced" and any("Xid 13" in n for n in app["details"]["notes"])
+    evs = _with_clean_probes([
+        {"ev": "xid", "t": 120, "gpu": 0, "xid": 56, "category": "display-engine", "description": "Display Engine error",
+         "source": "nvml-event"},
+        {"ev": "xid", "t": 120.1, "gpu": 0, "xid": 56, "category": "display-engine", "description": "Display Engine error",
+         "source": "kernel-log"}])
+    v = verdict(evs, cfg)
+    assert v["verdict"] == "reproduced" and v["exit_code"] == 10
+    assert any("Xid 56 on GPU 0" in r and "2 report(s) from kernel-log, nvml-event" in r for r in v["reasons"])
+
+
+def test_compositor_exit_after_the_workload_started_is_reproduced():
+    from stress.analysis import verdict
+    from stress.probes.config import ProbesConfig
+
+    before = verdict(_with_clean_probes([{"ev": "host", "t": 50, "dsgone": [[41, "gnome-shell"]]}]), ProbesConfig())
+    assert before["verdict"] == "not-reproduced"       # before the workload: not its doing
+    after = verdict(_with_clean_probes([{"ev": "host", "t": 150, "dsgone": [[41, "gnome-shell"]]}]), ProbesConfig())
+    assert after["verdict"] == "reproduced"
+    assert "the display process gnome-shell (pid 41) exited during the run" in after["reasons"]
+
+
+def test_lost_gpu_is_reproduced():
+    from stress.analysis import verdict
+    from stress.probes.config import ProbesConfig
+
+    v = verdict(_with_clean_probes([{"ev": "source", "t": 130, "src": "nvml", "gpu": 0, "status": "unavailable",
+                                     "reason": "gpu lost"}]), ProbesConfig())
+    assert v["verdict"] == "reproduced" and any("GPU 0 was lost" in r for r in v["reasons"])
