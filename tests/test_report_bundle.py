@@ -64,14 +64,14 @@ def test_large_outputs_stay_far_under_the_cap(tmp_path):
 def test_cap_drops_thumbnails_then_thins_the_journal(tmp_path):
     run = make_run(tmp_path / "a", Synth(images=24, outputs=24, seconds_per_image=30, output_size=(512, 512),
                                          noisy_outputs=True))
-    full = write_reports(run, tmp_path / "full")
+    full = write_reports(run, tmp_path / "full", include_thumbnails=True)
     inner = _extract(full["bundle"], tmp_path / "xf")
     thumbs = sum(p.stat().st_size for p in (inner / "thumbnails").iterdir())
     journal_gz = (inner / "journal.jsonl.gz").stat().st_size
     size = full["bundle"].stat().st_size
     # a cap that dropping the thumbnails alone cannot meet
     cap = size - thumbs - journal_gz // 2
-    res = write_reports(run, tmp_path / "capped", bundle_cap_bytes=cap)
+    res = write_reports(run, tmp_path / "capped", bundle_cap_bytes=cap, include_thumbnails=True)
     assert res["bundle"].stat().st_size <= cap
     warnings = " | ".join(res["warnings"])
     assert "thumbnails left out" in warnings and "keeps 1 sampler tick in" in warnings

@@ -77,8 +77,13 @@ def test_no_leak_in_reports_or_bundle(written):
         assert all(m.uname == "" and m.gname == "" and m.uid == 0 for m in tar.getmembers())
 
 
-def test_thumbnails_carry_no_parameters(written):
-    _, _, extracted, _ = written
+def test_thumbnails_only_on_request_and_carry_no_parameters(written, tmp_path):
+    run, _, default_extracted, _ = written
+    assert not list(default_extracted.rglob("thumbnails/*"))     # they show what was generated: opt-in
+    res = write_reports(run, tmp_path / "with-thumbs", include_thumbnails=True)
+    extracted = tmp_path / "x"
+    with tarfile.open(res["bundle"]) as tar:
+        tar.extractall(extracted, filter="data")
     thumbs = list(extracted.rglob("thumbnails/*.jpg"))
     assert len(thumbs) == 5           # 6 images, one ran out of memory
     for p in thumbs:

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "token count only)")
     p.add_argument("--include-screenshots", action="store_true", help="put the probes' desktop screenshots in "
                    "the bundle (default: left out)")
+    p.add_argument("--include-thumbnails", action="store_true", help="put 128 px thumbnails of the outputs in "
+                   "the bundle (they show what was generated; default: hashes only)")
     p.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=True,
                    help="write <run-id>.tar.gz (default: yes)")
     p.add_argument("--nvidia-bug-report", action="store_true", help="run nvidia-bug-report.sh --safe-mode "
@@ -83,6 +85,7 @@ def report_command(args: argparse.Namespace) -> int:
         print("running nvidia-bug-report.sh --safe-mode (up to 5 minutes)...", file=sys.stderr)
     res = write_reports(run_dir, out, include_prompts=args.include_prompts,
                         include_screenshots=args.include_screenshots, bundle=args.bundle,
+                        include_thumbnails=args.include_thumbnails,
                         nvidia_bug_report=args.nvidia_bug_report)
     print(f"report:  {res['report_html']}")
     print(f"json:    {res['report_json']}")

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--include-prompts", action="store_true", help="keep prompts in reports (default: hashed)")
     p.add_argument("--include-screenshots", action="store_true", help="put desktop screenshots in the bundle")
+    p.add_argument("--include-thumbnails", action="store_true",
+                   help="put thumbnails of the outputs in the bundle (default: hashes only)")
     p.add_argument("--nvidia-bug-report", action="store_true",
                    help="when the desktop regressed, capture nvidia-bug-report.sh --safe-mode into the bundle")
     p.add_argument("--history", metavar="DB", help="history database (default: REPORTS/history.db)")
@@ -55,6 +57,7 @@ def run_command(args: argparse.Namespace) -> int:
             resume_dir=resume_dir, progress=progress,
             report_options={"include_prompts": args.include_prompts,
                             "include_screenshots": args.include_screenshots,
+                            "include_thumbnails": args.include_thumbnails,
                             "nvidia_bug_report": args.nvidia_bug_report})
         codes.append(result.exit_code)
         v = result.verdict

@@ -35,7 +35,7 @@ def _fallback_html(run_id: str, error: str) -> str:
 
 def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, include_prompts: bool = False,
                   include_screenshots: bool = False, bundle: bool = True, nvidia_bug_report: bool = False,
-                  bundle_cap_bytes: int = BUNDLE_CAP_BYTES,
+                  include_thumbnails: bool = False, bundle_cap_bytes: int = BUNDLE_CAP_BYTES,
                   nvidia_bug_report_timeout: float = NVIDIA_BUG_REPORT_TIMEOUT_S) -> dict:
     """Write report.json, report.html, ticket.md and (by default) ``<run-id>.tar.gz`` into ``out_dir``.
 
@@ -81,7 +81,8 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
     attachments = []
     if bundle:
         attachments.append({"name": bundle_name, "what": "the bundle: report.html, report.json, ticket.md, journal, "
-                            "scenario, environment, logs, thumbnails, MANIFEST.sha256", "included": True})
+                            "scenario, environment, logs, " + ("thumbnails, " if include_thumbnails else "")
+                            + "MANIFEST.sha256", "included": True})
     attachments.append({"name": "report.html", "what": "this report as one page (charts inline)", "included": True})
     if nvidia_bug_report:
         attachments.append({"name": "nvidia-bug-report.log.gz",
@@ -124,7 +125,8 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
             res = write_bundle(run_dir, out_dir / bundle_name,
                                {"report.json": json_path, "report.html": html_path, "ticket.md": ticket_path},
                                report, redactor, include_screenshots=include_screenshots,
-                               nvidia_bug_report=nbr_path, cap_bytes=bundle_cap_bytes,
+                               nvidia_bug_report=nbr_path, include_thumbnails=include_thumbnails,
+                               cap_bytes=bundle_cap_bytes,
                                extra_notes=[w for w in warnings])
             bundle_path = res.path
             warnings.extend(res.warnings)

@@ -208,7 +208,8 @@ def _redacted_json_file(path: Path, redactor: Redactor) -> bytes | None:
 
 
 def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
-                    include_screenshots: bool, nvidia_bug_report: Path | None) -> tuple[list[Member], bytes, list[str]]:
+                    include_screenshots: bool, nvidia_bug_report: Path | None,
+                    include_thumbnails: bool = False) -> tuple[list[Member], bytes, list[str]]:
     """Everything the bundle may hold, and the redacted journal (kept apart: it may be thinned later)."""
     members: list[Member] = []
     warnings: list[str] = []
@@ -231,7 +232,8 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
         members.append(Member("outputs.sha256", lines.encode(), "sha256 of every output image (sha256sum format, "
                               "as recorded when each image was saved)", "run"))
     outputs = run_dir / "outputs"
-    if outputs.is_dir():
+    # Thumbnails show what was generated, which hashed prompts hide: opt-in, like screenshots.
+    if include_thumbnails and outputs.is_dir():
         for p in sorted(outputs.iterdir()):
             if p.suffix.lower() in _IMAGE_EXT and p.is_file():
                 thumb = thumbnail(p)
@@ -296,12 +298,12 @@ def _write_tar(path: Path, run_id: str, members: list[Member], mtime: float) -> 
 
 def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
                  include_screenshots: bool = False, nvidia_bug_report: Path | None = None,
-                 cap_bytes: int = BUNDLE_CAP_BYTES, extra_notes: list[str] | None = None) -> BundleResult:
+                 include_thumbnails: bool = False, cap_bytes: int = BUNDLE_CAP_BYTES, extra_notes: list[str] | None = None) -> BundleResult:
     """Write the bundle at ``out_path``, shrinking it under ``cap_bytes`` as described in the module doc."""
     run_id = report.get("run_id") or run_dir.name
     members, journal_text, warnings = collect_members(
         run_dir, report_files, report, redactor, include_screenshots=include_screenshots,
-        nvidia_bug_report=nvidia_bug_report)
+        nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails)
     notes = list(extra_notes or [])
     mtime = report.get("generated_at") or time.time()
     keep_every = 1
