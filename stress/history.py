@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from stress.errors import ExitCode, StressError
 from stress.journal import RunDir, read_journal
 
-DEFAULT_DB = Path("reports") / "history.db"
+DEFAULT_DB = Path("reports") / "history.db"   # relative form; commands use stress.paths.default_history_db()
 
 
 class HistoryError(StressError):
@@ -290,7 +290,9 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
             load_s.append(float(ev["load_s"]))
 
     ok = [r for r in images.values() if r.get("outcome") == "ok"]
-    s.images_ok, s.images_failed = len(ok), len(images) - len(ok)
+    # a preflight skip is a decision, not a failure (as in the runner's run_end)
+    s.images_ok = len(ok)
+    s.images_failed = sum(r.get("outcome") not in ("ok", "skipped") for r in images.values())
     m = s.metrics
     m["images_ok"], m["images_failed"] = float(s.images_ok), float(s.images_failed)
     per_image: list[float] = []

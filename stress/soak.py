@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from stress.paths import default_artifacts, default_reports
 from stress.proc import child_env, die_with_parent, signame
 from stress.errors import ExitCode, StressError
 from stress.journal import Journal, RunDir, _slug, new_run_id, read_journal, write_json_atomic
@@ -200,14 +201,14 @@ def _severity(codes: Iterable[int]) -> int:
 # The state directory
 # ---------------------------------------------------------------------------------------------
 
-def default_state_dir(scenarios: list[dict], root: Path = Path("artifacts")) -> Path:
+def default_state_dir(scenarios: list[dict], root: Path | None = None) -> Path:
     names = []
     for s in scenarios:
         base = s["name"].split("[", 1)[0]
         if base not in names:
             names.append(base)
     label = names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")
-    return root / f"soak-{_slug(label)}"
+    return (root or default_artifacts()) / f"soak-{_slug(label)}"
 
 
 def scenario_entries(files: list[Path]) -> list[dict]:
@@ -284,7 +285,7 @@ def prepare_state(state_dir: Path | None, files: list[Path] | None, options: dic
         "soak_id": new_run_id("soak-" + entries[0]["name"].split("[", 1)[0], now),
         "created_at": now,
         "scenarios": entries,
-        "reports": str(Path(options.get("reports") or "reports").resolve()),
+        "reports": str(Path(options.get("reports") or default_reports()).resolve()),
         "iterations": options.get("iterations"),
         "duration_s": options.get("duration_s"),
         "deadline": now + options["duration_s"] if options.get("duration_s") else None,
@@ -292,7 +293,7 @@ def prepare_state(state_dir: Path | None, files: list[Path] | None, options: dic
         "keep": 5 if options.get("keep") is None else options["keep"],
         "min_free_bytes": parse_size("5GiB") if options.get("min_free_bytes") is None else options["min_free_bytes"],
         "junit": options.get("junit"),
-        "history": options.get("history") or str((Path(options.get("reports") or "reports") / "history.db").resolve()),
+        "history": options.get("history") or str((Path(options.get("reports") or default_reports()) / "history.db").resolve()),
         "interrupted": options.get("interrupted") or "rerun",
         "max_failures": options.get("max_failures") or 3,
         "iteration_timeout_s": options.get("iteration_timeout_s"),

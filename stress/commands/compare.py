@@ -105,11 +105,12 @@ def render(result: dict, label_a: str, label_b: str, *, show_all: bool = False) 
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from stress.history import DEFAULT_DB, compare_runs
+    from stress.history import compare_runs
+    from stress.paths import default_history_db
 
     if not 0 < args.alpha < 1:
         raise StressError(f"--alpha must be between 0 and 1 (got {args.alpha})")
-    db = Path(args.db) if args.db else DEFAULT_DB
+    db = Path(args.db) if args.db else default_history_db()
     from stress.history import parse_filter
 
     for ref in (args.a, args.b):  # both filters' syntax first: one error, before any lookup

@@ -38,10 +38,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def history_command(args: argparse.Namespace) -> int:
-    from stress.history import DEFAULT_DB, query_runs, trends
+    from stress.paths import default_history_db
+    from stress.history import query_runs, trends
     from stress.soak import describe_incidence
 
-    db = Path(args.db) if args.db else DEFAULT_DB
+    db = Path(args.db) if args.db else default_history_db()
     filters = {k: getattr(args, k) for k in ("scenario", "machine", "driver", "gpu", "verdict", "soak")
                if getattr(args, k)}
     runs = query_runs(db, filters, limit=args.limit or None)

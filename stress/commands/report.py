@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from stress.errors import ExitCode, StressError
+from stress.paths import default_history_db, default_reports
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write <run-id>.tar.gz (default: yes)")
     p.add_argument("--nvidia-bug-report", action="store_true", help="run nvidia-bug-report.sh --safe-mode "
                    "(up to 5 minutes) and add its output to the bundle")
-    p.add_argument("--history", metavar="DB", help="history database (default: <reports>/history.db)")
+    p.add_argument("--history", metavar="DB", help="history database (default: reports/history.db)")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of report.json and exit")
     p.set_defaults(func=report_command)
@@ -40,11 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_out_root(cwd: Path | None = None) -> Path:
     """``<repo>/reports`` when run inside the gpu-stress repository, else ``<cwd>/reports``."""
-    cwd = (cwd or Path.cwd()).resolve()
-    for d in (cwd, *cwd.parents):
-        if (d / "pyproject.toml").is_file() and (d / "stress" / "__init__.py").is_file():
-            return d / "reports"
-    return cwd / "reports"
+    return default_reports(cwd)
 
 
 def _resolve_run_dir(arg: str) -> Path:
@@ -96,7 +93,7 @@ def report_command(args: argparse.Namespace) -> int:
     if not args.no_history:
         from stress.history import try_record_run
 
-        db = Path(args.history) if args.history else out.parent / "history.db"
+        db = Path(args.history) if args.history else default_history_db()
         warning = try_record_run(run_dir, out, db)
         if warning:
             res["warnings"].append(warning)

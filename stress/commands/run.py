@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run a scenario in a supervised worker while monitors and compositor probes "
                                    "record the desktop's state; write artifacts/<run-id>/ and reports/<run-id>/.")
     p.add_argument("scenario", nargs="?", help="scenario YAML file")
-    p.add_argument("--out", default="artifacts", help="folder for run directories (default: artifacts)")
-    p.add_argument("--reports", default="reports", help="folder for reports (default: reports)")
+    p.add_argument("--out", default=None, help="folder for run directories (default: artifacts)")
+    p.add_argument("--reports", default=None, help="folder for reports (default: reports)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--include-prompts", action="store_true", help="keep prompts in reports (default: hashed)")
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="put thumbnails of the outputs in the bundle (default: hashes only)")
     p.add_argument("--nvidia-bug-report", action="store_true",
                    help="when the desktop regressed, capture nvidia-bug-report.sh --safe-mode into the bundle")
-    p.add_argument("--history", metavar="DB", help="history database (default: REPORTS/history.db)")
+    p.add_argument("--history", metavar="DB", help="history database (default: reports/history.db)")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_command)
@@ -47,13 +47,17 @@ def run_command(args: argparse.Namespace) -> int:
         scenarios = load_scenarios(scenario_path)
     else:
         raise StressError("give a scenario file (e.g. scenarios/demo.yaml) or --resume RUN_DIR")
+    from stress.paths import default_artifacts, default_history_db, default_reports
+
+    artifacts = Path(args.out) if args.out else default_artifacts()
+    reports = Path(args.reports) if args.reports else default_reports()
     progress = Progress.quiet() if args.quiet else Progress.for_stream(sys.stderr)
     codes = []
     for i, sc in enumerate(scenarios):
         if len(scenarios) > 1:
             progress.note(f"== run {i + 1}/{len(scenarios)}: {sc.name}")
         result = run_scenario(
-            sc, scenario_path, artifacts=Path(args.out), reports=None if args.no_report else Path(args.reports),
+            sc, scenario_path, artifacts=artifacts, reports=None if args.no_report else reports,
             resume_dir=resume_dir, progress=progress,
             report_options={"include_prompts": args.include_prompts,
                             "include_screenshots": args.include_screenshots,
@@ -72,8 +76,9 @@ def run_command(args: argparse.Namespace) -> int:
         if not args.no_history and result.status != "interrupted":
             from stress.history import try_record_run
 
-            db = Path(args.history) if args.history else Path(args.reports) / "history.db"
-            report_dir = None if args.no_report else Path(args.reports) / result.run_dir.name
+            db = Path(args.history) if args.history else (reports / "history.db" if args.reports
+                                                          else default_history_db())
+            report_dir = None if args.no_report else reports / result.run_dir.name
             warning = try_record_run(result.run_dir, report_dir, db)
             if warning:
                 result.warnings.append(warning)
