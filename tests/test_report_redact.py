@@ -157,3 +157,12 @@ def test_thumbnail_is_made_from_pixels_only(tmp_path):
         assert im.size == (128, 96)
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     assert thumbnail(tmp_path / "broken.jpg") is None
+
+
+def test_journal_text_gets_the_keyed_rules_too():
+    r = Redactor(users=["alice"], hosts=["box"], homes=["/root"])
+    line = ('{"ev":"environment","env":{"host":{"home":"/root","user":"alice"},"gpu":{"gpus":[{"uuid":"GPU-1234-abcd"}]},'
+            '"env_vars":{"HF_TOKEN":"hf_secretvalue","LOGNAME":"alice"}}}')
+    out = r.json_text(line)
+    assert "/root" not in out and "GPU-1234" not in out and "hf_secretvalue" not in out and "alice" not in out
+    assert json.loads(out)["env"]["host"]["home"] == "~"

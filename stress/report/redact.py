@@ -63,7 +63,13 @@ _JSON_PROMPT_RES = _json_key_res(("prompt", "negative_prompt", "prompt_text", "p
                                   "parameters"), _JSON_STR)
 _JSON_SERIAL_RES = _json_key_res(("serial", "board_serial", "serial_number", "board_serial_number"),
                                  r'("(?:[^"\\]|\\.)*"|-?\d+)')
-_JSON_USER_RES = _json_key_res(("user", "username", "hostname", "nodename"), _JSON_STR)
+_JSON_USER_RES = _json_key_res(("user", "username", "user_name", "login", "logname", "USER", "LOGNAME",
+                                "USERNAME", "hostname", "nodename"), _JSON_STR)
+# The keyed rules of Redactor.obj, for JSON text that is not parsed (the journal copy).
+_JSON_UUID_RES = _json_key_res(("uuid", "gpu_uuid"), _JSON_STR)
+_JSON_HOME_RES = _json_key_res(("home", "HOME"), _JSON_STR)
+_JSON_SECRET_RE = re.compile(r'"([A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH|COOKIE)[A-Za-z0-9_.-]*)"'
+                             r'(\s*:\s*)' + _JSON_STR, re.I)
 
 
 def count_tokens(text: str) -> int:
@@ -266,6 +272,11 @@ class Redactor:
         for probe, pat in _JSON_USER_RES:
             if probe in s:
                 s = pat.sub(self._json_user_sub, s)
+        for rules, mask in ((_JSON_UUID_RES, UUID_MASK), (_JSON_HOME_RES, "~")):
+            for probe, pat in rules:
+                if probe in s:
+                    s = pat.sub(lambda m, mask=mask: f'"{m.group(1)}"{m.group(2)}"{mask}"' if m.group(3) else m.group(0), s)
+        s = _JSON_SECRET_RE.sub(lambda m: f'"{m.group(1)}"{m.group(2)}"{SECRET_MASK}"' if m.group(3) else m.group(0), s)
         return self.text_lines(s)
 
     def _probes(self) -> list[str]:
