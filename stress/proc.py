@@ -34,7 +34,11 @@ def child_env(extra: dict | None = None) -> dict:
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Linux: have the kernel send ``sig`` to this process when its parent dies (PR_SET_PDEATHSIG),
-    so a lost supervisor never leaves children holding the GPU or the display. Safe as preexec_fn."""
+    so a lost supervisor never leaves children holding the GPU or the display.
+
+    Called by the child itself at start (preexec_fn is unsafe in a threaded parent). The kernel ties
+    this to the parent *thread* that forked the child: spawn such children from a long-lived thread
+    (the supervisor spawns them from its main thread)."""
     try:
         import ctypes
 

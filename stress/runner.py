@@ -23,7 +23,7 @@ from stress import __version__
 from stress.errors import ExitCode, StressError
 from stress.journal import Journal, RunDir, new_run_id, read_journal, write_json_atomic
 from stress.plan import Job, accounting, expand
-from stress.proc import child_env, describe_returncode, die_with_parent, signame, tail_file
+from stress.proc import child_env, describe_returncode, signame, tail_file
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
@@ -295,8 +295,7 @@ class Supervisor:
             cmd += ["--gpu-memory", self.sc.session.gpu_memory]
         self.progress.note("preflight: predicting peak GPU memory per resolution")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=child_env(),
-                                  preexec_fn=die_with_parent)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=child_env())
             result = json.loads(proc.stdout) if proc.returncode == 0 else None
             reason = None if result else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
         except (subprocess.TimeoutExpired, ValueError, OSError) as exc:

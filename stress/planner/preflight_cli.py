@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-dir", required=True)
     ap.add_argument("--gpu-memory", default=None)
     args = ap.parse_args(argv)
+    from stress.proc import die_with_parent
 
+    die_with_parent()  # preexec_fn is unsafe in the threaded supervisor: the child asks the kernel itself
     from stress.planner import preflight
     from stress.planner.gpu import resolve_gpu_memory
     from stress.scenario import Scenario

@@ -24,6 +24,9 @@ MODULES = {"screenshot": "stress.probes.screenshot", "decode": "stress.probes.de
 
 
 def main(argv: list[str]) -> int:
+    from stress.proc import die_with_parent
+
+    die_with_parent()  # a probe must not outlive the supervisor that waits for it
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
