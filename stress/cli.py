@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+from typing import Callable
 
 from stress import __version__
 from stress.errors import ExitCode, StressError
@@ -60,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return int(ExitCode.BAD_INPUT)
+    return guarded(lambda: args.func(args))
+
+
+def guarded(fn: Callable[[], int]) -> int:
+    """Run ``fn`` the way every entry point must: a StressError is ``error:`` lines and its exit
+    code, Ctrl-C is 130, anything else is a bug with its traceback saved to a file."""
     try:
-        return int(args.func(args))
+        return int(fn())
     except StressError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)

@@ -902,29 +902,27 @@ def _iteration_main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
+    from stress.cli import guarded
+
+    return guarded(lambda: _iteration(args))
+
+
+def _iteration(args: argparse.Namespace) -> int:
     from stress.progress import Progress
     from stress.runner import load_resumable, run_scenario
     from stress.scenario import Scenario
 
+    cfg = read_config(Path(args.state))
+    entry = cfg["scenarios"][args.slot]
+    resume = Path(args.resume) if args.resume else None
     try:
-        cfg = read_config(Path(args.state))
-        entry = cfg["scenarios"][args.slot]
-        resume = Path(args.resume) if args.resume else None
-        try:
-            sc = load_resumable(resume) if resume else Scenario.model_validate(entry["resolved"])
-        except ValueError as exc:  # pydantic's ValidationError: soak.json was edited or damaged
-            raise SoakHarnessError(f"{args.state}/{STATE_FILE}: scenario {entry.get('name')!r} cannot be "
-                                   f"read back ({str(exc).splitlines()[0]})") from None
-        result = run_scenario(sc, Path(entry["source"]), artifacts=Path(args.out), reports=Path(args.reports),
-                              resume_dir=resume, progress=Progress.for_stream(sys.stderr),
-                              report_options=cfg.get("report_options") or None)
-    except StressError as exc:
-        for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
+        sc = load_resumable(resume) if resume else Scenario.model_validate(entry["resolved"])
+    except ValueError as exc:  # pydantic's ValidationError: soak.json was edited or damaged
+        raise SoakHarnessError(f"{args.state}/{STATE_FILE}: scenario {entry.get('name')!r} cannot be "
+                               f"read back ({str(exc).splitlines()[0]})") from None
+    result = run_scenario(sc, Path(entry["source"]), artifacts=Path(args.out), reports=Path(args.reports),
+                          resume_dir=resume, progress=Progress.for_stream(sys.stderr),
+                          report_options=cfg.get("report_options") or None)
     v = result.verdict or {}
     print(f"run:     {result.run_dir}  ({result.status})", file=sys.stderr)
     print(f"verdict: {v.get('verdict')}  (exit {result.exit_code})", file=sys.stderr)
