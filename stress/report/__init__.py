@@ -107,7 +107,7 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
         warnings.extend(chart_warnings)
         _write_text(html_path, render_html(report, charts))
     except Exception as exc:  # noqa: BLE001
-        warnings.append(f"report.html could not be rendered ({type(exc).__name__}: {exc}); wrote a stub")
+        warnings.append(f"report.html could not be rendered ({type(exc).__name__}: {exc}); wrote a minimal fallback")
         _write_text(html_path, _fallback_html(run_id, f"{type(exc).__name__}: {exc}"))
 
     ticket_path = out_dir / "ticket.md"
@@ -116,7 +116,7 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
 
         _write_text(ticket_path, render_ticket(report, bundle_name=bundle_name if bundle else None))
     except Exception as exc:  # noqa: BLE001
-        warnings.append(f"ticket.md could not be rendered ({type(exc).__name__}: {exc}); wrote a stub")
+        warnings.append(f"ticket.md could not be rendered ({type(exc).__name__}: {exc}); wrote a minimal fallback")
         _write_text(ticket_path, f"# {run_id}\n\nticket.md could not be rendered ({exc}); see report.json.\n")
 
     bundle_path: Path | None = None
