@@ -26,6 +26,7 @@ def build_run_json(run_dir: str | Path) -> dict:
     contents = read_journal(rd.journal)
     events = contents.events
     images: dict[int, dict] = {}
+    probes: list[dict] = []
     workers: list[dict] = []
     missing: list[str] = []
     for ev in events:
@@ -34,6 +35,9 @@ def build_run_json(run_dir: str | Path) -> dict:
             rec = {k: v for k, v in ev.items() if k not in ("ev",)}
             rec["finished_at"] = rec.pop("t", None)
             images[ev["index"]] = rec
+        elif kind == "probe":
+            probes.append({k: ev.get(k) for k in ("phase", "visit", "kind", "rep", "status", "latency_s", "reason")
+                           if ev.get(k) is not None} | {"t": ev.get("t")})
         elif kind == "worker_start":
             workers.append({"worker": ev.get("worker"), "pid": ev.get("pid"), "reason": ev.get("reason"),
                             "started_at": ev.get("t")})
@@ -79,11 +83,12 @@ def build_run_json(run_dir: str | Path) -> dict:
         "started_at": started,
         "ended_at": ended,
         "wall_s": round(ended - started, 3) if started and ended else None,
-        "verdict": {k: verdict.get(k) for k in ("verdict", "reasons", "exit_code")} if verdict else None,
+        "verdict": {k: verdict.get(k) for k in ("verdict", "reasons", "exit_code", "details")} if verdict else None,
         "outcomes": outcomes,
         "planned_images": planned,
         "images": [images[i] for i in sorted(images)],
         "workers": workers,
+        "probes": probes,
         "scenario": _read_json(rd.scenario),
         "environment": _read_json(rd.environment),
         "missing": missing,

@@ -113,3 +113,21 @@ def test_run_json_from_a_damaged_journal(tmp_path):
     data = build_run_json(tmp_path)
     assert [i["index"] for i in data["images"]] == [0] and data["outcomes"] == {"ok": 1}
     assert any("not valid JSON" in m for m in data["missing"])
+
+
+def test_run_json_holds_probe_records_and_verdict_details(tmp_path):
+    from stress.rundata import build_run_json
+
+    with Journal(tmp_path / "journal.jsonl") as j:
+        j.append("run_start", run_id="r")
+        j.append("probe", phase="baseline", visit=0, kind="screenshot", rep=0, status="ok", latency_s=0.01, metrics={})
+        j.append("probe", phase="after", visit=0, kind="display", rep=0, status="fail", latency_s=0.02,
+                 reason="41% of pixels differ", metrics={})
+        j.append("verdict", verdict="reproduced", reasons=["after: display mismatched"], exit_code=10,
+                 details={"phases": {"after": {}}})
+        j.append("run_end", status="finished")
+    data = build_run_json(tmp_path)
+    assert [(p["phase"], p["kind"], p["status"]) for p in data["probes"]] == [
+        ("baseline", "screenshot", "ok"), ("after", "display", "fail")]
+    assert data["probes"][1]["reason"] == "41% of pixels differ"
+    assert data["verdict"]["verdict"] == "reproduced" and "phases" in data["verdict"]["details"]
