@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from PIL import Image
 
-from stress.probes.common import first_line
+from stress.probes.common import ProbeContext, first_line, result
 
 Region = dict  # {"left", "top", "width", "height"}
 
@@ -246,3 +246,14 @@ def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
         except Unsupported as exc:
             reasons.append(str(exc))
     raise Unsupported("no screenshot backend works in this Wayland session (" + "; ".join(reasons) + ")")
+
+
+def capturer_for(ctx: ProbeContext) -> tuple[Capturer | None, dict | None]:
+    """The probe's capturer, or the result a probe returns when there is none: ``unsupported`` when no
+    backend can work here, ``fail`` when the display refused the connection."""
+    try:
+        return open_capturer(ctx.config.screenshot_backend, ctx.session, ctx.remaining()), None
+    except Unsupported as exc:
+        return None, result("unsupported", reason=str(exc))
+    except CaptureError as exc:
+        return None, result("fail", reason=str(exc), connect_failed=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stress.probes.capture import CaptureError, Unsupported, open_capturer
+from stress.probes.capture import CaptureError, capturer_for
 from stress.probes.common import (ProbeContext, compare, first_line, keep_frame, ppm_bytes, result,
                                   should_keep, make_pattern)
 
@@ -63,12 +63,9 @@ def probe(ctx: ProbeContext) -> dict:
         import tkinter
     except ImportError:
         return result("unsupported", reason="tkinter is not available in this Python (install python3-tk)")
-    try:
-        cap = open_capturer(cfg.screenshot_backend, ctx.session, ctx.remaining())
-    except Unsupported as exc:
-        return result("unsupported", reason=str(exc))
-    except CaptureError as exc:
-        return result("fail", reason=str(exc), connect_failed=True)
+    cap, refused = capturer_for(ctx)
+    if refused:
+        return refused
     root = None
     try:
         try:

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import time
 
-from stress.probes.capture import CaptureError, Unsupported, open_capturer
+from stress.probes.capture import CaptureError, capturer_for
 from stress.probes.common import ProbeContext, frame_stats, keep_frame, result, should_keep
 
 
 def probe(ctx: ProbeContext) -> dict:
     cfg = ctx.config
     t0 = time.perf_counter()
-    try:
-        cap = open_capturer(cfg.screenshot_backend, ctx.session, ctx.remaining())
-    except Unsupported as exc:
-        return result("unsupported", reason=str(exc))
-    except CaptureError as exc:
-        return result("fail", reason=str(exc), connect_failed=True)
+    cap, refused = capturer_for(ctx)
+    if refused:
+        return refused
     connect_s = time.perf_counter() - t0
     captures: list[dict] = []
     problems: list[str] = []

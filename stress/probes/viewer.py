@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from stress.probes.capture import CaptureError, Unsupported, open_capturer
+from stress.probes.capture import CaptureError, capturer_for
 from stress.probes.common import ProbeContext, first_line, frame_stats, keep_frame, result, should_keep
 from stress.probes.decode import ensure_reference
 
@@ -75,12 +75,9 @@ def probe(ctx: ProbeContext) -> dict:
         return result("unsupported", reason=f"viewer {template[0] if template else '(none)'!r} is not on PATH")
     path = _image_for(ctx)
     argv = [part.replace("{path}", str(path)) for part in template]
-    try:
-        cap = open_capturer(cfg.screenshot_backend, ctx.session, ctx.remaining())
-    except Unsupported as exc:
-        return result("unsupported", reason=str(exc))
-    except CaptureError as exc:
-        return result("fail", reason=str(exc), connect_failed=True)
+    cap, refused = capturer_for(ctx)
+    if refused:
+        return refused
     log = ctx.probes_dir / f".{ctx.tag}-viewer.log"
     ctx.probes_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"command": argv[0], "image": str(path.relative_to(ctx.run_dir))}
