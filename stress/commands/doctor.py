@@ -224,7 +224,7 @@ def check_display() -> tuple[Check, dict]:
                  f"no graphical session ({s['type']}: DISPLAY and WAYLAND_DISPLAY are not set; {who}): the desktop "
                  "probes will record 'unavailable' and a run's verdict will be inconclusive",
                  fix="run stress from a terminal inside the desktop session, or set probes.display "
-                     "(e.g. ':0'); for a smoke test: Xvfb :99 & DISPLAY=:99 stress run ...",
+                     "(e.g. ':0'); for a smoke test: Xvfb :99 & DISPLAY=:99 gpu-stress run ...",
                  details=s), s
 
 
@@ -354,7 +354,7 @@ _MARK = {"ok": "ok", "warn": "warn", "missing": "MISSING", "fail": "FAIL", "skip
 
 def _print_human(report: dict) -> None:
     out = sys.stdout
-    print("stress doctor: what a run will record on this machine\n", file=out)
+    print("gpu-stress doctor: what a run will record on this machine\n", file=out)
     for c in report["checks"]:
         print(f"  {_MARK[c['status']]:<8}{c['title']:<34}{c['summary']}", file=out)
         if c["fix"] and c["status"] != "ok":
