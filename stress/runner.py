@@ -21,6 +21,7 @@ from typing import Any
 
 from stress import __version__
 from stress.errors import ExitCode, StressError
+from stress.events import FROM_WORKER, JOURNAL_FORMAT
 from stress.journal import Journal, RunDir, new_run_id, read_journal, write_json_atomic
 from stress.plan import Job, accounting, expand
 from stress.proc import child_env, describe_returncode, signame, tail_file
@@ -95,6 +96,10 @@ class WorkerHandle:
                 continue
             kind = msg.get("msg")
             if kind == "event":
+                if msg.get("ev") not in FROM_WORKER:
+                    self.journal.append("warning", message=f"worker {self.ordinal} sent an unknown event "
+                                                           f"kind {str(msg.get('ev'))[:40]!r}; dropped")
+                    continue
                 self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
                 continue
             if kind == "eof":
@@ -216,7 +221,7 @@ class Supervisor:
             self.journal = Journal(self.rd.journal)
         env = __import__("stress.environment", fromlist=["collect"]).collect()
         write_json_atomic(self.rd.environment, env)
-        self.journal.append("run_start", run_id=self.rd.run_id, scenario=self.sc.name,
+        self.journal.append("run_start", format=JOURNAL_FORMAT, run_id=self.rd.run_id, scenario=self.sc.name,
                             scenario_sha256=_sha256_json(self.sc.model_dump(mode="json")), argv=self.argv,
                             stress_version=__version__, pid=os.getpid(), resumed=self.resume,
                             base_dir=str(self.base_dir))

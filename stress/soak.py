@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, TextIO
 from stress.paths import default_artifacts, default_reports
 from stress.proc import child_env, die_with_parent, signame
 from stress.errors import ExitCode, StressError
+from stress.events import JOURNAL_FORMAT, LEDGER
 from stress.journal import Journal, RunDir, _slug, new_run_id, read_journal, write_json_atomic
 
 STATE_FORMAT = 1
@@ -521,8 +522,8 @@ class Soak:
         st = replay(self.state_dir)
         resumed = bool(st.attempts) or st.last_end is not None
         _end_torn_line(self.state_dir / JOURNAL_FILE)
-        self.journal = Journal(self.state_dir / JOURNAL_FILE)
-        self.journal.append("soak_start", soak_id=self.cfg["soak_id"], pid=os.getpid(), boot_id=self.boot_id_fn(),
+        self.journal = Journal(self.state_dir / JOURNAL_FILE, vocabulary=LEDGER)
+        self.journal.append("soak_start", format=JOURNAL_FORMAT, soak_id=self.cfg["soak_id"], pid=os.getpid(), boot_id=self.boot_id_fn(),
                             resumed=resumed, argv=sys.argv, previous_end=st.last_end.get("status") if st.last_end else None)
         if self.changes:
             self.journal.append("config", changes=self.changes)

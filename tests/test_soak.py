@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from stress.events import LEDGER
 from scipy.stats import binomtest
 
 from stress.errors import StressError
@@ -99,7 +101,7 @@ def new_state(tmp_path: Path, scen: Path, **opts) -> tuple[Path, dict]:
 
 
 def add_events(state: Path, *events: dict) -> None:
-    with Journal(state / JOURNAL_FILE, fsync=False) as j:
+    with Journal(state / JOURNAL_FILE, fsync=False, vocabulary=LEDGER) as j:
         for ev in events:
             ev = dict(ev)
             j.append(ev.pop("ev"), **ev)
