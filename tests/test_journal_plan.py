@@ -43,7 +43,7 @@ def test_docs_list_every_event_kind():
     from stress.events import RUN
 
     text = Path("docs/journal.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M)) - {"ev"}   # "ev" heads the table
     assert documented == set(RUN), (sorted(documented - set(RUN)), sorted(set(RUN) - documented))
 
 
