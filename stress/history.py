@@ -19,9 +19,7 @@ The schema is versioned with ``PRAGMA user_version`` and upgraded in place by :d
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from stress.errors import ExitCode, StressError
+from stress.stats import finite, mann_whitney, median
 from stress.journal import RunDir, read_journal
 
 DEFAULT_DB = Path("reports") / "history.db"   # relative form; commands use stress.paths.default_history_db()
@@ -182,16 +181,6 @@ class RunSummary:
         return out
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
 def _environment(rd: RunDir, events_env: dict | None) -> dict:
     try:
         env = json.loads(rd.environment.read_text(encoding="utf-8"))
@@ -237,7 +226,7 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
                 break
     s.started_at = start.get("t") or (events[0].get("t") if events else None)
     s.ended_at = end.get("t") if end else (events[-1].get("t") if events else None)
-    s.wall_s = _num(end.get("wall_s")) if end else None
+    s.wall_s = finite(end.get("wall_s")) if end else None
     if s.wall_s is None and s.started_at and s.ended_at:
         s.wall_s = round(s.ended_at - s.started_at, 3)
     host = env.get("host") if isinstance(env.get("host"), dict) else {}
@@ -269,24 +258,24 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
         kind = ev.get("ev")
         if kind == "image" and isinstance(ev.get("index"), int):
             images[ev["index"]] = ev  # the last record of an index wins (a resumed run redid it)
-        elif kind == "image_start" and isinstance(ev.get("index"), int) and _num(ev.get("t")) is not None:
+        elif kind == "image_start" and isinstance(ev.get("index"), int) and finite(ev.get("t")) is not None:
             starts_at[ev["index"]] = float(ev["t"])
         elif kind == "probe":
             key = f"{ev.get('phase')}:{ev.get('kind')}"
-            if ev.get("status") == "ok" and _num(ev.get("latency_s")) is not None:
+            if ev.get("status") == "ok" and finite(ev.get("latency_s")) is not None:
                 probe_lat.setdefault(key, []).append(float(ev["latency_s"]))
             elif ev.get("status") in ("fail", "timeout", "error"):
                 probe_fail[ev.get("phase") or "?"] = probe_fail.get(ev.get("phase") or "?", 0) + 1
         elif kind == "xid":
             xids += 1
-        elif kind == "nvml" and _num(ev.get("mu")) is not None:
+        elif kind == "nvml" and finite(ev.get("mu")) is not None:
             nvml_peak = max(nvml_peak or 0.0, float(ev["mu"]))
         elif kind == "alloc":
-            if _num(ev.get("peak_reserved")) is not None:
+            if finite(ev.get("peak_reserved")) is not None:
                 torch_peak = max(torch_peak or 0.0, float(ev["peak_reserved"]))
-            if _num(ev.get("peak_rss")) is not None:
+            if finite(ev.get("peak_rss")) is not None:
                 host_rss_peak = max(host_rss_peak or 0.0, float(ev["peak_rss"]))
-        elif kind == "worker_ready" and _num(ev.get("load_s")) is not None:
+        elif kind == "worker_ready" and finite(ev.get("load_s")) is not None:
             load_s.append(float(ev["load_s"]))
 
     ok = [r for r in images.values() if r.get("outcome") == "ok"]
@@ -299,21 +288,21 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     stages: dict[str, list[float]] = {}
     for r in sorted(ok, key=lambda r: r["index"]):
         timings = r.get("timings") if isinstance(r.get("timings"), dict) else {}
-        vals = {k: float(v) for k, v in timings.items() if _num(v) is not None}
+        vals = {k: float(v) for k, v in timings.items() if finite(v) is not None}
         if vals:
             per_image.append(round(sum(vals.values()), 6))
             for k, v in vals.items():
                 stages.setdefault(k, []).append(v)
     if per_image:
         s.samples["image_s"] = per_image
-        m["image_s_median"] = _median(per_image)
+        m["image_s_median"] = median(per_image)
     for stage, vals in stages.items():
         s.samples[f"stage_s:{stage}"] = vals
-        m[f"stage_s_median:{stage}"] = _median(vals)
+        m[f"stage_s_median:{stage}"] = median(vals)
     # Throughput over the time images were in flight (image_start .. its record), merged across
     # overlapping batches: model loading and the downtime before a resume do not count.
     spans = sorted((starts_at[i], r["t"]) for i, r in images.items()
-                   if i in starts_at and _num(r.get("t")) is not None and r["t"] >= starts_at[i])
+                   if i in starts_at and finite(r.get("t")) is not None and r["t"] >= starts_at[i])
     span = 0.0
     cur_a = cur_b = None
     for a, b in spans:
@@ -331,7 +320,7 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
         m["images_per_min"] = round(len(ok) * 60.0 / span, 4)
     for key, vals in probe_lat.items():
         s.samples[f"probe_latency_s:{key}"] = vals
-        m[f"probe_latency_median:{key}"] = _median(vals)
+        m[f"probe_latency_median:{key}"] = median(vals)
     m["probe_failures"] = float(sum(probe_fail.values()))
     for phase, n in probe_fail.items():
         m[f"probe_failures:{phase}"] = float(n)
@@ -496,7 +485,7 @@ def find_run(db_path: str | Path, ref: str, *, with_samples: bool = True) -> Run
 
 def trends(runs: list[RunSummary]) -> list[dict]:
     """Per (scenario, machine, GPU, driver): runs, reproductions with a Wilson interval, speed."""
-    from stress.soak import incidence
+    from stress.stats import incidence
 
     groups: dict[tuple, list[RunSummary]] = {}
     for r in runs:
@@ -511,7 +500,7 @@ def trends(runs: list[RunSummary]) -> list[dict]:
             "scenario": scenario, "machine": host, "gpu": gpu, "driver": driver, "runs": len(rs),
             "verdicts": {v or "none": verdicts.count(v) for v in sorted(set(verdicts), key=str)},
             "incidence": incidence(verdicts),
-            "images_per_min_median": _median(ipm), "image_s_median": _median(ims),
+            "images_per_min_median": median(ipm), "image_s_median": median(ims),
             "first": min(starts) if starts else None, "last": max(starts) if starts else None,
         })
     out.sort(key=lambda g: (str(g["scenario"]), str(g["machine"]), g["last"] or 0))
@@ -544,22 +533,6 @@ def _direction(metric: str, change: float) -> str:
     return "better" if better else "worse"
 
 
-def mann_whitney(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Mann-Whitney U p-value, or None when it cannot be computed."""
-    import warnings
-
-    from scipy.stats import mannwhitneyu
-
-    if not a or not b:
-        return None
-    if len(set(a) | set(b)) == 1:
-        return 1.0  # every value identical: no difference at all
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    return p if math.isfinite(p) else None
-
-
 def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.05,
                  min_samples: int = 3) -> dict:
     """Per metric: A, B, the change, and its significance where samples allow a test.
@@ -568,7 +541,7 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
     pooled samples of each side; any metric is tested on its per-run values when both sides have at
     least ``min_samples`` runs; otherwise only the change is given.
     """
-    from stress.soak import incidence
+    from stress.stats import incidence
 
     names = sorted({k for r in [*a, *b] for k in r.metrics})
     rows = []
@@ -576,7 +549,7 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
         av = [r.metrics[name] for r in a if r.metrics.get(name) is not None]
         bv = [r.metrics[name] for r in b if r.metrics.get(name) is not None]
         if not av or not bv:
-            rows.append({"metric": name, "a": _median(av), "b": _median(bv), "change": None, "relative": None,
+            rows.append({"metric": name, "a": median(av), "b": median(bv), "change": None, "relative": None,
                          "p": None, "basis": "one side only", "n_a": len(av), "n_b": len(bv),
                          "significant": False, "direction": None})
             continue
@@ -584,11 +557,11 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
         a_s = [x for r in a for x in r.samples.get(key, [])] if key else []
         b_s = [x for r in b for x in r.samples.get(key, [])] if key else []
         if len(a_s) >= min_samples and len(b_s) >= min_samples:
-            va, vb, p, basis, na, nb = _median(a_s), _median(b_s), mann_whitney(a_s, b_s), "samples", len(a_s), len(b_s)
+            va, vb, p, basis, na, nb = median(a_s), median(b_s), mann_whitney(a_s, b_s), "samples", len(a_s), len(b_s)
         elif len(av) >= min_samples and len(bv) >= min_samples:
-            va, vb, p, basis, na, nb = _median(av), _median(bv), mann_whitney(av, bv), "runs", len(av), len(bv)
+            va, vb, p, basis, na, nb = median(av), median(bv), mann_whitney(av, bv), "runs", len(av), len(bv)
         else:
-            va, vb, p, basis, na, nb = _median(av), _median(bv), None, "single values", len(av), len(bv)
+            va, vb, p, basis, na, nb = median(av), median(bv), None, "single values", len(av), len(bv)
         change = vb - va
         rows.append({"metric": name, "a": va, "b": vb, "change": change,
                      "relative": (change / va) if va else None, "p": p, "basis": basis, "n_a": na, "n_b": nb,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from stress.report.data import build_report
+from stress.report.build import build_report
 from stress.report.ticket import FIELDS, incidence, render_ticket
 from synth_journal import Synth, make_run
 

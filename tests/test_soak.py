@@ -24,8 +24,9 @@ from stress.errors import StressError
 from stress.history import query_runs
 from stress.journal import Journal, read_journal
 from stress.junit import case_from_verdict, to_xml, write_soak_junit
-from stress.soak import (JOURNAL_FILE, Soak, SoakHarnessError, classify_run, frequency_word, incidence, parse_size,
-                         prepare_state, replay, wilson_interval)
+from stress.soak import JOURNAL_FILE, Soak, SoakHarnessError, classify_run, prepare_state, replay
+from stress.stats import frequency_word, incidence, wilson_interval
+from stress.units import parse_size
 from tests.conftest import ROOT, run_cli
 from tests.test_history import make_run
 
