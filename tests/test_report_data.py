@@ -340,7 +340,7 @@ def test_long_runs_get_a_detailed_end(tmp_path, finished):
 
 def test_machine_gpus_carry_what_the_sampler_wrote(finished):
     """The gpu_static names are the field table's (stress.fields.GPU_STATIC): nothing is lost on the way."""
-    r = build_report(finished).report
+    _, r = finished
     (gpu,) = r["machine"]["gpus"]
     assert gpu["pcie_max_gen"] == 4 and gpu["pcie_max_width"] == 16 and gpu["power_default_limit_w"] == 450.0
     assert gpu["bar1_total"] == 256 * MiB
