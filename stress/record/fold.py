@@ -132,6 +132,7 @@ class RunRecord:
         self.kmsg_count = 0
         self.kmsg_suppressed = 0
         self.kmsg_tail: deque = deque(maxlen=100)
+        self.alloc_events: list[dict] = []     # the allocator events as written (a few per image)
         self.probes: list[dict] = []           # the probe events as written (the judge reads them)
         self.display_gone: list[dict] = []     # host.dsgone: display processes that went away
         self.torn_tail = False
@@ -329,6 +330,7 @@ class RunRecord:
             self._display_seen_any = True
 
     def _alloc(self, ev: dict, t: float) -> None:
+        self.alloc_events.append(ev)
         values: dict = {}
         _numbers(ev, values)
         self.alloc.add(t, values)

@@ -27,6 +27,7 @@ from stress.report.schema import SCHEMA_VERSION
 from stress.report.sections import (_command, _image_records, _machine, _probes, _prompts_in_outputs,
                                     _redacted_scenario, _scenario_prompts, _source_states, _verdict, _workload)
 from stress.report.series import TIMELINE_BUCKETS, _arrays, _gaps, _metric_summary, minmax_downsample
+from stress.analysis import incidence, metric_changed
 from stress.stats import rnd
 
 ZOOM_AFTER_S = 1200              # runs longer than this get a detailed view of their end
@@ -41,6 +42,15 @@ def _read_json_file(path: Path, notes: list[str]) -> Any:
     except (OSError, ValueError) as exc:
         notes.append(f"{path.name} cannot be read ({type(exc).__name__}); it is left out")
         return None
+
+
+def _probes_config(scenario: dict | None):
+    from stress.probes.config import ProbesConfig
+
+    try:
+        return ProbesConfig.model_validate((scenario or {}).get("probes") or {})
+    except ValueError:
+        return ProbesConfig()
 
 
 @dataclass
@@ -139,6 +149,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
             pm = re.fullmatch(r"procs\[(.+)\]\.mem", key)
             group = rec.proc_groups.get(pm.group(1)) if pm else ("display" if key.startswith("display[") else None)
             m["group"] = group
+            m["changed"] = metric_changed(m)
             metrics.append(m)
             if info.chart:
                 tt, vv = minmax_downsample(t, v, TIMELINE_BUCKETS, glimit)
@@ -236,6 +247,9 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
            "resumed": bool(run_start.get("resumed")) or bool(rec.resumes),
            "wall_s": workload["wall_s"]}
     verdict = _verdict(rec, missing)
+    if isinstance(verdict.get("details"), dict) and "incidence" not in verdict["details"]:
+        # written by a version before the judge gave the incidence: the judge gives it now
+        verdict["details"]["incidence"] = incidence(rec.probes, verdict, _probes_config(scenario))
     completeness = {"complete": not missing, "missing": missing, "notes": notes, "torn_tail": rec.torn_tail,
                     "bad_lines": len(rec.bad_lines), "events": rec.count,
                     "event_counts": dict(rec.kinds.most_common()),

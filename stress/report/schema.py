@@ -129,6 +129,7 @@ class Metric(_Strict):
     delta_last: float | None
     increments: int | None = Field(None, description="counters: how many samples saw the counter rise")
     first_increase_t: float | None = None
+    changed: bool = Field(False, description="the judge's word (stress.analysis.metric_changed): worth listing")
 
 
 class Gap(_Strict):

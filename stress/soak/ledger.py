@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import field
 from pathlib import Path
 
+from stress.record import fold
 from stress.journal import RunDir, read_journal
 from stress.soak.state import FINISHED_STATUSES, JOURNAL_FILE
 
@@ -81,17 +82,15 @@ def classify_run(run_dir: Path | None) -> dict:
     """What an attempt's run directory says about how it ended (pure apart from reading it)."""
     if run_dir is None:
         return {"state": "none", "why": "no run directory was created"}
-    contents = read_journal(RunDir(run_dir).journal)
-    end = contents.last("run_end")
-    verdict = contents.last("verdict")
-    last_t = contents.events[-1].get("t") if contents.events else None
+    rec = fold(RunDir(run_dir).journal)
+    end, verdict, last_t = rec.run_end, rec.verdict, rec.last_t
     if end and end.get("status") in FINISHED_STATUSES and verdict:
         return {"state": "finished", "status": end["status"], "verdict": verdict, "last_t": last_t}
     if end and end.get("status") == "interrupted":
         return {"state": "interrupted", "status": "interrupted", "why": "the run was interrupted (SIGINT/SIGTERM)",
                 "last_t": last_t}
     why = "the run has no run_end: its supervisor was killed, crashed, or the machine stopped"
-    if contents.torn_tail:
+    if rec.torn_tail:
         why += " (the journal's last line was cut off mid-write)"
     return {"state": "incomplete", "status": "incomplete", "why": why, "last_t": last_t}
 

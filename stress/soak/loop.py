@@ -16,7 +16,8 @@ from typing import Any, Callable, TextIO
 from stress.proc import child_env, signame
 from stress.errors import ExitCode, most_severe
 from stress.events import JOURNAL_FORMAT, LEDGER
-from stress.journal import Journal, RunDir, read_journal, write_json_atomic
+from stress.record import derived, fold
+from stress.journal import Journal, RunDir, write_json_atomic
 from stress.stats import incidence
 from stress.units import format_size
 from stress.soak.ledger import SoakState, classify_run, find_run_dir, replay
@@ -335,14 +336,15 @@ class Soak:
         if retry_report and not (report_dir / "report.json").exists():
             self._write_report(rd.root, report_dir)
         v = c["verdict"]
-        contents = read_journal(rd.journal)
-        first, end = contents.first("run_start") or {}, contents.last("run_end") or {}
+        rec = fold(rd.journal)
+        first, end = rec.run_start or {}, rec.run_end or {}
+        counts = derived.counts(rec)
         ev = self.journal.append(
             "iteration_end", iteration=start["iteration"], attempt=start["attempt"], scenario=start["scenario"],
             run_id=rd.run_id, run_dir=self.rel(rd.root), report_dir=str(report_dir),
             verdict=v.get("verdict"), reasons=list(v.get("reasons") or [])[:20], exit_code=v.get("exit_code"),
             status=c["status"], started_at=first.get("t"), ended_at=end.get("t"), wall_s=end.get("wall_s"),
-            images_ok=end.get("images_ok"), images_failed=end.get("images_failed"), adopted=adopted)
+            images_ok=counts.ok, images_failed=counts.failed, adopted=adopted)
         self.note(f"iteration {start['iteration']}: {v.get('verdict')} ({c['status']}, {rd.run_id})"
                   + (" [adopted: it finished while the soak was down]" if adopted else ""))
         if self.cfg.get("history"):
