@@ -31,7 +31,6 @@ from stress.record import derived, load
 from stress.stats import finite, mann_whitney, median, rnd
 from stress.journal import RunDir
 
-DEFAULT_DB = Path("reports") / "history.db"   # relative form; commands use stress.paths.default_history_db()
 
 
 class HistoryError(StressError):

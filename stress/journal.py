@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from stress.events import JOURNAL_FORMAT, RUN, Kind
+from stress.events import RUN, Kind
 
 
 def _dumps(obj: Any) -> str:

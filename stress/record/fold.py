@@ -451,13 +451,6 @@ class RunRecord:
         self.resumes.append(ev)
 
 
-def _keep_first(name: str):
-    def handler(rec: "RunRecord", ev: dict, t: float) -> None:
-        if getattr(rec, name) is None:
-            setattr(rec, name, ev)
-    return handler
-
-
 def _keep_last(name: str):
     def handler(rec: "RunRecord", ev: dict, t: float) -> None:
         setattr(rec, name, ev)
@@ -474,7 +467,6 @@ _HANDLERS = {
     "monitors_summary": _keep_last("monitors_summary"),
     "resume": RunRecord._resume,
 }
-
 
 
 def fold(path: str | os.PathLike) -> RunRecord:

@@ -152,12 +152,6 @@ class Redactor:
             self.prompts[text] = prompt_placeholder(text)
             self._compiled = False
 
-    def add_serial(self, serial: Any) -> None:
-        s = str(serial) if serial is not None else ""
-        if len(s) >= 4 and s not in self.serials and s.lower() not in ("n/a", "none", "unknown", "[n/a]"):
-            self.serials.add(s)
-            self._compiled = False
-
     def _compile(self) -> None:
         subs: list[tuple[re.Pattern, str, str]] = []   # (pattern, replacement, presence probe)
         # Longest first, so /home/alice/x is taken as a home path before "alice" is taken as a name.

@@ -316,7 +316,7 @@ class Soak:
             return
         why = c["why"]
         if rc is not None and c["state"] != "interrupted":
-            how = f"signal {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
+            how = f"signal {signame(-rc)}" if rc < 0 else f"exit status {rc}"
             why = f"the run's supervisor ended with {how}: {why}"
             tail = _log_tail(folder / "soak-iteration.log")
             if tail:
@@ -474,7 +474,6 @@ class Soak:
         return SoakResult(self.state_dir, status, code, message, summ)
 
 
-_signame = signame
 
 
 def _log_tail(path: Path, limit: int = 300) -> str:
