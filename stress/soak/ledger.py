@@ -2,13 +2,15 @@
 about how it ended (through the one fold of a run, ``stress.record``)."""
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stress.record import fold
 from stress.journal import RunDir, read_journal
 from stress.soak.state import FINISHED_STATUSES, JOURNAL_FILE
 
+
+@dataclass
 class SoakState:
     """The soak journal replayed: what is done, what was interrupted, what was in flight."""
 
