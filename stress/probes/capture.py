@@ -1,4 +1,5 @@
-"""Screen capture backends: mss on X11; grim or the xdg-desktop-portal on Wayland.
+"""Screen capture backends: mss on X11; on Wayland grim, the compositor's own screenshooter
+(:mod:`stress.probes.wl_capture`: weston, KWin) or the xdg-desktop-portal, chosen by the compositor.
 
 Each backend returns frames as (H, W, 3) RGB uint8 arrays. A backend that cannot work in this
 session raises :class:`Unsupported` (recorded as ``unsupported: <reason>``); a backend that should
@@ -226,26 +227,55 @@ class PortalCapturer:
         pass
 
 
+# The compositor's own screenshooter first, then the generic ones. ``None``: any compositor.
+_WAYLAND_ORDER = {"weston": ("weston", "portal"), "kwin_wayland": ("kwin", "portal"),
+                  "gnome-shell": ("portal",)}
+WLROOTS_ORDER = ("grim", "portal")
+
+
+def wayland_backends(compositor: str | None) -> tuple[str, ...]:
+    """Capture backends to try, in order, on a Wayland compositor named ``compositor`` (its comm)."""
+    if compositor == "mutter":
+        return ()   # mutter alone has no screenshot interface (gnome-shell's, or a PipeWire screencast)
+    return _WAYLAND_ORDER.get(compositor or "", WLROOTS_ORDER)
+
+
+def _make(backend: str, timeout: float) -> Capturer:
+    if backend == "grim":
+        return GrimCapturer(timeout)
+    if backend == "portal":
+        return PortalCapturer(timeout)
+    from stress.probes.wl_capture import KWinCapturer, WestonCapturer
+    return (WestonCapturer if backend == "weston" else KWinCapturer)(timeout)
+
+
 def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
     """The capture backend for this session; raises Unsupported when none can work."""
     if backend == "x11" or (backend == "auto" and session == "x11"):
         if not os.environ.get("DISPLAY"):
             raise Unsupported("the x11 backend needs DISPLAY")
         return MssCapturer()
-    if backend == "grim":
-        return GrimCapturer(timeout)
-    if backend == "portal":
-        return PortalCapturer(timeout)
+    if backend != "auto":
+        return _make(backend, timeout)
     # auto on Wayland: mss would only see XWayland's windows (black elsewhere), so it is never used.
+    # The compositor behind WAYLAND_DISPLAY (its socket's owner) decides which backends can work.
+    from stress.hw.display_id import compositor_name
+
+    comp = compositor_name()
+    order = wayland_backends(comp)
+    if not order:
+        raise Unsupported(f"{comp} offers no screenshot interface to clients (gnome-shell's Screenshot "
+                          "D-Bus service or a PipeWire screencast would be needed)")
     reasons = []
-    for make in (GrimCapturer, PortalCapturer):
+    for name in order:
         try:
-            cap = make(timeout)
+            cap = _make(name, timeout)
             cap.monitors()  # proves it works here; raises Unsupported otherwise
             return cap
         except Unsupported as exc:
             reasons.append(str(exc))
-    raise Unsupported("no screenshot backend works in this Wayland session (" + "; ".join(reasons) + ")")
+    raise Unsupported(f"no screenshot backend works on {comp or 'this Wayland compositor'} ("
+                      + "; ".join(reasons) + ")")
 
 
 def capturer_for(ctx: ProbeContext) -> tuple[Capturer | None, dict | None]:

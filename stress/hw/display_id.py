@@ -1,0 +1,157 @@
+"""Which processes are *behind the display the probes use*: the X server that owns ``$DISPLAY`` and the
+compositor that owns ``$WAYLAND_DISPLAY``, found from the sockets themselves, never from process names.
+
+- X11: the pid in the lock file ``/tmp/.X<n>-lock``, checked against the peer of a connection to the
+  server's socket (``SO_PEERCRED`` on ``/tmp/.X11-unix/X<n>``, or the abstract ``@/tmp/.X11-unix/X<n>``).
+  When a Wayland compositor listens on that socket for its Xwayland (wlroots, mutter, kwin start
+  Xwayland on demand), the ``Xwayland`` process serving ``:<n>`` is recorded too.
+- Wayland: the peer of a connection to ``$XDG_RUNTIME_DIR/$WAYLAND_DISPLAY`` (or an absolute path).
+
+These are the processes *under test*: their exit or restart is evidence. Any other display server or
+compositor running on the machine (another user's session, another job's Xvfb) is context only.
+Nothing here imports psutil or numpy: the probe child uses it to choose a capture backend.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+_VERSION = re.compile(r"\d+\.\d+(?:\.\d+)*")
+
+
+def peer_pid(address: str) -> int | None:
+    """Pid of the process that listens on a Unix socket (``\\0``-prefixed: abstract), via SO_PEERCRED."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(address)
+        pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                            struct.calcsize("3i")))
+        return pid if pid > 0 else None   # 0: the peer is in another pid namespace
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """Clock ticks since boot at which ``pid`` started: tells a restarted process from the old one."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _display_number(display: str | None) -> int | None:
+    m = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", (display or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _lock_pid(n: int) -> int | None:
+    try:
+        return int(Path(f"/tmp/.X{n}-lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _xwayland_for(n: int) -> int | None:
+    """The Xwayland process whose command line serves display ``:n`` (a compositor's child)."""
+    want = f":{n}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"Xwayland" and want in argv[1:]:
+            return int(entry)
+    return None
+
+
+def _proc(pid: int, role: str, via: str) -> dict:
+    return {"pid": pid, "name": comm(pid), "role": role, "via": via, "start": _start_time(pid)}
+
+
+def x_server(display: str | None) -> list[dict]:
+    """The process(es) behind an X display ``:n``: its socket's owner and, for Xwayland, the server."""
+    n = _display_number(display)
+    if n is None:
+        return []
+    out: list[dict] = []
+    owner = peer_pid(f"/tmp/.X11-unix/X{n}") or peer_pid(f"\0/tmp/.X11-unix/X{n}")
+    lock = _lock_pid(n)
+    if owner is not None:
+        out.append(_proc(owner, "x-server", f"socket /tmp/.X11-unix/X{n}"))
+    elif lock is not None and os.path.exists(f"/proc/{lock}"):
+        out.append(_proc(lock, "x-server", f"lock /tmp/.X{n}-lock"))
+    if out and out[0]["name"] != "Xwayland" and not (out[0]["name"] or "").startswith("X"):
+        # A Wayland compositor holds the X socket for its Xwayland: the server itself is that child.
+        xw = _xwayland_for(n)
+        out[0]["role"] = "compositor"
+        if xw is not None and xw != out[0]["pid"]:
+            out.append(_proc(xw, "x-server", f"Xwayland serving :{n}"))
+    return out
+
+
+def wayland_socket(env: dict[str, str]) -> str | None:
+    name = env.get("WAYLAND_DISPLAY")
+    if not name:
+        return None
+    if name.startswith("/"):
+        return name
+    rt = env.get("XDG_RUNTIME_DIR")
+    return os.path.join(rt, name) if rt else None
+
+
+def wayland_compositor(env: dict[str, str]) -> list[dict]:
+    path = wayland_socket(env)
+    pid = peer_pid(path) if path else None
+    return [_proc(pid, "compositor", f"socket {path}")] if pid else []
+
+
+def under_test(env: dict[str, str] | None = None) -> list[dict]:
+    """The display server and compositor processes behind the display in ``env`` (default: ours),
+    de-duplicated by pid: ``[{"pid", "name", "role", "via", "start"}]``. Empty without a display."""
+    env = dict(os.environ if env is None else env)
+    found: dict[int, dict] = {}
+    for p in wayland_compositor(env) + x_server(env.get("DISPLAY")):
+        found.setdefault(p["pid"], p)
+    return list(found.values())
+
+
+def compositor_name(env: dict[str, str] | None = None) -> str | None:
+    """The compositor the Wayland session in ``env`` talks to (``sway``, ``weston``, ``kwin_wayland``...)."""
+    procs = wayland_compositor(dict(os.environ if env is None else env))
+    return procs[0]["name"] if procs else None
+
+
+def version(pid: int, timeout: float = 3.0) -> str | None:
+    """The program's version, from ``<its executable> --version`` (``-version`` for X servers)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    name = os.path.basename(exe)
+    for flag in (("-version",) if name.startswith("X") else ("--version",)):
+        try:
+            out = subprocess.run([exe, flag], capture_output=True, text=True, timeout=timeout,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        for line in (out.stdout + "\n" + out.stderr).splitlines():
+            m = _VERSION.search(line)
+            if m and ("version" in line.lower() or name.lower() in line.lower() or line.startswith(name)):
+                return m.group(0)
+    return None
