@@ -19,7 +19,7 @@ from stress.probes.config import ProbesConfig
 BASELINE = "baseline"
 LATER_PHASES = ("during", "after", "after-exit")
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
-              "viewer": "external viewer"}
+              "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
 NOT_MEASURED = ("unsupported", "unavailable")
 # Failure categories, most specific first; a failed probe counts in the first one that matches.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -239,7 +240,7 @@ output HEADLESS-1 resolution {w}x{h} position 0 0 bg #2a5d8f solid_color
 default_border none
 default_floating_border none
 xwayland {xwayland}
-exec sh -c 'echo "$DISPLAY" > {dir}/display'
+exec sh -c '{allow}echo "$DISPLAY" > {dir}/display'
 """
 
 
@@ -253,7 +254,13 @@ def sway(width: int = 640, height: int = 480, xwayland: bool = True) -> Iterator
     rt = _runtime_dir(uid)
     log = rt / "sway.log"
     cfg = rt / "config"
-    cfg.write_text(SWAY_CONFIG.format(w=width, h=height, dir=rt, xwayland="force" if xwayland else "disable"))
+    # Xwayland lets in only sway's own user; the tests' user (root, when sway runs as nobody) is added.
+    allow = ""
+    if uid is not None:
+        require("xhost", package="x11-xserver-utils")
+        allow = f"xhost +si:localuser:{pwd.getpwuid(os.geteuid()).pw_name} >/dev/null 2>&1; "
+    cfg.write_text(SWAY_CONFIG.format(w=width, h=height, dir=rt, allow=allow,
+                                      xwayland="force" if xwayland else "disable"))
     if uid is not None:
         os.chown(cfg, uid, uid)
         os.chmod(rt, 0o755)    # root's probe clients connect anyway; sway (nobody) must reach its files

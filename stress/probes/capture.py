@@ -105,8 +105,10 @@ class GrimCapturer:
             raise CaptureError(f"grim did not answer within {self._timeout:.1f} s") from None
         if proc.returncode != 0:
             msg = first_line(proc.stderr.decode("utf-8", "replace") or f"exit status {proc.returncode}")
-            if "screencopy" in msg or "doesn't support" in msg or "failed to create display" in msg:
+            if "screencopy" in msg:   # not a wlroots compositor ("doesn't support wl_shm": one dying)
                 raise Unsupported(f"grim: {msg}")
+            if "failed to create display" in msg:   # the compositor went away (or never was)
+                raise CaptureError(f"grim cannot connect to the compositor: {msg}")
             raise CaptureError(f"grim failed: {msg}")
         return _ppm_to_array(proc.stdout)
 
@@ -259,9 +261,14 @@ def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
         return _make(backend, timeout)
     # auto on Wayland: mss would only see XWayland's windows (black elsewhere), so it is never used.
     # The compositor behind WAYLAND_DISPLAY (its socket's owner) decides which backends can work.
-    from stress.hw.display_id import compositor_name
+    from stress.hw.display_id import compositor_name, peer_pid, wayland_socket
 
+    path = wayland_socket(dict(os.environ))
+    if path and not os.path.exists(path):
+        raise CaptureError(f"the Wayland compositor is gone: {path} does not exist")
     comp = compositor_name()
+    if path and comp is None:
+        raise CaptureError(f"the Wayland compositor does not accept connections on {path}")
     order = wayland_backends(comp)
     if not order:
         raise Unsupported(f"{comp} offers no screenshot interface to clients (gnome-shell's Screenshot "
@@ -273,6 +280,10 @@ def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
             cap.monitors()  # proves it works here; raises Unsupported otherwise
             return cap
         except Unsupported as exc:
+            # "does not support" from a compositor that is dying (its globals already gone) is not
+            # a fact about the compositor: only a live one's refusal counts as unsupported.
+            if path and peer_pid(path) is None:
+                raise CaptureError(f"the Wayland compositor went away during the capture ({exc})") from None
             reasons.append(str(exc))
     raise Unsupported(f"no screenshot backend works on {comp or 'this Wayland compositor'} ("
                       + "; ".join(reasons) + ")")

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Phase = Literal["baseline", "during", "after", "after-exit"]
-ProbeKind = Literal["screenshot", "decode", "display", "viewer"]
+ProbeKind = Literal["screenshot", "decode", "display", "display-wayland", "viewer"]
 
 
 class ProbesConfig(BaseModel):
