@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -80,6 +81,27 @@ def _xwayland_for(n: int) -> int | None:
     return None
 
 
+# X compositing managers (and window managers that composite), by comm.
+X_COMPOSITORS = frozenset({"picom", "compton", "xcompmgr", "kwin_x11", "mutter", "gnome-shell", "xfwm4", "marco",
+                           "muffin", "compiz", "cinnamon", "budgie-wm", "gala", "enlightenment"})
+
+
+def _x_compositors(n: int) -> list[int]:
+    """Compositing managers whose own environment says ``DISPLAY=:n`` (readable for our own user's
+    processes and as root: another user's session stays out, as it should)."""
+    want = re.compile(rb"(?:^|\0)DISPLAY=(?:unix)?:%d(?:\.\d+)?(?:\0|$)" % n)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or comm(int(entry)) not in X_COMPOSITORS:
+            continue
+        try:
+            if want.search(Path(f"/proc/{entry}/environ").read_bytes()):
+                out.append(int(entry))
+        except OSError:
+            continue
+    return sorted(out)
+
+
 def _proc(pid: int, role: str, via: str) -> dict:
     return {"pid": pid, "name": comm(pid), "role": role, "via": via, "start": _start_time(pid)}
 
@@ -102,6 +124,9 @@ def x_server(display: str | None) -> list[dict]:
         out[0]["role"] = "compositor"
         if xw is not None and xw != out[0]["pid"]:
             out.append(_proc(xw, "x-server", f"Xwayland serving :{n}"))
+    elif out and out[0]["name"] != "Xwayland":
+        out += [_proc(pid, "compositor", f"environ DISPLAY=:{n}") for pid in _x_compositors(n)
+                if pid != out[0]["pid"]]
     return out
 
 
@@ -138,7 +163,8 @@ def compositor_name(env: dict[str, str] | None = None) -> str | None:
 
 
 def version(pid: int, timeout: float = 3.0) -> str | None:
-    """The program's version, from ``<its executable> --version`` (``-version`` for X servers)."""
+    """The program's version, from ``<its executable> --version`` (``-version`` for X servers), else
+    the version of the Debian package that holds the executable (Xvfb prints none)."""
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -154,4 +180,19 @@ def version(pid: int, timeout: float = 3.0) -> str | None:
             m = _VERSION.search(line)
             if m and ("version" in line.lower() or name.lower() in line.lower() or line.startswith(name)):
                 return m.group(0)
-    return None
+    return _package_version(exe, timeout)
+
+
+def _package_version(exe: str, timeout: float) -> str | None:
+    if not shutil.which("dpkg-query"):
+        return None
+    try:
+        owner = subprocess.run(["dpkg-query", "-S", exe], capture_output=True, text=True, timeout=timeout)
+        pkg = owner.stdout.split(":", 1)[0].strip() if owner.returncode == 0 else ""
+        if not pkg:
+            return None
+        ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True,
+                             timeout=timeout)
+        return f"{pkg} {ver.stdout.strip()}" if ver.returncode == 0 and ver.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
