@@ -113,3 +113,28 @@ def test_no_display_means_nothing_under_test(tmp_path) -> None:
     assert display_id.under_test({"WAYLAND_DISPLAY": "nope", "XDG_RUNTIME_DIR": str(tmp_path)}) == []
     assert display_id.under_test({"DISPLAY": "remote:0"}) == []
     assert display_id.peer_pid(str(tmp_path / "no-socket")) is None
+
+
+@pytest.mark.parametrize("fixture,expect", [
+    (compositors.weston, ("compositor weston 10", "on weston: decode, screenshot, display-wayland will run",
+                          "display (needs X11 or Xwayland (DISPLAY))")),
+    (compositors.mutter, ("compositor mutter 4", "on mutter: decode will run",
+                          "screenshot (mutter without gnome-shell offers no screenshot interface to clients)")),
+])
+def test_doctor_names_the_compositor_and_the_probe_kinds_that_work_there(fixture, expect) -> None:
+    from conftest import run_cli
+
+    with fixture() as comp:
+        env = comp.env()
+        r = run_cli("doctor", "--quick", "--json", env={k: env.get(k, "") for k in
+                                                        ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "DISPLAY",
+                                                         "XDG_SESSION_TYPE", "DBUS_SESSION_BUS_ADDRESS")},
+                    timeout=120)
+    import json
+
+    report = json.loads(r.stdout)
+    checks = {c["key"]: c for c in report["checks"]}
+    text = checks["display"]["summary"] + " | " + checks["probe-kinds"]["summary"]
+    for part in expect:
+        assert part in text, text
+    assert f"(pid {comp.proc.pid})" in checks["display"]["summary"]

@@ -176,10 +176,12 @@ def version(pid: int, timeout: float = 3.0) -> str | None:
                                  stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError):
             return None
-        for line in (out.stdout + "\n" + out.stderr).splitlines():
-            m = _VERSION.search(line)
-            if m and ("version" in line.lower() or name.lower() in line.lower() or line.startswith(name)):
-                return m.group(0)
+        lines = [ln for ln in (out.stdout + "\n" + out.stderr).splitlines() if _VERSION.search(ln)]
+        if out.returncode == 0 and len(lines) == 1 and len(lines[0]) < 80:   # "v9.1", "kwin 5.27.5"
+            return _VERSION.search(lines[0]).group(0)
+        for line in lines:
+            if "version" in line.lower() or name.lower() in line.lower():
+                return _VERSION.search(line).group(0)
     return _package_version(exe, timeout)
 
 
