@@ -20,7 +20,7 @@ from stress.stats import mann_whitney, min_p_value
 BASELINE = "baseline"
 LATER_PHASES = ("during", "after", "after-exit")
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
-              "viewer": "external viewer"}
+              "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
 NOT_MEASURED = ("unsupported", "unavailable")
 # Failure categories, most specific first; a failed probe counts in the first one that matches.
@@ -182,12 +182,16 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
 
     - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus;
     - a GPU that NVML reports lost;
-    - a display server or compositor process that exited (the samplers' ``dsgone``)."""
+    - a display server or compositor process *under test* that exited (the samplers' ``dsgone``:
+      the processes behind the probes' display; others with such names are ``ctxgone``, never
+      evidence), once per process, with its restart (``dsnew``) when one took its place."""
     t_work = next((e.get("t") for e in events if e.get("ev") == "phase" and e.get("phase") == "workload"
                    and e.get("state") == "start"), None)
     regress: list[str] = []
     notes: list[str] = []
     xids: dict[tuple, dict] = {}
+    gone: dict[object, str] = {}
+    restarted: dict[str, list] = {}
     for e in events:
         kind = e.get("ev")
         if kind == "xid" and isinstance(e.get("xid"), int):
@@ -203,8 +207,16 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
             if t_work is None or not isinstance(t, (int, float)) or t < t_work:
                 continue
             for item in e["dsgone"]:
-                if isinstance(item, list) and len(item) == 2:
-                    regress.append(f"the display process {item[1] or '?'} (pid {item[0]}) exited during the run")
+                if isinstance(item, list) and len(item) in (2, 3) and item[0] not in gone:
+                    gone[item[0]] = str(item[1] or "?")
+        if kind == "host" and isinstance(e.get("dsnew"), list):
+            for item in e["dsnew"]:
+                if isinstance(item, list) and len(item) == 3:
+                    restarted.setdefault(str(item[1] or "?"), []).append(item[0])
+    for pid, name in gone.items():
+        again = restarted.get(name)
+        tail = f", restarted as pid {again.pop(0)}" if again else ""
+        regress.append(f"the display process {name} (pid {pid}) exited during the run{tail}")
     for (gpu, xid, cat), agg in sorted(xids.items(), key=lambda kv: str(kv[0])):
         sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
                     f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")

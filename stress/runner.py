@@ -386,10 +386,11 @@ class Supervisor:
         done = self._prepare()
         journal = self.journal
         assert journal is not None
+        from stress.probes.runner import probe_env
         from stress.samplers import Monitors
 
         monitors = Monitors(self.sc.monitors, journal, worker_pids=lambda: [self.worker.pid]
-                            if self.worker and self.worker.pid else [])
+                            if self.worker and self.worker.pid else [], display_env=probe_env(self.sc.probes))
         status = "finished"
         warnings: list[str] = []
         with _SignalGuard() as guard:

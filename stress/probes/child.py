@@ -20,7 +20,8 @@ from pathlib import Path
 from stress.probes.config import ProbesConfig
 
 MODULES = {"screenshot": "stress.probes.screenshot", "decode": "stress.probes.decode",
-           "display": "stress.probes.display", "viewer": "stress.probes.viewer"}
+           "display": "stress.probes.display", "display-wayland": "stress.probes.display_wayland",
+           "viewer": "stress.probes.viewer"}
 
 
 def main(argv: list[str]) -> int:
