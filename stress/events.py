@@ -40,7 +40,7 @@ RUN: dict[str, Kind] = {
     "gpu_static": _k("samplers", "gpu name uuid serial vbios bus_id driver cuda_driver persistence_mode memory_total "
                                  "bar1_total pcie_max_gen pcie_max_width power_default_limit_w nvml_version"),
     "nvml": _k("samplers", "gpu"),
-    "host": _k("samplers", "ma mu su mt st ld wk ds dsgone"),
+    "host": _k("samplers", "ma mu su mt st ld wk ds dsgone dsnew ctxgone"),
     "xid": _k("samplers", "gpu xid category description source raw bus pid name suppressed"),
     "kmsg": _k("samplers", "line suppressed cut"),
     "monitors_summary": _k("runner", "ticks skipped overhead_cpu_s cpu_pct max_late_s events gpus_lost xid kmsg"),

@@ -162,3 +162,20 @@ def test_run_json_holds_probe_records_and_verdict_details(tmp_path):
         ("baseline", "screenshot", "ok"), ("after", "display", "fail")]
     assert data["probes"][1]["reason"] == "41% of pixels differ"
     assert data["verdict"]["verdict"] == "reproduced" and "phases" in data["verdict"]["details"]
+
+
+def test_every_event_the_code_writes_is_in_the_vocabulary():
+    """A static check of every literal kind written through a journal (append / the samplers' _emit /
+    the worker's relayed events), so an untested path cannot raise at run time."""
+    from stress.events import FROM_WORKER, LEDGER, RUN
+
+    root = Path(__file__).resolve().parent.parent / "stress"
+    written = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        written |= set(re.findall(r'journal\.append\(\s*"([a-z_]+)"', text))
+        written |= set(re.findall(r'self\._emit\(\s*"([a-z_]+)"', text))
+        written |= set(re.findall(r'\.emit\(\s*"([a-z_]+)"', text))
+    assert written, "the scan found nothing: the pattern is wrong"
+    assert written <= set(RUN) | set(LEDGER), sorted(written - set(RUN) - set(LEDGER))
+    assert FROM_WORKER <= set(RUN)

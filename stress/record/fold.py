@@ -134,7 +134,8 @@ class RunRecord:
         self.kmsg_tail: deque = deque(maxlen=100)
         self.alloc_events: list[dict] = []     # the allocator events as written (a few per image)
         self.probes: list[dict] = []           # the probe events as written (the judge reads them)
-        self.display_gone: list[dict] = []     # host.dsgone: display processes that went away
+        self.display_events: list[dict] = []   # host events' dsgone / dsnew / ctxgone: display processes that
+                                               # went away or took another's place (stress.hw.host)
         self.torn_tail = False
         self.bad_lines: list[int] = []
         self.format: int | None = None         # run_start.format (None: written before format 2)
@@ -246,12 +247,9 @@ class RunRecord:
         cols.add(t, values)
 
     def _host(self, ev: dict, t: float) -> None:
-        gone = ev.get("dsgone")
-        if type(gone) is list:
-            for item in gone:
-                if type(item) is list and len(item) == 2:
-                    self.display_gone.append({"t": t, "pid": item[0], "name": item[1],
-                                              "probed": bool(ev.get("probed"))})
+        if "dsgone" in ev or "dsnew" in ev or "ctxgone" in ev:
+            self.display_events.append({"ev": "host", "t": t, **{k: ev[k] for k in ("dsgone", "dsnew", "ctxgone")
+                                                                  if type(ev.get(k)) is list}})
         values: dict = {}
         carry = self._host_carry
         for k, v in ev.items():
@@ -441,9 +439,7 @@ class RunRecord:
         changes, phase boundaries and the display processes that went away."""
         evs: list[dict] = [*self.probes, *self.xids, *self.source_events]
         evs += [{"ev": "phase", "phase": ph, "state": st, "t": t} for ph, st, t in self.phase_events]
-        evs += [{"ev": "host", "t": g["t"], "dsgone": [[g["pid"], g["name"]]], **({"probed": True} if g.get("probed")
-                                                                                 else {})}
-                for g in self.display_gone]
+        evs += self.display_events
         evs.sort(key=lambda e: e.get("t") or 0.0)
         return evs
 
