@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import compositors  # noqa: E402
 from stress.journal import Journal, RunDir  # noqa: E402
 from stress.probes.config import ProbesConfig  # noqa: E402
-from stress.probes.runner import run_phase  # noqa: E402
+from stress.probes.phases import run_phase  # noqa: E402
 from test_probes_compositors import FIXTURES, KINDS, content, png_output  # noqa: E402
 
 ORDER = ["xvfb+picom", "xvfb+xcompmgr", "sway", "weston", "kwin"]

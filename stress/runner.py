@@ -272,7 +272,7 @@ class Supervisor:
     def _probe(self, phase: str, visit: int = 0) -> None:
         if not self.sc.probes.enabled or phase not in self.sc.probes.phases:
             return
-        from stress.probes.runner import run_phase
+        from stress.probes.phases import run_phase
 
         self.progress.note(f"probes: {phase}")
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
@@ -386,7 +386,7 @@ class Supervisor:
         done = self._prepare()
         journal = self.journal
         assert journal is not None
-        from stress.probes.runner import probe_env
+        from stress.probes.phases import probe_env
         from stress.samplers import Monitors
 
         monitors = Monitors(self.sc.monitors, journal, worker_pids=lambda: [self.worker.pid]

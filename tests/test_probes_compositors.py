@@ -25,7 +25,7 @@ from stress.analysis import verdict
 from stress.journal import Journal, RunDir, read_journal
 from stress.probes.common import make_pattern
 from stress.probes.config import ProbesConfig
-from stress.probes.runner import run_phase
+from stress.probes.phases import run_phase
 from xvfb import TK_VIEWER
 
 pytestmark = pytest.mark.compositor

@@ -13,7 +13,7 @@ from stress.journal import Journal, RunDir
 from stress.probes.capture import parse_portal_response
 from stress.probes.common import compare, frame_stats, make_pattern
 from stress.probes.config import ProbesConfig
-from stress.probes.runner import _run_kind, probe_env, run_phase, session_type
+from stress.probes.phases import _run_kind, probe_env, run_phase, session_type
 
 
 def test_frame_stats_black_flat_and_content():
