@@ -9,7 +9,7 @@ import json
 import pytest
 
 from stress.errors import StressError
-from stress.workload import models
+from stress.workload import tokenizer as models   # the synthetic vocabulary lives in workload/tokenizer.py
 from stress.workload.prompts import (
     TokenCounter,
     generate_prompt,

@@ -60,7 +60,7 @@ def _tokenizer_for(arch: Architecture, base_dir: Path | None) -> tuple[Any, str]
     src = arch.source
     try:
         if src.startswith("builtin:") or Path(src).suffix == ".safetensors":
-            from stress.workload.models import synthetic_tokenizer  # the built-in models' vocabulary
+            from stress.workload.tokenizer import synthetic_tokenizer  # the built-in models' vocabulary
 
             return synthetic_tokenizer(), "synthetic CLIP BPE of the built-in models"
         folder = Path(src).expanduser()
