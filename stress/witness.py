@@ -108,8 +108,7 @@ class WitnessClient:
                 err = self._connect()
                 if err:
                     self._say("unreachable", err)
-                    self._wake.wait(backoff)
-                    self._wake.clear()
+                    self._stop.wait(backoff)         # new journal lines do not shorten the back-off
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
