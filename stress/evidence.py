@@ -123,4 +123,30 @@ def write_fingerprint(run_dir: Path) -> dict:
     return fp
 
 
-__all__ = ["EvidenceJournal", "attach", "write_fingerprint"]
+def collect_after_the_run(run_dir: Path) -> list[str]:
+    """For ``gpu-stress report``: the previous boot's records when the machine rebooted since the run
+    (stress.previous_boot) and a current ``evidence/fingerprint.json``; lines to show the user."""
+    from stress import previous_boot
+
+    out = []
+    try:
+        got = previous_boot.collect(Path(run_dir))
+    except Exception as exc:  # noqa: BLE001 - the report is written all the same
+        got = None
+        out.append(f"warning: previous boot's records not collected ({type(exc).__name__}: {exc})")
+    if got is not None:
+        items = got.get("items", {})
+        k, p = items.get("kernel_log", {}), items.get("pstore", {})
+        out.append("previous boot: kernel log " + (f"saved ({k.get('gpu_lines')} GPU lines)" if k.get("ok")
+                                                   else f"not available ({k.get('reason')})")
+                   + ", pstore " + (f"{len(p.get('files', []))} entries saved" if p.get("ok")
+                                    else f"not available ({p.get('reason')})")
+                   + f" -> {Path(run_dir) / 'evidence' / 'previous-boot'}")
+    try:
+        write_fingerprint(Path(run_dir))
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"warning: evidence/fingerprint.json not written ({type(exc).__name__}: {exc})")
+    return out
+
+
+__all__ = ["EvidenceJournal", "attach", "write_fingerprint", "collect_after_the_run"]
