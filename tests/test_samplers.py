@@ -186,7 +186,8 @@ def test_monitors_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, km
             ("kernel-log", "available"), ("nvml", "unsupported-fields"), ("nvml", "unavailable"),
             ("nvml-events", "unavailable")} <= by
     unsup = [e for e in src if e["status"] == "unsupported-fields"]
-    assert len(unsup) == 1 and set(unsup[0]["fields"]) == {"remapped_rows", "retired_pages"}
+    assert len(unsup) == 1 and set(unsup[0]["fields"]) == {"remapped_rows", "retired_pages", "pcie_aer",
+                                                           "drm_connectors"}
 
     samples = [e for e in evs if e["ev"] == "nvml"]
     assert all(e["gpu"] == 0 for e in samples)

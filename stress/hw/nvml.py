@@ -15,8 +15,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
+
+from stress.hw import pci as pcisys
 
 # NVML return codes (nvml.h); the numbers are part of NVML's ABI, so they are safe to hard-code and
 # keep this module independent of which pynvml (or stand-in) is loaded.
@@ -60,7 +63,24 @@ XID_EVENT_MASK = 0x0000000000000008   # nvmlEventTypeXidCriticalError
 
 # Keys of an `nvml` event written only when their value differs from the last one written (they
 # change rarely or never; readers carry the last value forward). Documented in docs/monitors.md.
-CHANGE_ONLY_KEYS = frozenset({"mr", "mt", "b1t", "pl", "pg", "pwd", "prc", "rr", "rp", "da", "dm", "gp", "cp"})
+CHANGE_ONLY_KEYS = frozenset({"mr", "mt", "b1t", "pl", "pg", "pwd", "prc", "rr", "rp", "da", "dm", "gp", "cp",
+                              "aer", "dcon"})
+
+# Bits of nvmlDeviceGetCurrentClocksEventReasons (nvml.h nvmlClocksEventReason*), for reports.
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu idle", 0x2: "application clocks setting", 0x4: "SW power cap", 0x8: "HW slowdown",
+    0x10: "sync boost", 0x20: "SW thermal slowdown", 0x40: "HW thermal slowdown", 0x80: "HW power brake",
+    0x100: "display clock setting",
+}
+
+
+def clock_event_reasons(mask: int | None) -> list[str] | None:
+    """The names of the bits set in a ``thr`` value (unknown bits as hex)."""
+    if mask is None:
+        return None
+    names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
+    rest = mask & ~sum(CLOCK_EVENT_REASONS)
+    return names + ([hex(rest)] if rest else [])
 
 
 def _load_pynvml() -> ModuleType:
@@ -139,6 +159,9 @@ class NvmlSession:
     init/shutdown pairs, so several sessions (a run and ``gpu_inventory``) can be open at once."""
 
     def __init__(self, nv: ModuleType, handles: dict[int, Any]):
+        # Where the GPU's PCI/DRM facts are read: /sys, or the tree an NVML stand-in brings for the
+        # GPU it stands for (tests/fake_nvml.py ``sysfs_root``).
+        self.sysfs = Path(getattr(nv, "sysfs_root", None) or pcisys.SYSFS)
         self.nv = nv
         self.handles = handles
         self._closed = False
@@ -237,6 +260,8 @@ class NvmlSession:
         bus_id = None if isinstance(pci, (Unsupported, Failed)) else _text(getattr(pci, "busId", "") or "")
         mem = self.query("nvmlDeviceGetMemoryInfo", h)
         bar1 = self.query("nvmlDeviceGetBAR1MemoryInfo", h)
+        mem_total, bar1_total = val(mem, lambda m: int(m.total)), val(bar1, lambda b: int(b.bar1Total))
+        bdf = pcisys.sysfs_bdf(bus_id)
         return {
             "gpu": index,
             "name": val(self.query("nvmlDeviceGetName", h), _text),
@@ -245,8 +270,11 @@ class NvmlSession:
             "vbios": val(self.query("nvmlDeviceGetVbiosVersion", h), _text),
             "bus_id": bus_id or None,
             "persistence_mode": val(self.query("nvmlDeviceGetPersistenceMode", h), int),
-            "memory_total": val(mem, lambda m: int(m.total)),
-            "bar1_total": val(bar1, lambda b: int(b.bar1Total)),
+            "memory_total": mem_total,
+            "bar1_total": bar1_total,
+            # Resizable BAR: BAR1 maps all of video memory (without it, 256 MiB on desktop GPUs)
+            "rebar_active": None if mem_total is None or bar1_total is None else bar1_total >= mem_total,
+            "pci_bar_sizes": pcisys.bar_sizes(bdf, self.sysfs) if bdf else None,
             "pcie_max_gen": val(self.query("nvmlDeviceGetMaxPcieLinkGeneration", h), int),
             "pcie_max_width": val(self.query("nvmlDeviceGetMaxPcieLinkWidth", h), int),
             "power_default_limit_w": val(self.query("nvmlDeviceGetPowerManagementDefaultLimit", h),
@@ -321,6 +349,8 @@ class GpuSampler:
             ("retired_pages", True, self._retired_pages),
             ("display_active", True, lambda: self._one("da", "nvmlDeviceGetDisplayActive")),
             ("display_mode", True, lambda: self._one("dm", "nvmlDeviceGetDisplayMode")),
+            ("pcie_aer", True, self._aer),
+            ("drm_connectors", True, self._connectors),
         ]
         if processes:
             fields += [
@@ -328,6 +358,28 @@ class GpuSampler:
                 ("compute_processes", False, lambda: self._procs("cp", ("nvmlDeviceGetComputeRunningProcesses",))),
             ]
         self._fields = fields
+
+    def _bdf(self) -> str | None:
+        if not hasattr(self, "_bdf_cache"):
+            r = self.s.query("nvmlDeviceGetPciInfo", self.h)
+            bus = None if isinstance(r, (Unsupported, Failed)) else _text(getattr(r, "busId", "") or "")
+            self._bdf_cache = pcisys.sysfs_bdf(bus) if bus else None
+        return self._bdf_cache
+
+    def _aer(self) -> Any:
+        bdf = self._bdf()
+        got = pcisys.aer_counters(bdf, self.s.sysfs) if bdf else None
+        if got is None:
+            return Unsupported(f"no PCIe AER counters in sysfs for {bdf or 'this GPU'} "
+                               "(no AER capability, or AER not enabled in the kernel)")
+        return {"aer": [got.get("correctable"), got.get("nonfatal"), got.get("fatal")]}
+
+    def _connectors(self) -> Any:
+        bdf = self._bdf()
+        got = pcisys.drm_connectors(bdf, self.s.sysfs) if bdf else None
+        if got is None:
+            return Unsupported(f"no DRM card bound to {bdf or 'this GPU'} (nvidia-drm not loaded?)")
+        return {"dcon": [pcisys.connected_count(got), sum(c["enabled"] == "enabled" for c in got)]}
 
     def _c(self, name: str, default: int) -> int:
         return getattr(self.nv, name, default)
