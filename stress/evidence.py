@@ -44,7 +44,7 @@ class EvidenceJournal:
         for fn in list(self.listeners):
             try:
                 fn(ev, rec)
-            except Exception:  # noqa: BLE001 - a listener bug must never lose the event or stop the run
+            except Exception:
                 pass
         return rec
 
@@ -70,7 +70,7 @@ class EvidenceJournal:
 def _safely(fn: Callable[[], None]) -> None:
     try:
         fn()
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 
@@ -83,7 +83,7 @@ def attach(journal: Journal, sc: Any, rd: Any, *, resume: bool = False) -> Evide
     if resume:
         try:
             got = previous_boot.collect(rd.root)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             got = {"error": f"{type(exc).__name__}: {exc}"}
         if got is not None:
             ej.append("previous_boot", **got)
@@ -131,7 +131,7 @@ def collect_after_the_run(run_dir: Path) -> list[str]:
     out = []
     try:
         got = previous_boot.collect(Path(run_dir))
-    except Exception as exc:  # noqa: BLE001 - the report is written all the same
+    except Exception as exc:
         got = None
         out.append(f"warning: previous boot's records not collected ({type(exc).__name__}: {exc})")
     if got is not None:
@@ -144,7 +144,7 @@ def collect_after_the_run(run_dir: Path) -> list[str]:
                    + f" -> {Path(run_dir) / 'evidence' / 'previous-boot'}")
     try:
         write_fingerprint(Path(run_dir))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out.append(f"warning: evidence/fingerprint.json not written ({type(exc).__name__}: {exc})")
     return out
 

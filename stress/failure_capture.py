@@ -128,7 +128,7 @@ class FailureCapture:
             else:
                 items["nvidia_bug_report"] = {"ok": False, "reason": "not allowed (opt-in: run --bug-report-at-failure "
                                               "or monitors.bug_report_at_failure)"}
-        except Exception as exc:  # noqa: BLE001 - a capture bug is recorded, never raised into the run
+        except Exception as exc:
             items["error"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
         self.manifest = {"trigger": self.trigger, "dir": "evidence/failure", "items": items,
                          "wall_s": round(time.monotonic() - t0, 3)}
@@ -232,7 +232,7 @@ def _display_process_names() -> list[str]:
         from stress.hw.host import find_display_processes
 
         return [name for _, name in find_display_processes()]
-    except Exception:  # noqa: BLE001 - no psutil, no /proc: no compositor logs, said so in the manifest
+    except Exception:
         return []
 
 

@@ -7,7 +7,12 @@ import os
 import stat
 from pathlib import Path
 
-from stress.environment import SUSPEND_SERVICES, collect, missing_facts, nvidia_template_facts
+from stress.environment import (
+    SUSPEND_SERVICES,
+    collect,
+    missing_facts,
+    nvidia_template_facts,
+)
 
 PARAMS = """ResmanDebugLevel: 4294967295
 RmLogonRC: 1

@@ -14,7 +14,7 @@ from stress.failure_capture import FailureCapture, trigger_of
 from stress.hw import kernel_log
 from stress.journal import Journal, read_journal
 from tests.conftest import run_cli
-from tests.xvfb import XVFB, SKIP_REASON, xvfb
+from tests.xvfb import SKIP_REASON, XVFB, xvfb
 
 SAMPLES = json.loads((Path(__file__).parent / "data" / "kernel_log_samples.json").read_text())["samples"]
 FLIP = next(s for s in SAMPLES if s["expect"] == "nvidia-drm-flip-timeout" and s["fmt"] == "journal")

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from stress.hw import kernel_log
-from stress.hw.kernel_log import FILTER, PATTERNS, KernelLogFollower, classify_line, load_patterns, split_line
+from stress.hw.kernel_log import (
+    FILTER,
+    PATTERNS,
+    KernelLogFollower,
+    classify_line,
+    load_patterns,
+    split_line,
+)
 
 SAMPLES = json.loads((Path(__file__).parent / "data" / "kernel_log_samples.json").read_text())["samples"]
 

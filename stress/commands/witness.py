@@ -49,7 +49,7 @@ def witness_command(args: argparse.Namespace) -> int:
     print(f"listening on {bound[0]}:{bound[1]}, writing to {out}", flush=True)
     stop = threading.Event()
 
-    def on_signal(signum, frame) -> None:  # noqa: ARG001
+    def on_signal(signum, frame) -> None:
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -529,4 +527,4 @@ def gpu_inventory() -> dict:
 
 
 # The Xid event thread lives in its own module; it is re-exported here, where callers import it from.
-from stress.hw.nvml_events import XidEventWatcher  # noqa: E402
+from stress.hw.nvml_events import XidEventWatcher  # noqa: E402, F401

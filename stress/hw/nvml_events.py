@@ -9,8 +9,17 @@ import threading
 import time
 from typing import Any, Callable
 
-from stress.hw.nvml import (_LOST_CODES, _TIMEOUT, XID_EVENT_MASK, Failed, GpuLost, NvmlSession, Unsupported, _code,
-                            _error_text)
+from stress.hw.nvml import (
+    _LOST_CODES,
+    _TIMEOUT,
+    XID_EVENT_MASK,
+    Failed,
+    GpuLost,
+    NvmlSession,
+    Unsupported,
+    _code,
+    _error_text,
+)
 
 
 class XidEventWatcher:
@@ -94,7 +103,7 @@ class XidEventWatcher:
                         return
                     self._stop.wait(0.1)
                     continue
-                except Exception as exc:  # noqa: BLE001 - never let the thread die silently
+                except Exception as exc:
                     self.on_status("unavailable", f"nvmlEventSetWait: {type(exc).__name__}: {exc}")
                     return
                 errors = 0
@@ -122,6 +131,6 @@ class XidEventWatcher:
         if self._set is not None:
             try:
                 self.nv.nvmlEventSetFree(self._set)
-            except Exception:  # noqa: BLE001 - GPU may be gone; nothing else to do
+            except Exception:
                 pass
             self._set = None
