@@ -154,4 +154,26 @@ def collect(run_dir: Path, *, boot_id_path: Path = BOOT_ID, pstore: Path = PSTOR
     return manifest
 
 
-__all__ = ["collect", "current_boot_id", "last_recorded_boot", "BOOT_ID", "PSTORE"]
+def readiness(journal_dir: Path = Path("/var/log/journal"), pstore: Path = PSTORE) -> dict:
+    """Will this machine keep what a freeze leaves? ``persistent_journal`` and ``pstore`` (each True or
+    False) and a ``fix`` for what is missing (for ``gpu-stress doctor``)."""
+    persistent = journal_dir.is_dir()
+    mounted = pstore.is_dir() and _is_mount(pstore)
+    fixes = []
+    if not persistent:
+        fixes.append("sudo mkdir -p /var/log/journal && sudo systemctl restart systemd-journald "
+                     "(the kernel log of a boot that froze is kept for the next one)")
+    if not mounted:
+        fixes.append("sudo mount -t pstore pstore /sys/fs/pstore (oops/panic records kept over a reboot)")
+    return {"persistent_journal": persistent, "pstore": mounted, "fix": " | ".join(fixes) or None}
+
+
+def _is_mount(path: Path) -> bool:
+    try:
+        with open("/proc/self/mounts") as fh:
+            return any(line.split()[1] == str(path) for line in fh if len(line.split()) > 1)
+    except OSError:
+        return os.path.ismount(path)
+
+
+__all__ = ["readiness", "collect", "current_boot_id", "last_recorded_boot", "BOOT_ID", "PSTORE"]

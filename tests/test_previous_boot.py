@@ -120,3 +120,12 @@ def test_report_collects_after_a_reboot(tmp_path: Path) -> None:
     assert m["boot_id"] == "00000000-0000-0000-0000-000000000001"
     assert m["current_boot_id"] == previous_boot.current_boot_id()
     assert json.loads((rd / "evidence" / "fingerprint.json").read_text())["status"] == "none"
+
+
+def test_readiness_says_what_a_freeze_would_lose(tmp_path: Path) -> None:
+    r = previous_boot.readiness(journal_dir=tmp_path / "no-journal", pstore=tmp_path / "no-pstore")
+    assert r["persistent_journal"] is False and r["pstore"] is False
+    assert "/var/log/journal" in r["fix"] and "mount -t pstore" in r["fix"]
+    (tmp_path / "journal").mkdir()
+    r = previous_boot.readiness(journal_dir=tmp_path / "journal", pstore=tmp_path / "journal")   # a dir, not a mount
+    assert r["persistent_journal"] is True and r["pstore"] is False and "/var/log/journal" not in r["fix"]
