@@ -10,6 +10,7 @@ and each step with a timeout, into ``<run>/evidence/failure/``:
 - ``compositor-<name>.log``: the log of each display server / compositor process found
   (``journalctl --user _COMM=<name>``, else the system journal), when journalctl has one;
 - ``screenshot.png``: a screenshot attempt (mss, in a subprocess with a timeout);
+- ``nvidia-smi-q.txt``: ``nvidia-smi -q`` (10 s timeout: it can hang on a wedged GPU);
 - ``nvidia-bug-report.log.gz``: only with ``monitors.bug_report_at_failure`` (opt-in; non-interactive,
   ``--safe-mode``, stopped after ``bug_report_timeout``);
 - ``manifest.json``: the trigger and, for every item, the file or why there is none.
@@ -123,6 +124,8 @@ class FailureCapture:
             items["kernel_log_tail"] = self._kernel_tail()
             items["compositor_logs"] = self._compositor_logs()
             items["screenshot"] = self._screenshot()
+            # the GPU's state as the driver sees it now, incl. the Recovery Action after an Xid 154
+            items["nvidia_smi_q"] = _run(["nvidia-smi", "-q"], self.dir / "nvidia-smi-q.txt")
             if self.bug_report:
                 items["nvidia_bug_report"] = self._nvidia_bug_report()
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -93,6 +94,10 @@ def test_a_bug_report_that_hangs_is_stopped_and_said_so(tmp_path: Path, monkeypa
     items = cap.manifest["items"]
     assert "did not finish within 1 s" in items["nvidia_bug_report"]["reason"]
     assert items["screenshot"] == {"ok": False, "reason": "no DISPLAY or WAYLAND_DISPLAY in this environment"}
+    if shutil.which("nvidia-smi") is None:
+        assert items["nvidia_smi_q"] == {"command": "nvidia-smi -q", "ok": False, "reason": "nvidia-smi not installed"}
+    else:                                          # a machine with the driver: the real output is there
+        assert items["nvidia_smi_q"]["ok"] and (tmp_path / "evidence" / "failure" / "nvidia-smi-q.txt").stat().st_size
     assert items["compositor_logs"]["reason"] == "no display server or compositor process found"
 
 
