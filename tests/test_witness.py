@@ -251,3 +251,30 @@ def test_a_bad_witness_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == ["error: witness address 'nohost': write it as HOST:PORT, "
                                                 "e.g. 192.168.1.20:7150"]
+
+
+def test_witness_command_on_a_busy_port_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        res = run_cli("witness", "--listen", f"127.0.0.1:{port}", "--out", str(tmp_path / "w"), timeout=60)
+    finally:
+        busy.close()
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith(f"error: --listen 127.0.0.1:{port}: cannot listen there")
+
+
+def test_witness_command_stops_on_sigterm(tmp_path: Path) -> None:
+    proc, addr = start_witness(tmp_path / "w")
+    try:
+        host, port = parse_address(addr)
+        with socket.create_connection((host, port), timeout=2):
+            pass                                   # it accepts connections
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
