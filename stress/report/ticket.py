@@ -260,7 +260,7 @@ def evidence_section(run_dir, redactor) -> str:
         trig = cap.get("trigger") or {}
         what = trig.get("cls") or (f"Xid {trig['xid']}" if trig.get("xid") is not None else None) \
             or f"{trig.get('probe')} probe {trig.get('status')}"
-        lines.append(f"Trigger: {r(str(what))}. Files in the bundle under `evidence/failure/`:")
+        lines.append(f"Trigger: {r(str(what))}. Saved in the run directory under `evidence/failure/`:")
         for name, item in (cap.get("items") or {}).items():
             if name == "compositor_logs" and isinstance(item.get("processes"), dict):
                 for proc, sub in item["processes"].items():
