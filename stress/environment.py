@@ -117,9 +117,114 @@ def _git() -> dict:
         return {"error": str(exc)}
 
 
+# ---- NVIDIA's functional-bug template: facts a driver maintainer asks for ----
+NVIDIA_MODULES = ("nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm")
+SUSPEND_SERVICES = ("nvidia-suspend.service", "nvidia-hibernate.service", "nvidia-resume.service",
+                    "nvidia-suspend-then-hibernate.service", "nvidia-persistenced.service")
+
+
+def _fact(value: Any = None, *, why: str | None = None, command: str | None = None) -> dict:
+    """One template value, or why it is missing and the command that gets it."""
+    return {"value": value} if value is not None else {"value": None, "missing": why, "command": command}
+
+
+def _read_text(path: Path) -> tuple[str | None, str | None]:
+    try:
+        return path.read_text(errors="replace"), None
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except PermissionError:
+        return None, f"{path}: permission denied"
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror}"
+
+
+def _command(argv: list[str], timeout: float = 10.0) -> tuple[str | None, str | None]:
+    if not shutil.which(argv[0]):
+        return None, f"{argv[0]} not installed"
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"{' '.join(argv)} did not answer within {timeout:.0f} s"
+    except OSError as exc:
+        return None, f"{argv[0]}: {exc.strerror or exc}"
+    out = (r.stdout or "").strip()
+    if r.returncode != 0 and not out:
+        err = (r.stderr or "").strip().splitlines()
+        return None, (err[0] if err else f"exit {r.returncode}")[:300]
+    return out, None
+
+
+def nvidia_template_facts(proc: Path = Path("/proc"), sys_root: Path = Path("/sys"),
+                          command: Callable[[list[str]], tuple[str | None, str | None]] = _command) -> dict:
+    """Kernel command line, NVIDIA module parameters (/proc/driver/nvidia/params and
+    /sys/module/nvidia*/parameters, nvidia-drm modeset/fbdev), PreserveVideoMemoryAllocations, the
+    nvidia suspend services' state and ``nvidia-smi -L``: each value, or why not and how to get it."""
+    facts: dict[str, Any] = {}
+    text, why = _read_text(proc / "cmdline")
+    facts["kernel_cmdline"] = _fact(text.strip() if text else None, why=why, command="cat /proc/cmdline")
+    text, why = _read_text(proc / "driver" / "nvidia" / "params")
+    params = None
+    if text is not None:
+        params = {}
+        for line in text.splitlines():
+            k, sep, v = line.partition(":")
+            if sep and k.strip():
+                params[k.strip()] = v.strip().strip('"')
+    facts["nvidia_params"] = _fact(params, why=why and f"{why} (the nvidia module is not loaded)",
+                                   command="cat /proc/driver/nvidia/params")
+    pvma = (params or {}).get("PreserveVideoMemoryAllocations")
+    facts["preserve_video_memory_allocations"] = _fact(
+        pvma, why="not in /proc/driver/nvidia/params" if params is not None else why,
+        command="grep PreserveVideoMemoryAllocations /proc/driver/nvidia/params")
+    modules: dict[str, Any] = {}
+    for mod in NVIDIA_MODULES:
+        pdir = sys_root / "module" / mod / "parameters"
+        if not pdir.is_dir():
+            modules[mod] = _fact(why=f"{pdir} does not exist (module {mod} not loaded)",
+                                 command=f"modinfo -p {mod}; cat /sys/module/{mod}/parameters/*")
+            continue
+        values = {}
+        for f in sorted(pdir.iterdir()):
+            t, _ = _read_text(f)
+            values[f.name] = t.strip() if t is not None else None     # None: not readable by this user
+        modules[mod] = _fact(values)
+    facts["module_parameters"] = modules
+    for name in ("modeset", "fbdev"):
+        t, why = _read_text(sys_root / "module" / "nvidia_drm" / "parameters" / name)
+        facts[f"nvidia_drm_{name}"] = _fact(t.strip() if t else None, why=why,
+                                            command=f"cat /sys/module/nvidia_drm/parameters/{name}")
+    services = {}
+    for svc in SUSPEND_SERVICES:
+        enabled, why_e = command(["systemctl", "is-enabled", svc])
+        active, why_a = command(["systemctl", "is-active", svc])
+        if enabled is None and active is None:
+            services[svc] = _fact(why=why_e or why_a, command=f"systemctl status {svc}")
+        else:
+            services[svc] = _fact({"enabled": enabled, "active": active})
+    facts["suspend_services"] = services
+    out, why = command(["nvidia-smi", "-L"])
+    facts["nvidia_smi_L"] = _fact(out.splitlines() if out else None, why=why, command="nvidia-smi -L")
+    return facts
+
+
+def missing_facts(facts: dict, prefix: str = "") -> list[dict]:
+    """Every missing value of :func:`nvidia_template_facts`: ``{"fact", "why", "command"}``."""
+    out = []
+    for key, v in facts.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, dict) and "value" in v:
+            if v["value"] is None:
+                out.append({"fact": name, "why": v.get("missing"), "command": v.get("command")})
+        elif isinstance(v, dict):
+            out.extend(missing_facts(v, prefix=f"{name}."))
+    return out
+
+
 COLLECTORS: dict[str, Callable[[], Any]] = {
     "os": _os, "cpu": _cpu, "memory": _memory, "python": _python, "libraries": _libraries,
     "gpu": _gpu, "display": _display, "host": _host, "stress_git": _git,
+    "nvidia_template": nvidia_template_facts,
 }
 
 

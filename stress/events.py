@@ -38,11 +38,12 @@ RUN: dict[str, Kind] = {
     "image": _k("runner", "index outcome error seed width height steps refiner_steps cfg timings file"),
     "source": _k("samplers", "src status reason fields gpu gpus driver via tried session"),
     "gpu_static": _k("samplers", "gpu name uuid serial vbios bus_id driver cuda_driver persistence_mode memory_total "
-                                 "bar1_total pcie_max_gen pcie_max_width power_default_limit_w nvml_version"),
+                                 "bar1_total pcie_max_gen pcie_max_width power_default_limit_w nvml_version "
+                                 "rebar_active pci_bar_sizes"),
     "nvml": _k("samplers", "gpu"),
     "host": _k("samplers", "ma mu su mt st ld wk ds dsgone dsnew ctxgone"),
     "xid": _k("samplers", "gpu xid category description source raw bus pid name suppressed"),
-    "kmsg": _k("samplers", "line suppressed cut"),
+    "kmsg": _k("samplers", "line suppressed cut cls"),
     "monitors_summary": _k("runner", "ticks skipped overhead_cpu_s cpu_pct max_late_s events gpus_lost xid kmsg"),
     "preflight": _k("runner", "status reason gpu resolutions"),
     "resume": _k("runner", "previous_end torn_tail done in_flight"),
@@ -53,6 +54,10 @@ RUN: dict[str, Kind] = {
     "run_end": _k("runner", "status images_ok images_skipped images_failed wall_s"),
     "signal_deferred": _k("runner", "signal"),
     "warning": _k("runner", "message"),
+    "evidence_boot": _k("evidence", "boot_id resumed"),
+    "previous_boot": _k("evidence", "boot_id current_boot_id items"),
+    "capture": _k("evidence", "trigger dir items wall_s"),
+    "witness": _k("evidence", "status address reason"),
 }
 
 # A soak's ledger (<state-dir>/soak.jsonl).

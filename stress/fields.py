@@ -53,6 +53,7 @@ NVML: dict[str, Field] = {
     "da": _f("display_active", "display active", carry=True),
     "dm": _f("display_mode", "display mode", carry=True),
 }
+# PCIe AER counters and DRM connectors (sysfs, stress.hw.pci), written on slow ticks when they change.
 # List-valued ``nvml`` keys: one compact key, several long names (all carried).
 NVML_LISTS: dict[str, tuple[Field, ...]] = {
     "rr": (_f("remapped_corr", "rows remapped (correctable errors)", "count", "counter", carry=True),
@@ -62,6 +63,11 @@ NVML_LISTS: dict[str, tuple[Field, ...]] = {
     "rp": (_f("retired_sbe", "pages retired (single-bit ECC)", "count", "counter", carry=True),
            _f("retired_dbe", "pages retired (double-bit ECC)", "count", "counter", carry=True),
            _f("retired_pending", "page retirement pending", carry=True)),
+    "aer": (_f("aer_correctable", "PCIe AER correctable errors", "count", "counter", chart=True, carry=True),
+            _f("aer_nonfatal", "PCIe AER non-fatal errors", "count", "counter", chart=True, carry=True),
+            _f("aer_fatal", "PCIe AER fatal errors", "count", "counter", chart=True, carry=True)),
+    "dcon": (_f("connectors_connected", "display connectors connected", carry=True),
+             _f("connectors_enabled", "display connectors enabled", carry=True)),
 }
 # Process lists of an ``nvml`` event: [[pid, name, used GPU memory], ...], written when they change.
 NVML_PROCESS_LISTS = {"gp": "graphics", "cp": "compute"}
@@ -113,7 +119,8 @@ ALLOC: dict[str, Field] = {f.name: f for f in (
 
 # ``gpu_static`` events (once per GPU): the names the sampler writes and the report reads.
 GPU_STATIC = ("gpu", "name", "uuid", "serial", "vbios", "bus_id", "persistence_mode", "memory_total",
-              "bar1_total", "pcie_max_gen", "pcie_max_width", "power_default_limit_w")
+              "bar1_total", "pcie_max_gen", "pcie_max_width", "power_default_limit_w", "rebar_active",
+              "pci_bar_sizes")
 
 # Envelope keys of a sample event: never a metric.
 ENVELOPE = frozenset({"ev", "t", "gpu", "worker", "pid", "index", "at"})

@@ -384,7 +384,8 @@ class Supervisor:
 
     def run(self) -> RunResult:
         done = self._prepare()
-        journal = self.journal
+        from stress.evidence import attach   # witness, capture at failure, previous boot (docs/evidence.md)
+        journal = self.journal = attach(self.journal, self.sc, self.rd, resume=self.resume)
         assert journal is not None
         from stress.probes.phases import probe_env
         from stress.samplers import Monitors

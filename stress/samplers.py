@@ -315,6 +315,9 @@ class Monitors:
         if not allowed:
             return
         extra: dict[str, Any] = {"suppressed": suppressed} if suppressed else {}
+        known = kernel_log.classify_line(message)
+        if known is not None:
+            extra["cls"] = known.id
         if len(raw) > _MAX_LINE:
             raw, extra["cut"] = raw[:_MAX_LINE], len(raw)
         self._emit("kmsg", line=raw, **extra)

@@ -265,8 +265,11 @@ class FakeNvml:
     """
 
     def __init__(self, gpus: list[dict[str, Any]] | None = None, *, driver: str = "550.54.14",
-                 cuda: int = 12040, init_error: int | None = None):
+                 cuda: int = 12040, init_error: int | None = None, sysfs_root: str | None = None):
         self._scripts = gpus if gpus is not None else [default_script(0)]
+        # The GPU's sysfs (AER counters, BARs, DRM connectors): a tree made with make_sysfs(), or by
+        # default one that has none of them, so no test depends on this machine's /sys.
+        self.sysfs_root = sysfs_root or "/nonexistent/fake-nvml-sysfs"
         self.driver = driver
         self.cuda = cuda
         self.init_error = init_error
@@ -447,3 +450,35 @@ _default = FakeNvml(
 
 def __getattr__(name: str) -> Any:
     return getattr(_default, name)
+
+
+def make_sysfs(root: str | os.PathLike, bus: str = "0000:01:00.0", *, aer: tuple[int, int, int] = (0, 0, 0),
+               bars: list[tuple[int, int]] | None = None, connectors: dict[str, str] | None = None) -> str:
+    """A sysfs tree for one fake GPU, laid out as the kernel does (aer_dev_*, resource, drm cardN)."""
+    from pathlib import Path
+
+    root = Path(root)
+    dev = root / "bus" / "pci" / "devices" / bus
+    dev.mkdir(parents=True, exist_ok=True)
+    cor, nonfatal, fatal = aer
+    (dev / "aer_dev_correctable").write_text(f"RxErr {cor}\nBadTLP 0\nBadDLLP 0\nRollover 0\nTimeout 0\n"
+                                             f"NonFatalErr 0\nCorrIntErr 0\nHeaderOF 0\nTOTAL_ERR_COR {cor}\n")
+    (dev / "aer_dev_nonfatal").write_text(f"Undefined 0\nDLP 0\nSDES 0\nTLP 0\nFCP 0\nCmpltTO {nonfatal}\n"
+                                          f"TOTAL_ERR_NONFATAL {nonfatal}\n")
+    (dev / "aer_dev_fatal").write_text(f"Undefined 0\nDLP {fatal}\nTOTAL_ERR_FATAL {fatal}\n")
+    bars = bars if bars is not None else [(0xf6000000, 16 << 20), (0xe0000000, 256 << 20), (0, 0),
+                                          (0xf0000000, 32 << 20), (0, 0), (0xe000, 128)]
+    lines = [f"0x{start:016x} 0x{(start + size - 1) if size else 0:016x} 0x{0x40200 if size else 0:016x}"
+             for start, size in bars]
+    (dev / "resource").write_text("\n".join(lines + ["0x0000000000000000 0x0000000000000000 0x0000000000000000"]) + "\n")
+    drm = root / "class" / "drm"
+    card = drm / "card1"
+    card.mkdir(parents=True, exist_ok=True)
+    if not (card / "device").exists():
+        os.symlink(dev, card / "device")
+    for name, status in (connectors or {"DP-1": "connected", "DP-2": "disconnected", "HDMI-A-1": "connected"}).items():
+        c = drm / f"card1-{name}"
+        c.mkdir(exist_ok=True)
+        (c / "status").write_text(status + "\n")
+        (c / "enabled").write_text(("enabled" if status == "connected" else "disabled") + "\n")
+    return str(root)

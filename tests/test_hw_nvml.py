@@ -102,7 +102,12 @@ def test_unsupported_fields_reported_once_and_not_asked_again(fake: fake_nvml.Fa
     s = nvml.NvmlSession.open()
     g = nvml.GpuSampler(s, 0, slow_every=1)
     g.sample(0)
-    assert g.take_new_unsupported() == {"remapped_rows": "not supported", "retired_pages": "not supported"}
+    new = g.take_new_unsupported()
+    assert {k: new[k] for k in ("remapped_rows", "retired_pages")} == {"remapped_rows": "not supported",
+                                                                      "retired_pages": "not supported"}
+    # the stand-in brings no sysfs tree by default: the PCI/DRM fields say why they are missing
+    assert set(new) == {"remapped_rows", "retired_pages", "pcie_aer", "drm_connectors"}
+    assert new["pcie_aer"].startswith("no PCIe AER counters in sysfs for 0000:01:00.0")
     for t in range(1, 10):
         rec = g.sample(t)
         assert "rr" not in rec and "rp" not in rec and "tc" in rec

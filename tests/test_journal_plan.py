@@ -176,6 +176,7 @@ def test_every_event_the_code_writes_is_in_the_vocabulary():
         written |= set(re.findall(r'journal\.append\(\s*"([a-z_]+)"', text))
         written |= set(re.findall(r'self\._emit\(\s*"([a-z_]+)"', text))
         written |= set(re.findall(r'\.emit\(\s*"([a-z_]+)"', text))
+        written |= set(re.findall(r'\b(?:ej|self)\.append\(\s*"([a-z_]+)"', text))
     assert written, "the scan found nothing: the pattern is wrong"
     assert written <= set(RUN) | set(LEDGER), sorted(written - set(RUN) - set(LEDGER))
     assert FROM_WORKER <= set(RUN)

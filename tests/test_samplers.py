@@ -186,7 +186,8 @@ def test_monitors_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, km
             ("kernel-log", "available"), ("nvml", "unsupported-fields"), ("nvml", "unavailable"),
             ("nvml-events", "unavailable")} <= by
     unsup = [e for e in src if e["status"] == "unsupported-fields"]
-    assert len(unsup) == 1 and set(unsup[0]["fields"]) == {"remapped_rows", "retired_pages"}
+    assert len(unsup) == 1 and set(unsup[0]["fields"]) == {"remapped_rows", "retired_pages", "pcie_aer",
+                                                           "drm_connectors"}
 
     samples = [e for e in evs if e["ev"] == "nvml"]
     assert all(e["gpu"] == 0 for e in samples)
@@ -209,6 +210,8 @@ def test_monitors_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, km
     assert from_kernel[0]["raw"] == KMSG[1]
     kmsgs = [e["line"] for e in evs if e["ev"] == "kmsg"]
     assert kmsgs == [KMSG[0], KMSG[1], KMSG[3]]                        # the usb line is not kept
+    # lines of the classification table carry its id; the Xid line is the Xid table's
+    assert [e.get("cls") for e in evs if e["ev"] == "kmsg"] == [None, None, "nvkms-idle-timeout"]
 
     assert summary["ticks"] >= 8 and summary["gpus"] == [0] and summary["gpus_lost"] == [0]
     assert summary["xid"] == 2 and summary["kmsg"] == 3 and summary["kernel_log_via"] == "test-pipe"

@@ -181,6 +181,19 @@ def check_kernel_log() -> Check:
                  fix=" | ".join(fixes) or None, details=details)
 
 
+def check_freeze_records() -> Check:
+    from stress.previous_boot import readiness
+
+    r = readiness()
+    title = "Freeze records"
+    if r["persistent_journal"] and r["pstore"]:
+        return Check("freeze-records", title, "ok", "the kernel log of a boot that froze, and pstore, are kept",
+                     details=r)
+    lost = [n for n, ok in (("the kernel log of the boot", r["persistent_journal"]), ("pstore", r["pstore"])) if not ok]
+    return Check("freeze-records", title, "missing", f"after a hard freeze {' and '.join(lost)} would be lost (persistent journal, pstore)",
+                 fix=r["fix"], details=r)
+
+
 def check_display() -> tuple[Check, dict]:
     from stress.hw.host import display_session
 
@@ -353,6 +366,7 @@ def gather(artifacts: Path, torch_timeout: float, *, quick: bool = False) -> dic
     nvml_checks, inv = check_nvml()
     checks += nvml_checks
     checks.append(check_kernel_log())
+    checks.append(check_freeze_records())
     display, session = check_display()
     checks.append(display)
     checks.append(check_screenshot(session))

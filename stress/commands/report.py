@@ -78,6 +78,10 @@ def report_command(args: argparse.Namespace) -> int:
     # resumed gets a current one.
     if (run_dir / "journal.jsonl").exists():
         write_json_atomic(run_dir / "run.json", build_run_json(run_dir))
+    from stress.evidence import collect_after_the_run   # previous boot's kernel log, pstore, fingerprint
+
+    for line in collect_after_the_run(run_dir):
+        print(line, file=sys.stderr)
     if args.nvidia_bug_report:
         print("running nvidia-bug-report.sh --safe-mode (up to 5 minutes)...", file=sys.stderr)
     res = write_reports(run_dir, out, include_prompts=args.include_prompts,

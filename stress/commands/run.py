@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="put thumbnails of the outputs in the bundle (default: hashes only)")
     p.add_argument("--nvidia-bug-report", action="store_true",
                    help="when the desktop regressed, capture nvidia-bug-report.sh --safe-mode into the bundle")
+    p.add_argument("--witness", metavar="HOST:PORT",
+                   help="send a heartbeat and the journal to 'gpu-stress witness' on another machine, which "
+                        "records when this host stops responding (sets monitors.witness)")
+    p.add_argument("--bug-report-at-failure", action="store_true",
+                   help="at the first driver error or desktop probe failure, also capture nvidia-bug-report.sh "
+                        "--safe-mode into the run directory at once (sets monitors.bug_report_at_failure)")
     p.add_argument("--history", metavar="DB", help="history database (default: reports/history.db)")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -48,6 +54,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise StressError("give a scenario file (e.g. scenarios/demo.yaml) or --resume RUN_DIR")
     from stress.paths import default_artifacts, default_history_db, default_reports
 
+    if args.witness or args.bug_report_at_failure:
+        scenarios = [_with_evidence_options(sc, args) for sc in scenarios]
     artifacts = Path(args.out) if args.out else default_artifacts()
     reports = Path(args.reports) if args.reports else default_reports()
     progress = Progress.quiet() if args.quiet else Progress.for_stream(sys.stderr)
@@ -96,3 +104,16 @@ def print_result(result, out: TextIO) -> None:
 def print_warnings(result) -> None:
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+
+
+def _with_evidence_options(sc, args: argparse.Namespace):
+    """The scenario with --witness / --bug-report-at-failure applied to its monitors section."""
+    update: dict = {}
+    if args.witness:
+        from stress.witness import parse_address
+
+        parse_address(args.witness)          # one clear line for a bad address, before anything runs
+        update["witness"] = args.witness
+    if args.bug_report_at_failure:
+        update["bug_report_at_failure"] = True
+    return sc.model_copy(update={"monitors": sc.monitors.model_copy(update=update)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import grp
+import json
 import os
 import pwd
 import re
@@ -20,14 +21,75 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from stress.hw.xid import XidLine, parse_xid_line
 
-# NVIDIA's kernel modules (NVRM = nvidia.ko, nvidia-modeset, nvidia-drm) and the DRM core/other DRM
-# drivers ("[drm] ...", "[drm:func] *ERROR* ...", "amdgpu 0000:..: [drm] ..."): what a broken
-# desktop after GPU load leaves in the kernel log.
-FILTER = re.compile(r"NVRM|\bXid\b|nvidia-modeset|nvidia-drm|\[drm|\bdrm:|\bDRM\b")
+PATTERNS_FILE = Path(__file__).with_name("kernel_patterns.json")
+
+
+@dataclass(frozen=True)
+class KernelPattern:
+    """One entry of :data:`PATTERNS_FILE`: a kernel-log line shape with its class and meaning."""
+
+    id: str
+    driver: str
+    cls: str
+    severity: str
+    regex: re.Pattern
+    meaning: str
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "driver": self.driver, "class": self.cls, "severity": self.severity,
+                "meaning": self.meaning}
+
+
+def load_patterns(path: Path = PATTERNS_FILE) -> list[KernelPattern]:
+    """The classification table. Raises ValueError naming the entry and key that is wrong."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out, seen = [], set()
+    for n, e in enumerate(data.get("patterns", [])):
+        where = f"{path}: patterns[{n}]"
+        missing = [k for k in ("id", "driver", "class", "severity", "pattern", "meaning") if not e.get(k)]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        if e["id"] in seen:
+            raise ValueError(f"{where}: id {e['id']!r} appears twice")
+        if e["severity"] not in ("error", "warning"):
+            raise ValueError(f"{where}: severity must be error or warning, not {e['severity']!r}")
+        try:
+            rx = re.compile(e["pattern"])
+        except re.error as exc:
+            raise ValueError(f"{where}: pattern does not compile: {exc}") from None
+        seen.add(e["id"])
+        out.append(KernelPattern(e["id"], e["driver"], e["class"], e["severity"], rx, e["meaning"]))
+    return out
+
+
+PATTERNS: list[KernelPattern] = load_patterns()
+_BY_ID = {p.id: p for p in PATTERNS}
+
+
+def classify_line(message: str, patterns: list[KernelPattern] | None = None) -> KernelPattern | None:
+    """The first table entry matching a kernel-log message (Xid lines excluded: see stress.hw.xid)."""
+    if parse_xid_line(message) is not None:
+        return None
+    for p in PATTERNS if patterns is None else patterns:
+        if p.regex.search(message):
+            return p
+    return None
+
+
+def pattern(pattern_id: str) -> KernelPattern | None:
+    return _BY_ID.get(pattern_id)
+
+
+# NVIDIA's kernel modules (NVRM = nvidia.ko, nvidia-modeset, nvidia-drm), the DRM core and other DRM
+# drivers ("[drm] ...", "[drm:func] *ERROR* ...", "amdgpu 0000:..: ...", "i915 ..."), and every line
+# shape of the classification table (some, like the PCI "resource sanity check", name no driver).
+FILTER = re.compile(r"NVRM|\bXid\b|nvidia-modeset|nvidia-drm|\[drm|\bdrm:|\bDRM\b|\bamdgpu\b|\bi915\b|"
+                    + "|".join(f"(?:{p.regex.pattern})" for p in PATTERNS))
 
 JOURNAL_GROUPS = ("systemd-journal", "adm", "wheel")
 JOURNALD_SOCKET = "/run/systemd/journal/socket"
@@ -201,8 +263,20 @@ _PROBES: dict[str, Callable[[], Attempt]] = {
     "journalctl": _probe_journalctl, "kmsg": _probe_kmsg, "dmesg": _probe_dmesg}
 
 
+STAND_IN_ENV = "STRESS_KERNEL_LOG_COMMAND"
+STAND_IN_FORMAT_ENV = "STRESS_KERNEL_LOG_FORMAT"
+
+
 def probe(preferred: str = "auto") -> tuple[KernelLogSource | None, list[Attempt]]:
-    """The first readable source (or the one asked for) and every attempt, with reasons and fixes."""
+    """The first readable source (or the one asked for) and every attempt, with reasons and fixes.
+
+    ``STRESS_KERNEL_LOG_COMMAND`` (a shell command) replaces every real source: its stdout is followed
+    as the kernel log, in the format ``STRESS_KERNEL_LOG_FORMAT`` names (journal, kmsg, dmesg; default
+    journal). Tests use it to drive recorded real log lines through a whole ``gpu-stress run``."""
+    command = os.environ.get(STAND_IN_ENV)
+    if command:
+        fmt = os.environ.get(STAND_IN_FORMAT_ENV) or "journal"
+        return KernelLogSource("stand-in", fmt, argv=["sh", "-c", command]), [Attempt("stand-in", True)]
     order = list(_PROBES) if preferred == "auto" else [preferred]
     attempts = []
     for via in order:
@@ -407,5 +481,5 @@ class KernelLogFollower:
         return ended
 
 
-__all__ = ["FILTER", "KernelLogSource", "Attempt", "probe", "split_line", "KernelLogFollower",
+__all__ = ["FILTER", "PATTERNS", "KernelPattern", "load_patterns", "classify_line", "pattern", "KernelLogSource", "Attempt", "probe", "split_line", "KernelLogFollower",
            "FollowerStats", "dmesg_restrict", "has_cap_syslog", "user_groups"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 from stress.fields import NVML_CHANGE_ONLY
+from stress.hw import pci as pcisys
 
 # NVML return codes (nvml.h); the numbers are part of NVML's ABI, so they are safe to hard-code and
 # keep this module independent of which pynvml (or stand-in) is loaded.
@@ -63,6 +63,22 @@ XID_EVENT_MASK = 0x0000000000000008   # nvmlEventTypeXidCriticalError
 # Keys of an `nvml` event written only when their value differs from the last one written (they
 # change rarely or never; readers carry the last value forward): the field table says which.
 CHANGE_ONLY_KEYS = NVML_CHANGE_ONLY
+
+# Bits of nvmlDeviceGetCurrentClocksEventReasons (nvml.h nvmlClocksEventReason*), for reports.
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu idle", 0x2: "application clocks setting", 0x4: "SW power cap", 0x8: "HW slowdown",
+    0x10: "sync boost", 0x20: "SW thermal slowdown", 0x40: "HW thermal slowdown", 0x80: "HW power brake",
+    0x100: "display clock setting",
+}
+
+
+def clock_event_reasons(mask: int | None) -> list[str] | None:
+    """The names of the bits set in a ``thr`` value (unknown bits as hex)."""
+    if mask is None:
+        return None
+    names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
+    rest = mask & ~sum(CLOCK_EVENT_REASONS)
+    return names + ([hex(rest)] if rest else [])
 
 
 def _load_pynvml() -> ModuleType:
@@ -141,6 +157,9 @@ class NvmlSession:
     init/shutdown pairs, so several sessions (a run and ``gpu_inventory``) can be open at once."""
 
     def __init__(self, nv: ModuleType, handles: dict[int, Any]):
+        # Where the GPU's PCI/DRM facts are read: /sys, or the tree an NVML stand-in brings for the
+        # GPU it stands for (tests/fake_nvml.py ``sysfs_root``).
+        self.sysfs = Path(getattr(nv, "sysfs_root", None) or pcisys.SYSFS)
         self.nv = nv
         self.handles = handles
         self._closed = False
@@ -239,6 +258,8 @@ class NvmlSession:
         bus_id = None if isinstance(pci, (Unsupported, Failed)) else _text(getattr(pci, "busId", "") or "")
         mem = self.query("nvmlDeviceGetMemoryInfo", h)
         bar1 = self.query("nvmlDeviceGetBAR1MemoryInfo", h)
+        mem_total, bar1_total = val(mem, lambda m: int(m.total)), val(bar1, lambda b: int(b.bar1Total))
+        bdf = pcisys.sysfs_bdf(bus_id)
         return {
             "gpu": index,
             "name": val(self.query("nvmlDeviceGetName", h), _text),
@@ -247,8 +268,11 @@ class NvmlSession:
             "vbios": val(self.query("nvmlDeviceGetVbiosVersion", h), _text),
             "bus_id": bus_id or None,
             "persistence_mode": val(self.query("nvmlDeviceGetPersistenceMode", h), int),
-            "memory_total": val(mem, lambda m: int(m.total)),
-            "bar1_total": val(bar1, lambda b: int(b.bar1Total)),
+            "memory_total": mem_total,
+            "bar1_total": bar1_total,
+            # Resizable BAR: BAR1 maps all of video memory (without it, 256 MiB on desktop GPUs)
+            "rebar_active": None if mem_total is None or bar1_total is None else bar1_total >= mem_total,
+            "pci_bar_sizes": pcisys.bar_sizes(bdf, self.sysfs) if bdf else None,
             "pcie_max_gen": val(self.query("nvmlDeviceGetMaxPcieLinkGeneration", h), int),
             "pcie_max_width": val(self.query("nvmlDeviceGetMaxPcieLinkWidth", h), int),
             "power_default_limit_w": val(self.query("nvmlDeviceGetPowerManagementDefaultLimit", h),
@@ -323,6 +347,8 @@ class GpuSampler:
             ("retired_pages", True, self._retired_pages),
             ("display_active", True, lambda: self._one("da", "nvmlDeviceGetDisplayActive")),
             ("display_mode", True, lambda: self._one("dm", "nvmlDeviceGetDisplayMode")),
+            ("pcie_aer", True, self._aer),
+            ("drm_connectors", True, self._connectors),
         ]
         if processes:
             fields += [
@@ -330,6 +356,28 @@ class GpuSampler:
                 ("compute_processes", False, lambda: self._procs("cp", ("nvmlDeviceGetComputeRunningProcesses",))),
             ]
         self._fields = fields
+
+    def _bdf(self) -> str | None:
+        if not hasattr(self, "_bdf_cache"):
+            r = self.s.query("nvmlDeviceGetPciInfo", self.h)
+            bus = None if isinstance(r, (Unsupported, Failed)) else _text(getattr(r, "busId", "") or "")
+            self._bdf_cache = pcisys.sysfs_bdf(bus) if bus else None
+        return self._bdf_cache
+
+    def _aer(self) -> Any:
+        bdf = self._bdf()
+        got = pcisys.aer_counters(bdf, self.s.sysfs) if bdf else None
+        if got is None:
+            return Unsupported(f"no PCIe AER counters in sysfs for {bdf or 'this GPU'} "
+                               "(no AER capability, or AER not enabled in the kernel)")
+        return {"aer": [got.get("correctable"), got.get("nonfatal"), got.get("fatal")]}
+
+    def _connectors(self) -> Any:
+        bdf = self._bdf()
+        got = pcisys.drm_connectors(bdf, self.s.sysfs) if bdf else None
+        if got is None:
+            return Unsupported(f"no DRM card bound to {bdf or 'this GPU'} (nvidia-drm not loaded?)")
+        return {"dcon": [pcisys.connected_count(got), sum(c["enabled"] == "enabled" for c in got)]}
 
     def _c(self, name: str, default: int) -> int:
         return getattr(self.nv, name, default)
@@ -448,120 +496,6 @@ class GpuSampler:
         return new
 
 
-class XidEventWatcher:
-    """Waits on an NVML event set registered for critical Xid events, in a thread of its own.
-
-    ``nvmlEventSetWait`` is called with a timeout, so :meth:`stop` returns within about that long.
-    ``on_xid(gpu, xid, raw)`` is called for each event; ``on_status(status, reason, **extra)`` when
-    the watcher stops for a reason other than being asked to.
-    """
-
-    def __init__(self, session: NvmlSession, on_xid: Callable[[int | None, int, str], None],
-                 on_status: Callable[..., None], *, wait_ms: int = 500):
-        self.s = session
-        self.nv = session.nv
-        self.on_xid = on_xid
-        self.on_status = on_status
-        self.wait_ms = wait_ms
-        self.registered: list[int] = []
-        self.not_registered: dict[int, str] = {}
-        self.events = 0
-        self.cpu_s = 0.0
-        self._set: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._index_of: dict[int, int] = {}
-
-    def register(self) -> bool:
-        """Create the event set and register every GPU that supports Xid events."""
-        es = self.s.query("nvmlEventSetCreate")
-        if isinstance(es, (Unsupported, Failed)):
-            self.not_registered = {i: f"event set: {es.reason}" for i in self.s.handles}
-            return False
-        self._set = es
-        mask = getattr(self.nv, "nvmlEventTypeXidCriticalError", XID_EVENT_MASK)
-        for i, h in self.s.handles.items():
-            try:
-                supported = self.s.xid_events_supported(i)
-                if supported is False:
-                    self.not_registered[i] = "Xid events not supported by this GPU/driver"
-                    continue
-                r = self.s.query("nvmlDeviceRegisterEvents", h, mask, es)
-            except GpuLost as exc:
-                self.not_registered[i] = str(exc)
-                continue
-            if isinstance(r, (Unsupported, Failed)):
-                self.not_registered[i] = r.reason
-            else:
-                self.registered.append(i)
-                self._index_of[id(h)] = i
-        if not self.registered:
-            self._free()
-        return bool(self.registered)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stress-xid-events", daemon=True)
-        self._thread.start()
-
-    def _gpu_of(self, device: Any) -> int | None:
-        if id(device) in self._index_of:
-            return self._index_of[id(device)]
-        idx = self.s.query("nvmlDeviceGetIndex", device)
-        return idx if isinstance(idx, int) else None
-
-    def _run(self) -> None:
-        errors = 0
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = self.nv.nvmlEventSetWait(self._set, self.wait_ms)
-                except self.nv.NVMLError as exc:
-                    code = _code(exc)
-                    if code == _TIMEOUT:
-                        errors = 0
-                        continue
-                    if code in _LOST_CODES:
-                        self.on_status("unavailable", _LOST_CODES[code])
-                        return
-                    errors += 1
-                    if errors >= 10:
-                        self.on_status("unavailable", f"nvmlEventSetWait failing: {_error_text(exc)}")
-                        return
-                    self._stop.wait(0.1)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - never let the thread die silently
-                    self.on_status("unavailable", f"nvmlEventSetWait: {type(exc).__name__}: {exc}")
-                    return
-                errors = 0
-                if not int(getattr(data, "eventType", 0)) & XID_EVENT_MASK:
-                    continue
-                xid = int(data.eventData)
-                gpu = self._gpu_of(data.device)
-                self.events += 1
-                self.on_xid(gpu, xid, f"nvml eventType=0x{int(data.eventType):x} eventData={xid}")
-        finally:
-            self.cpu_s = time.thread_time()
-
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Stop the thread and free the event set; False if the thread did not end in time."""
-        self._stop.set()
-        ended = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            ended = not self._thread.is_alive()
-        if ended:   # freeing the set under a thread still waiting on it would be unsafe
-            self._free()
-        return ended
-
-    def _free(self) -> None:
-        if self._set is not None:
-            try:
-                self.nv.nvmlEventSetFree(self._set)
-            except Exception:  # noqa: BLE001 - GPU may be gone; nothing else to do
-                pass
-            self._set = None
-
-
 def gpu_inventory() -> dict:
     """GPU and driver facts for environment.json. Never raises."""
     out: dict[str, Any] = {"available": False, "reason": None, "driver": None, "cuda_driver": None,
@@ -590,3 +524,7 @@ def gpu_inventory() -> dict:
     finally:
         session.close()
     return out
+
+
+# The Xid event thread lives in its own module; it is re-exported here, where callers import it from.
+from stress.hw.nvml_events import XidEventWatcher  # noqa: E402, F401

@@ -205,3 +205,38 @@ def normalize_bus_id(bus: str | None) -> tuple[int, int, int] | None:
     if not m:
         return None
     return int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16)
+
+
+# What NVIDIA asks for after each Xid that a desktop run meets, from the resolution buckets of
+# NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html: RESTART_APP,
+# RESET_GPU, RESTART_BM = reboot the machine) and, for 79, NVIDIA's answer in
+# github.com/NVIDIA/open-gpu-kernel-modules/issues/507. On a desktop, "reset the GPU" means a reboot:
+# the GPU that drives the screen cannot be reset while the compositor holds it.
+ACTIONS: dict[int, str] = {
+    13: "RESTART_APP: usually the faulting application's error; if other applications hit it too, "
+        "report it with nvidia-bug-report.log.gz",
+    16: "report it with nvidia-bug-report.log.gz: the display engine hung",
+    31: "RESTART_APP: an illegal GPU memory access by the named process (or by the driver on its "
+        "behalf); the process name in the line says which",
+    43: "none: the driver already stopped the faulting application's channel",
+    45: "none: cleanup after an earlier error or a killed process; the Xid before it is the one to read",
+    48: "RESET_GPU: an uncorrectable ECC error; repeated ones mean the board needs service",
+    56: "report it with nvidia-bug-report.log.gz: a display engine error (driver or hardware)",
+    62: "RESET_GPU: an internal micro-controller halted (reboot on a desktop)",
+    63: "RESET_GPU to activate the remapped row or retired page",
+    64: "RESET_GPU; if it recurs the board needs service (remapping failed)",
+    69: "RESTART_APP: a graphics engine class error raised by the application",
+    79: "RESTART_BM (reboot): the GPU left the PCIe bus; check power cables, seating, PSU, "
+        "temperatures and the PCIe AER counters before blaming the driver",
+    109: "RESTART_APP: a context-switch timeout; if the desktop is gone too, reboot and report it",
+    119: "RESET_GPU (reboot on a desktop): the GSP firmware stopped answering; report it with "
+         "nvidia-bug-report.log.gz",
+    120: "RESET_GPU (reboot on a desktop): a GSP firmware error; report it with nvidia-bug-report.log.gz",
+    154: "do what the driver now asks: 'nvidia-smi -q' shows the GPU Recovery Action (None, GPU Reset, "
+         "Node Reboot, Drain P2P, Drain and Reset)",
+}
+
+
+def action(xid: int) -> str | None:
+    """NVIDIA's recommended action for an Xid code, or None where this table does not list one."""
+    return ACTIONS.get(xid)

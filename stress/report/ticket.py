@@ -177,3 +177,94 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
         lines.append(f"- `{bundle_name or 'the bundle'}`: report.html, report.json, journal, scenario, environment")
     lines.append("")
     return "\n".join(lines)
+
+
+# ==== Evidence section (issue 13; rendered from the run directory's evidence/ and environment.json) ====
+# A separate function the ticket can append; it renders only what stress.evidence and
+# stress.environment recorded, through the run's Redactor (nothing is written unredacted).
+def evidence_section(run_dir, redactor) -> str:
+    """Markdown: the driver-event fingerprint (meaning and NVIDIA's action per Xid, the matching public
+    report or "new"), what was captured at the first failure, the previous boot's records, and the
+    facts of NVIDIA's template, each filled or named as missing with the command that gets it."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from stress.environment import missing_facts
+
+    rd = _Path(run_dir)
+
+    def load(rel: str) -> dict | None:
+        try:
+            return _json.loads((rd / rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    r = redactor.text
+    lines = ["### Driver events"]
+    fp = load("evidence/fingerprint.json")
+    if fp is None:
+        lines.append("Not computed (no evidence/fingerprint.json; `gpu-stress report RUN_DIR` writes it).")
+    else:
+        lines.append(r(fp.get("summary") or ""))
+        steps = fp.get("steps") or []
+        if steps:
+            lines += ["", "| step | count | meaning | NVIDIA's recommended action |", "|---|---:|---|---|"]
+            for s in steps:
+                action = s.get("action") or ("—" if s.get("kind") == "kernel-log" else "not listed")
+                lines.append(f"| `{s.get('step')}` | {s.get('count')} | {r(str(s.get('meaning') or ''))} | {r(action)} |")
+    cap = load("evidence/failure/manifest.json")
+    lines += ["", "### Captured at the first failure"]
+    if cap is None:
+        lines.append("Nothing: no driver error or desktop probe failure was seen during the run.")
+    else:
+        trig = cap.get("trigger") or {}
+        what = trig.get("cls") or (f"Xid {trig['xid']}" if trig.get("xid") is not None else None) \
+            or f"{trig.get('probe')} probe {trig.get('status')}"
+        lines.append(f"Trigger: {r(str(what))}. Saved in the run directory under `evidence/failure/`:")
+        for name, item in (cap.get("items") or {}).items():
+            if name == "compositor_logs" and isinstance(item.get("processes"), dict):
+                for proc, sub in item["processes"].items():
+                    lines.append(f"- compositor log ({r(proc)}): " + (f"`{sub.get('file')}`" if sub.get("ok")
+                                                                       else f"none ({r(str(sub.get('reason')))})"))
+                continue
+            lines.append(f"- {name.replace('_', ' ')}: " + (f"`{item.get('file')}`" if item.get("ok")
+                                                            else f"none ({r(str(item.get('reason')))})"))
+    prev = load("evidence/previous-boot/manifest.json")
+    if prev is not None:
+        k, p = (prev.get("items") or {}).get("kernel_log") or {}, (prev.get("items") or {}).get("pstore") or {}
+        lines += ["", "### The boot the run died in",
+                  "- kernel log: " + (f"`evidence/previous-boot/{k.get('file')}` ({k.get('gpu_lines')} GPU lines)"
+                                      if k.get("ok") else f"missing ({r(str(k.get('reason')))}); {r(str(k.get('fix')))}"),
+                  "- pstore: " + (f"{len(p.get('files') or [])} entries in `evidence/previous-boot/pstore/`"
+                                  if p.get("ok") else f"none ({r(str(p.get('reason')))})")]
+    env = load("environment.json") or {}
+    facts = env.get("nvidia_template") if isinstance(env.get("nvidia_template"), dict) else None
+    lines += ["", "### Driver configuration"]
+    if facts is None:
+        lines.append("Not recorded (a run from before this was collected).")
+    else:
+        def val(key: str) -> str | None:
+            v = facts.get(key)
+            return None if not isinstance(v, dict) or v.get("value") is None else v["value"]
+
+        for label, key in (("Kernel command line", "kernel_cmdline"), ("nvidia-drm modeset", "nvidia_drm_modeset"),
+                           ("nvidia-drm fbdev", "nvidia_drm_fbdev"),
+                           ("PreserveVideoMemoryAllocations", "preserve_video_memory_allocations")):
+            if val(key) is not None:
+                lines.append(f"- {label}: `{r(str(val(key)))}`")
+        if val("nvidia_smi_L"):
+            lines.append("- nvidia-smi -L: " + "; ".join(f"`{r(x)}`" for x in val("nvidia_smi_L")))
+        svcs = facts.get("suspend_services") or {}
+        known = {k: v["value"] for k, v in svcs.items() if isinstance(v, dict) and v.get("value")}
+        if known:
+            lines.append("- suspend services: " + ", ".join(f"{k} {v.get('enabled') or '?'}/{v.get('active') or '?'}"
+                                                            for k, v in known.items()))
+        params = val("nvidia_params")
+        if isinstance(params, dict) and params:
+            lines.append("- NVIDIA module parameters: " + ", ".join(f"`{k}={r(str(v))}`" for k, v in sorted(params.items())))
+        missing = missing_facts(facts)
+        if missing:
+            lines += ["", "Missing here (run these on the affected machine and paste the output):"]
+            lines += [f"- {m['fact']}: {r(str(m['why']))}: `{m['command']}`" for m in missing]
+    lines.append("")
+    return "\n".join(lines)
