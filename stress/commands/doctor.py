@@ -224,6 +224,34 @@ def _x11_socket(display: str | None) -> bool | None:
     return os.path.exists(f"/tmp/.X11-unix/X{num}")
 
 
+_BACKEND_NAMES = {"portal": "xdg-desktop-portal", "weston": "weston-screenshooter"}
+
+
+def _backend_ready(name: str, comp: str | None) -> tuple[bool, str | None, str | None]:
+    """Whether the programs a Wayland capture backend needs are here: ``(ok, why not, fix)``."""
+    bus = bool(os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("XDG_RUNTIME_DIR"))
+    if name == "grim":
+        ok = bool(shutil.which("grim"))
+        return ok, None if ok else "grim is not installed", \
+            None if ok else f"sudo apt-get install grim   (the simplest capture on {comp or 'wlroots'})"
+    if name == "weston":
+        ok = bool(shutil.which("weston-screenshooter"))
+        return ok, None if ok else "weston-screenshooter is not installed", \
+            "start weston with --debug (it only lets clients take screenshots then)" + ("" if ok else "; sudo apt-get install weston")
+    if name == "kwin":
+        ok = bool(shutil.which("gdbus")) and bus
+        return ok, None if ok else "gdbus or the session bus is missing", \
+            None if ok else "sudo apt-get install libglib2.0-bin; run inside the Plasma session"
+    portal_bin = next((p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/lib/xdg-desktop-portal")
+                       if os.path.exists(p)), None)
+    problems = [text for bad, text in ((not shutil.which("gdbus"), "gdbus is not installed"),
+                                       (not bus, "there is no D-Bus session bus"),
+                                       (not portal_bin, "xdg-desktop-portal is not installed")) if bad]
+    return not problems, "; ".join(problems) or None, \
+        None if not problems else ("sudo apt-get install xdg-desktop-portal libglib2.0-bin and your desktop's portal "
+                                   "(xdg-desktop-portal-gnome, -kde or -wlr)")
+
+
 def screenshot_backend(session: dict) -> dict:
     """Which capture backend the screenshot probe would use here (as stress.probes.capture chooses)."""
     kind = session["type"]
@@ -239,42 +267,25 @@ def screenshot_backend(session: dict) -> dict:
         return {"backend": "mss", "ok": ok, "reason": reason,
                 "fix": None if ok else "pip install mss / check DISPLAY"}
     if kind == "wayland":
+        # The order is the probe's own (stress.probes.capture.wayland_backends); only readiness is checked here.
+        from stress.probes.capture import wayland_backends
+
         comp = session.get("compositor")
-        from stress.hw.host import WLROOTS
-
-        if comp == "mutter":
-            return {"backend": None, "ok": False, "reason": "mutter without gnome-shell offers no screenshot "
+        order = wayland_backends(comp)
+        if not order:
+            return {"backend": None, "ok": False, "reason": f"{comp} without gnome-shell offers no screenshot "
                     "interface to clients", "fix": "probe a gnome-shell session (its portal answers) instead"}
-        bus = bool(os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("XDG_RUNTIME_DIR"))
-        if comp == "weston":
-            ok = bool(shutil.which("weston-screenshooter"))
-            return {"backend": "weston-screenshooter", "ok": ok,
-                    "reason": None if ok else "weston-screenshooter is not installed",
-                    "fix": "start weston with --debug (it only lets clients take screenshots then)"
-                    + ("" if ok else "; sudo apt-get install weston")}
-        if comp == "kwin_wayland":
-            ok = bool(shutil.which("gdbus")) and bus
-            return {"backend": "kwin", "ok": ok, "reason": None if ok else "gdbus or the session bus is missing",
-                    "fix": None if ok else "sudo apt-get install libglib2.0-bin; run inside the Plasma session"}
-
-        grim = shutil.which("grim")
-        if grim and (comp in WLROOTS or comp is None):
-            return {"backend": "grim", "ok": True, "reason": None, "fix": None}
-        portal_bin = next((p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/lib/xdg-desktop-portal")
-                           if os.path.exists(p)), None)
-        gdbus = shutil.which("gdbus")
-        bus = bool(os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("XDG_RUNTIME_DIR"))
-        problems = [text for bad, text in ((not gdbus, "gdbus is not installed"),
-                                           (not bus, "there is no D-Bus session bus"),
-                                           (not portal_bin, "xdg-desktop-portal is not installed")) if bad]
-        fix = []
-        if comp in WLROOTS and not grim:
-            fix.append("sudo apt-get install grim   (the simplest capture on " + comp + ")")
-        if problems:
-            fix.append("sudo apt-get install xdg-desktop-portal libglib2.0-bin and your desktop's portal "
-                       "(xdg-desktop-portal-gnome, -kde or -wlr)")
-        return {"backend": "xdg-desktop-portal", "ok": not problems, "reason": "; ".join(problems) or None,
-                "fix": " ; ".join(fix) or None}
+        fixes: list[str] = []
+        reasons: list[str] = []
+        for name in order:
+            ok, reason, fix = _backend_ready(name, comp)
+            if ok:
+                return {"backend": _BACKEND_NAMES.get(name, name), "ok": True, "reason": None, "fix": None}
+            reasons.append(reason or f"{name} cannot work here")
+            if fix:
+                fixes.append(fix)
+        return {"backend": _BACKEND_NAMES.get(order[-1], order[-1]), "ok": False, "reason": "; ".join(reasons),
+                "fix": " ; ".join(fixes) or None}
     return {"backend": None, "ok": False, "reason": "no display session",
             "fix": "run inside the desktop session (see Display session)"}
 
