@@ -224,8 +224,30 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     return regress, notes
 
 
-def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool = False) -> dict:
+# A phase's host load (1-minute average, median over the phase) that differs from baseline's by more
+# than this factor *and* by at least LOAD_MIN_DELTA makes a latency slowdown there inconclusive: the
+# desktop machine was busier (or idler), which by itself changes probe latency.
+LOAD_RATIO = 1.5
+LOAD_MIN_DELTA = 1.0
+SCREEN_KINDS = ("screenshot", "display")
+
+
+def load_differs(phase_load: float | None, base_load: float | None) -> bool:
+    if phase_load is None or base_load is None:
+        return False
+    hi, lo = max(phase_load, base_load), min(phase_load, base_load)
+    return hi - lo >= LOAD_MIN_DELTA and hi >= LOAD_RATIO * max(lo, 0.1)
+
+
+def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool = False,
+            context: dict | None = None) -> dict:
     """From a run's journal events to ``{"verdict", "reasons", "exit_code", "details"}``.
+
+    ``context`` (from :func:`judge`): ``device`` the workload ran on, ``load`` the host's load per phase.
+    A latency slowdown is a regression only on a GPU workload whose phase ran under a host load like
+    baseline's; on a CPU workload (a smoke test of the set-up: the workload competes with the probes
+    for the same cores) or under a markedly different load it is inconclusive, with the reason.
+    Nothing is ``reproduced`` when no screen probe (screenshot, display round trip) was measured at all.
 
     Precedence: ``reproduced`` (any later phase regressed; a failed workload is listed too) >
     ``error`` (the workload failed, or no probe could run because of harness errors) >
@@ -301,7 +323,19 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                     regress.append(_category_sentence(phase, kind, cat, s["_cats"][cat], n, config))
             cmp = compare_latency(s["_lat"], b["_lat"], config)
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})
-            if cmp["slowdown"]:
+            ctx = context or {}
+            loads = ctx.get("load") or {}
+            if cmp["slowdown"] and ctx.get("device") == "cpu":
+                s["slowdown_discounted"] = "cpu-workload"
+                unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but the workload ran on the CPU: this is "
+                              "a smoke test of the set-up (the workload competes with the probes for the cores), "
+                              "not evidence about a GPU driver")
+            elif cmp["slowdown"] and load_differs(loads.get(phase), loads.get(BASELINE)):
+                s["slowdown_discounted"] = "host-load"
+                unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but the host load differed "
+                              f"({loads[phase]:.1f} vs {loads[BASELINE]:.1f} at baseline, 1-min average): "
+                              "repeat on a quieter machine")
+            elif cmp["slowdown"]:
                 s["regressions"].append("slowdown")
                 regress.append(_latency_sentence(phase, kind, cmp))
             elif cmp.get("large") and cmp["too_few"]:
@@ -332,6 +366,16 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
     regress.extend(hw_regress)
     details["notes"].extend(hw_notes)
     details["monitor_evidence"] = hw_regress
+    screen_measured = any(e.get("kind") in SCREEN_KINDS and e.get("status") in MEASURED for e in probes)
+    if regress and config.enabled and not screen_measured:
+        details["notes"].extend(f"not counted (no screen probe was measured): {r}" for r in regress)
+        unsure.append("no screen probe (screenshot, display round trip) could be measured, so the desktop "
+                      "was not checked; driver or display-process evidence alone is in the notes")
+        regress = []
+        details["monitor_evidence"] = []
+    regress = list(dict.fromkeys(regress))      # one sentence once
+    if context:
+        details["context"] = context
 
     workload_reason = ("the workload failed: images crashed, hung or ran out of memory "
                        "(see the image outcomes)")
@@ -363,9 +407,33 @@ def judge(record, config: ProbesConfig) -> dict:
     ``details["incidence"]`` (None unless reproduced): the one place a run is judged."""
     from stress.record import derived
 
-    v = verdict(record.judged_events(), config, workload_failed=derived.counts(record).failed > 0)
+    v = verdict(record.judged_events(), config, workload_failed=derived.counts(record).failed > 0,
+                context=_context(record))
     v["details"]["incidence"] = incidence(record.probes, v, config)
     return v
+
+
+def _context(record) -> dict:
+    """What the verdict weighs besides the probes: the device the workload ran on, the host load per phase."""
+    from stress.record import derived
+
+    devices = {str(w.get("device")) for w in record.workers.values() if w.get("device")}
+    device = "cpu" if devices and all(d.startswith("cpu") for d in devices) else ("cuda" if devices else None)
+    win = derived.phase_windows(record)
+    load = {}
+    col = record.host.cols.get("load1")
+    if col:
+        spans = {"baseline": [win.baseline] if win.baseline else []}
+        for sp in win.spans:
+            if sp["phase"] in LATER_PHASES:
+                spans.setdefault(sp["phase"], []).append((sp["start"], sp["end"] if sp["end"] is not None
+                                                         else record.last_t or sp["start"]))
+        for phase, ws in spans.items():
+            vals = [v for t, v in zip(record.host.t, col) if isinstance(v, (int, float))
+                    and any(a <= t <= b for a, b in ws)]
+            if vals:
+                load[phase] = round(statistics.median(vals), 2)
+    return {"device": device, "load": load}
 
 
 def incidence(probes: list[dict], v: dict, config: ProbesConfig) -> dict | None:

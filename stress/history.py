@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from stress.errors import ExitCode, StressError
 from stress.record import derived, load
-from stress.stats import finite, mann_whitney, median, rnd
+from stress.stats import benjamini_hochberg, finite, mann_whitney, median, rnd
 from stress.journal import RunDir
 
 
@@ -527,6 +527,12 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
                      "relative": (change / va) if va else None, "p": p, "basis": basis, "n_a": na, "n_b": nb,
                      "significant": p is not None and p < alpha,
                      "direction": _direction(name, change) if p is not None and p < alpha else None})
+    # Many metrics are tested at once: significance is judged on Benjamini-Hochberg adjusted p-values
+    # (false-discovery rate alpha), so twenty noisy metrics do not make one false "worse" by chance.
+    for row, q in zip(rows, benjamini_hochberg([r["p"] for r in rows])):
+        row["q"] = q
+        row["significant"] = q is not None and q < alpha
+        row["direction"] = _direction(row["metric"], row["change"]) if row["significant"] else None
     va_ = [r.verdict for r in a]
     vb_ = [r.verdict for r in b]
     env = {}
@@ -541,7 +547,7 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
         if sa != sb:
             env[f"libraries.{lib}"] = {"a": sa, "b": sb}
     return {
-        "alpha": alpha,
+        "alpha": alpha, "correction": "benjamini-hochberg",
         "a": {"runs": [r.run_id for r in a]}, "b": {"runs": [r.run_id for r in b]},
         "verdicts": {"a": {v or "none": va_.count(v) for v in sorted(set(va_), key=str)},
                      "b": {v or "none": vb_.count(v) for v in sorted(set(vb_), key=str)},

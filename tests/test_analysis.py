@@ -320,3 +320,58 @@ def test_incidence_always_when_every_visit_failed():
     events += [ev("after-exit", "display", "fail", rep=i, mismatch=True, mismatch_fraction=0.9) for i in range(5)]
     v, inc = _with_incidence(events)
     assert v["verdict"] == "reproduced" and (inc["word"], inc["affected"], inc["visits"]) == ("Always", 2, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Context: the verdict does not blame a driver for what the machine itself did
+
+_BASE = [0.011, 0.0121, 0.012, 0.013, 0.0119]
+_SLOW = [0.045, 0.048, 0.050, 0.047, 0.049]
+
+
+def _slowdown_events():
+    return healthy("baseline", lat={"screenshot": _BASE}) + healthy("after", lat={"screenshot": _SLOW})
+
+
+def test_a_slowdown_on_a_cpu_workload_is_a_smoke_test_not_a_regression():
+    v = verdict(_slowdown_events(), CFG, context={"device": "cpu", "load": {}})
+    assert v["verdict"] == "inconclusive"
+    assert any("ran on the CPU" in r and "smoke test" in r for r in v["reasons"])
+    assert v["details"]["phases"]["after"]["screenshot"]["slowdown_discounted"] == "cpu-workload"
+    assert verdict(_slowdown_events(), CFG, context={"device": "cuda", "load": {}})["verdict"] == "reproduced"
+
+
+def test_a_slowdown_under_a_different_host_load_is_inconclusive():
+    v = verdict(_slowdown_events(), CFG, context={"device": "cuda", "load": {"baseline": 0.4, "after": 3.2}})
+    assert v["verdict"] == "inconclusive" and any("host load differed" in r for r in v["reasons"])
+    same = verdict(_slowdown_events(), CFG, context={"device": "cuda", "load": {"baseline": 1.0, "after": 1.2}})
+    assert same["verdict"] == "reproduced"
+    from stress.analysis import load_differs
+
+    assert load_differs(3.0, 1.0) and not load_differs(1.4, 1.0) and not load_differs(0.9, 0.1)  # 0.8 < 1.0 apart
+
+
+def test_a_failure_still_counts_on_a_cpu_workload():
+    events = healthy("baseline") + [ev("after", "display", "timeout", rep=i) for i in range(5)]
+    assert verdict(events, CFG, context={"device": "cpu", "load": {}})["verdict"] == "reproduced"
+
+
+def test_never_reproduced_without_a_measured_screen_probe():
+    events = [ev(p, k, "unavailable", reason="no display") for p in ("baseline", "after") for k in
+              ("screenshot", "display") for _ in range(5)]
+    events += healthy("baseline", kinds=("decode",)) + healthy("after", kinds=("decode",))
+    events += [{"ev": "phase", "phase": "workload", "state": "start", "t": 0.0},
+               {"ev": "xid", "t": 1.0, "gpu": 0, "xid": 56, "category": "display-engine", "source": "kernel-log",
+                "description": "display engine error"}]
+    v = verdict(events, CFG)
+    assert v["verdict"] != "reproduced"
+    assert any("no screen probe" in r for r in v["reasons"])
+    assert any("not counted" in n and "Xid 56" in n for n in v["details"]["notes"])
+
+
+def test_reasons_are_never_repeated():
+    events = healthy("baseline") + healthy("after")
+    events += [{"ev": "phase", "phase": "workload", "state": "start", "t": 0.0}]
+    events += [{"ev": "host", "t": 1.0 + i, "dsgone": [[42, "Xorg"]]} for i in range(3)]
+    v = verdict(events, CFG)
+    assert v["verdict"] == "reproduced" and len(v["reasons"]) == len(set(v["reasons"])) == 1

@@ -57,7 +57,7 @@ def test_two_runs_of_the_same_speed_are_not_called_different(tmp_path):
 
 def test_groups_by_filter_test_per_run_values_and_show_environment(tmp_path):
     db = tmp_path / "history.db"
-    for i in range(4):
+    for i in range(6):   # 6 runs a side: enough to stay significant after the correction for many metrics
         record_run(make_run(tmp_path / "old", f"old{i}", image_times=times(i, n=4), driver="550.54.14",
                             t0=1.79e9 + i), None, db)
         record_run(make_run(tmp_path / "new", f"new{i}", image_times=times(10 + i, n=4, scale=1.5), driver="555.42.02",
@@ -66,16 +66,16 @@ def test_groups_by_filter_test_per_run_values_and_show_environment(tmp_path):
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     m = by_metric(data)
-    assert m["images_per_min"]["basis"] == "runs" and m["images_per_min"]["n_a"] == 4
+    assert m["images_per_min"]["basis"] == "runs" and m["images_per_min"]["n_a"] == 6
     assert m["images_per_min"]["significant"] and m["images_per_min"]["direction"] == "worse"
-    assert m["image_s_median"]["basis"] == "samples" and m["image_s_median"]["n_a"] == 16
+    assert m["image_s_median"]["basis"] == "samples" and m["image_s_median"]["n_a"] == 24
     assert data["environment"]["driver"] == {"a": ["550.54.14"], "b": ["555.42.02"]}
-    assert data["incidence"]["b"]["reproduced"] == 2 and data["incidence"]["b"]["frequency"] == "sometimes"
+    assert data["incidence"]["b"]["reproduced"] == 3 and data["incidence"]["b"]["frequency"] == "sometimes"
     assert data["verdicts"]["differs"]
     text = run_cli("compare", "driver=550.54.14", "driver=555.42.02", "--db", str(db))
     assert text.returncode == 0
     assert "SIGNIFICANT (worse)" in text.stdout and "driver: A 550.54.14 | B 555.42.02" in text.stdout
-    assert "verdicts: A not-reproduced 4 | B not-reproduced 2, reproduced 2  -> DIFFER" in text.stdout
+    assert "verdicts: A not-reproduced 6 | B not-reproduced 3, reproduced 3  -> DIFFER" in text.stdout
 
 
 def test_compare_run_directories_and_ids_from_the_command_line(tmp_path):
@@ -110,3 +110,30 @@ def test_unknown_run_id_and_ambiguous_prefix(tmp_path):
     assert res.returncode == 2 and "matches 2 runs" in res.stderr
     res = run_cli("compare", "zzz", "abc-1", "--db", str(db))
     assert res.returncode == 2 and "no run with that id" in res.stderr
+
+
+def test_many_metrics_from_one_distribution_compare_as_no_change():
+    """23 metrics, both sides drawn from the same distribution: with the Benjamini-Hochberg correction
+    none is significant (uncorrected, about one in twenty would be at alpha 0.05)."""
+    import random
+
+    from stress.history import RunSummary, compare_runs
+
+    rng = random.Random(11)
+
+    def runs(n):
+        out = []
+        for i in range(n):
+            s = RunSummary(run_id=f"r{i}-{rng.random()}", run_dir="/x")
+            s.metrics = {f"m{k}": rng.gauss(10, 1) for k in range(23)}
+            out.append(s)
+        return out
+
+    flagged = raw = 0
+    for _ in range(20):
+        res = compare_runs(runs(8), runs(8))
+        assert res["correction"] == "benjamini-hochberg"
+        flagged += len(res["significant"])
+        raw += sum(1 for r in res["metrics"] if r["p"] is not None and r["p"] < 0.05)
+    assert flagged <= 1, flagged          # at most one false discovery in 20 x 23 tests
+    assert raw >= 5, raw                  # while the uncorrected tests would have flagged several
