@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from stress.workload.models import load_model
-from stress.workload.prompts import CHUNK, PromptEncoder, clip_l_width_for, generate_prompt
+from stress.workload.prompts import CHUNK, PromptEncoder, generate_prompt
 
 TE1, TE2 = 32, 64  # hidden sizes of the tiny text encoders (real SDXL: 768, 1280)
-# SD.Next makes a pooled embedding when the last encoder is wider than CLIP ViT-L: tiny ViT-L is TE1 wide.
-WIDE = {"clip_l_width": clip_l_width_for("builtin:tiny-sdxl")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,7 +32,7 @@ def pipes(model_cache: Path):
 
 @pytest.fixture(scope="module")
 def enc(pipes):
-    return PromptEncoder(pipes[0], "sdxl", clip_skip=1, device="cpu", **WIDE)
+    return PromptEncoder(pipes[0], "sdxl", clip_skip=1, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +103,7 @@ def test_embeddings_come_from_the_penultimate_layer_and_pooled_from_the_first_77
     assert torch.allclose(e.prompt_embeds, torch.cat([h1, out2.hidden_states[-2]], dim=-1), atol=1e-5)
     assert torch.allclose(e.pooled_prompt_embeds, out2.text_embeds, atol=1e-5)
     # clip_skip 2 -> SD.Next's -(clip_skip + 1): hidden_states[-3], not normalized.
-    e2 = PromptEncoder(base, "sdxl", clip_skip=2, device="cpu", **WIDE).encode("a lighthouse on a rocky cliff", "")
+    e2 = PromptEncoder(base, "sdxl", clip_skip=2, device="cpu").encode("a lighthouse on a rocky cliff", "")
     with torch.no_grad():
         h1b = base.text_encoder(ids, output_hidden_states=True).hidden_states[-3]
     assert torch.allclose(e2.prompt_embeds[..., :TE1], h1b, atol=1e-5)
@@ -119,7 +117,7 @@ def test_pooled_embedding_ignores_tokens_past_77(enc, long_prompt):
 
 
 def test_refiner_encodes_with_text_encoder_2_only(pipes, long_prompt):
-    e = PromptEncoder(pipes[1], "sdxl-refiner", device="cpu", **WIDE).encode(long_prompt, "")
+    e = PromptEncoder(pipes[1], "sdxl-refiner", device="cpu").encode(long_prompt, "")
     assert e.prompt_tokens == 2400
     assert e.prompt_embeds.shape == (1, CHUNK * e.prompt_chunks, TE2)
     assert e.negative_prompt_embeds.shape == e.prompt_embeds.shape

@@ -24,7 +24,7 @@ from stress.workload.prompts import (
 
 ROOT = Path(__file__).resolve().parent.parent
 TE1, TE2 = 32, 64
-TINY_CLIP_L = clip_l_width_for("builtin:tiny-sdxl")
+TINY_CLIP_L = clip_l_width_for([TE1, TE2])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -153,7 +153,11 @@ def test_pooled_only_when_the_last_encoder_is_wider_than_clip_l(pipes):
     assert narrow.pooled_prompt_embeds is None and narrow.negative_pooled_prompt_embeds is None
     sd15 = PromptEncoder(pipes["sd15"], "sd15", device="cpu", clip_l_width=TINY_CLIP_L).encode("a fox", "dark")
     assert sd15.prompt_embeds.shape[-1] == TE1 and sd15.pooled_prompt_embeds is None
-    assert clip_l_width_for("builtin:sdxl") == clip_l_width_for("/models/some-sdxl") == 768
+    # Real widths are measured against ViT-L's 768 (SD 1.5: 768, SDXL: 768 + 1280); the encoder
+    # picks the threshold from its own encoders' widths when not told.
+    assert clip_l_width_for([768]) == clip_l_width_for([768, 1280]) == clip_l_width_for([1280]) == 768
+    assert PromptEncoder(pipes["sdxl-refiner"], "sdxl-refiner").clip_l_width == TINY_CLIP_L
+    assert PromptEncoder(pipes["sd15"], "sd15").encode("a fox", "").pooled_prompt_embeds is None
 
 
 def test_demo_embeddings_unchanged_by_the_native_parser(pipes):

@@ -37,7 +37,6 @@ from stress.workload.prompts import (
     EncodedPrompt,
     PromptEncoder,
     attention_mode,
-    clip_l_width_for,
     prompt_digest,
     repeat_batch,
     resolve_prompt_text,
@@ -195,8 +194,7 @@ class WorkloadSession:
         pipe.scheduler = make_scheduler(self.scenario.sampler.name, self._model_sched_config[role])
         self.applied[role] = apply_optimizations(pipe, self.scenario.optimizations, self.device, self.notes, role)
         self._encoders[role] = PromptEncoder(pipe, model.kind, clip_skip=self.scenario.model.clip_skip,
-                                             device=self.device, attention=attention_mode(self.scenario),
-                                             clip_l_width=clip_l_width_for(model.source))
+                                             device=self.device, attention=attention_mode(self.scenario))
 
     def reload_models(self) -> dict:
         """Drop the pipelines (and the embeddings cached for them) and load them again."""

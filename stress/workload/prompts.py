@@ -303,11 +303,13 @@ CHUNK = 77  # CLIP's context: 75 tokens + BOS + EOS
 CLIP_L_WIDTH = 768
 
 
-def clip_l_width_for(source: str) -> int:
-    """The width SD.Next's pooled rule compares with: 768, or for the built-in tiny models the width of
-    their stand-in for CLIP ViT-L (their ``text_encoder``), so that the rule sorts them as it sorts
-    the real architectures (tiny SDXL's text_encoder_2 is wider, tiny SD 1.5's is not)."""
-    if source.startswith("builtin:tiny-"):
+def clip_l_width_for(widths: Sequence[int]) -> int:
+    """The width SD.Next's pooled rule compares with, for a model whose text encoders are ``widths``
+    wide: 768 (CLIP ViT-L); for a model with every encoder narrower than that (the built-in tiny
+    models, also loaded from their exported folders) the width of the tiny stand-in for ViT-L (their
+    ``text_encoder``), so that the rule sorts them as it sorts the real architectures: tiny SDXL's
+    and the tiny refiner's text_encoder_2 are wider, tiny SD 1.5's encoder is not."""
+    if widths and max(widths) < CLIP_L_WIDTH:
         from stress.workload.models import builtin_component_configs
 
         return int(builtin_component_configs("builtin:tiny-sd15")["text_encoder"]["hidden_size"])
@@ -396,11 +398,10 @@ class PromptEncoder:
     ``kind``: ``sdxl`` (tokenizer + tokenizer_2), ``sdxl-refiner`` (tokenizer_2 only) or ``sd15``."""
 
     def __init__(self, pipe: Any, kind: str, clip_skip: int = 1, device: Any = None,
-                 attention: str = "native", clip_l_width: int = CLIP_L_WIDTH):
+                 attention: str = "native", clip_l_width: int | None = None):
         self.pipe, self.kind, self.clip_skip = pipe, kind, clip_skip
         self.device = device
         self.attention = check_mode(attention)
-        self.clip_l_width = clip_l_width
         provider_cls = _provider_class()
         etype = embeddings_type(kind, clip_skip)
         self.providers = []
@@ -411,6 +412,8 @@ class PromptEncoder:
                                                    returned_embeddings_type=etype, device=device))
         if not self.providers:
             raise StressError(f"the {kind} pipeline has no tokenizer/text encoder to encode prompts with")
+        widths = [int(getattr(p.text_encoder.config, "hidden_size", 0) or 0) for p in self.providers]
+        self.clip_l_width = clip_l_width if clip_l_width is not None else clip_l_width_for(widths)
         self._empty: Any = None
 
     def plan(self, prompt: str, negative: str) -> PromptPlan:
