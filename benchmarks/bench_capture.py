@@ -61,6 +61,12 @@ def old_frame_stats(rgb: np.ndarray, tol: int) -> dict:
     return {"flat": flat, "black": bool(flat and hi.max() <= tol), "mean": px.mean(axis=(0, 1)).tolist()}
 
 
+def old_compare(expected: np.ndarray, got: np.ndarray, tol: int) -> dict:
+    """compare before the per-channel uint8 difference, for the comparison."""
+    diff = np.abs(expected.astype(np.int16) - got.astype(np.int16)).max(axis=2)
+    return {"fraction": float((diff > tol).mean()), "max_diff": int(diff.max())}
+
+
 def timed(fn) -> tuple[float, object]:
     t = time.perf_counter()
     out = fn()
@@ -102,7 +108,7 @@ def measure(reps: int, desktop: dict, region: dict, seed: int) -> dict:
         checks["stats_probe"].append(timed(lambda: frame_stats(frames["desktop_probe"], 8))[0])
         checks["stats_old"].append(timed(lambda: old_frame_stats(frames["desktop_old"], 8))[0])
         checks["compare_probe"].append(timed(lambda: compare(expected, frames["poll_probe"], 8))[0])
-        checks["compare_old"].append(timed(lambda: compare(expected, frames["poll_old"], 8))[0])
+        checks["compare_old"].append(timed(lambda: old_compare(expected, frames["poll_old"], 8))[0])
     raw_sct.close()
     old_sct.close()
     cap.close()

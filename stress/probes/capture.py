@@ -49,7 +49,7 @@ def rgb_view(bgrx: bytearray, width: int, height: int) -> np.ndarray:
 
     The view reads the buffer in place (channel stride -1): the whole-desktop capture costs what the
     grab costs. ``ScreenShot.bgra`` would copy the buffer once more, and ``bgra[..., 2::-1].copy()``
-    (the conversion the probe used to make) cost 5x the grab itself on a 1080p Xvfb
+    (the conversion the probe used to make) made the capture 5.7-6.3x the grab on a 1080p Xvfb
     (benchmarks/bench_capture.py). mss hands out a new buffer per grab, so a view stays valid after
     the next one. The checks read it as it is (:func:`stress.probes.common.frame_stats` per channel);
     only a kept frame is made contiguous."""
