@@ -140,4 +140,3 @@ def test_wayland_without_a_backend_is_unsupported_not_black(tmp_path, monkeypatc
                                    "(grim is not installed; gdbus is not installed (package libglib2.0-bin))")
     assert "needs X11 or XWayland" in events[1]["reason"]
     assert verdict(events, config)["verdict"] == "inconclusive"
-
