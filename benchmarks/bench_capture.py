@@ -109,6 +109,9 @@ def measure(reps: int, desktop: dict, region: dict, seed: int) -> dict:
         checks["stats_old"].append(timed(lambda: old_frame_stats(frames["desktop_old"], 8))[0])
         checks["compare_probe"].append(timed(lambda: compare(expected, frames["poll_probe"], 8))[0])
         checks["compare_old"].append(timed(lambda: old_compare(expected, frames["poll_old"], 8))[0])
+    # The screen is static: the probe's frame and the old conversion must be the same pixels.
+    identical = bool(np.array_equal(cap.grab(desktop), old_grab(old_sct, desktop))
+                     and np.array_equal(cap.grab(region), old_grab(old_sct, region)))
     raw_sct.close()
     old_sct.close()
     cap.close()
@@ -118,6 +121,7 @@ def measure(reps: int, desktop: dict, region: dict, seed: int) -> dict:
 
     ms = {k: round(statistics.median(v) * 1e3, 3) for k, v in {**times, **checks}.items()}
     return {
+        "identical_to_old": identical,
         "median_ms": ms,
         "ratio_to_raw": {
             "desktop_probe": round(ratio("desktop_probe", "desktop_raw"), 3),
@@ -182,6 +186,7 @@ def main() -> int:
               f"{r[key + '_probe']:>10.2f}x{r[key + '_old']:>8.2f}x")
     print(f"checks after the capture: frame_stats {ms['stats_probe']:.2f} ms (old {ms['stats_old']:.2f} ms), "
           f"compare {ms['compare_probe']:.2f} ms (old {ms['compare_old']:.2f} ms)")
+    print(f"probe frames identical to the old conversion: {result['identical_to_old']}")
     print(f"capture + checks over raw grab: desktop {c['desktop']:.2f}x (old {c['desktop_old']:.2f}x), "
           f"poll {c['poll']:.2f}x (old {c['poll_old']:.2f}x)")
     return 0

@@ -105,3 +105,24 @@ def test_frames_are_views_that_later_grabs_do_not_overwrite(painted):
     assert np.array_equal(first, kept)
     # The checks read the view as they would read a converted copy.
     assert frame_stats(first, 8) == frame_stats(np.ascontiguousarray(first), 8)
+
+
+def test_capture_benchmark_runs_and_its_frames_match_the_old_conversion():
+    """benchmarks/bench_capture.py, tiny: it starts its own Xvfb and compares the probe's frames with
+    the conversion it replaced (the figures themselves are in docs/benchmarks.md)."""
+    import json
+    from pathlib import Path
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install -y xvfb)")
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    res = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_capture.py"), "--reps", "5",
+                          "--size", "320x240", "--region", "64", "--json"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["identical_to_old"] is True
+    assert out["size"] == "320x240" and out["region"] == "64x64" and out["reps"] == 5
+    assert set(out["ratio_to_raw"]) == {"desktop_probe", "desktop_old", "poll_probe", "poll_old"}
+    assert all(v > 0 for v in out["median_ms"].values())
