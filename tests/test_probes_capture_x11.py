@@ -96,7 +96,7 @@ def test_desktop_and_region_grabs_are_pixel_identical_to_xwd(painted):
 
 
 def test_frames_are_views_that_later_grabs_do_not_overwrite(painted):
-    x, cap = painted
+    _x, cap = painted
     first = cap.grab(cap.monitors()[0])
     assert not first.flags["C_CONTIGUOUS"] and not first.flags["OWNDATA"]  # no conversion was made
     kept = first.copy()
