@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from stress.report import write_reports
         from stress.report.bundle import write_bundle
         from stress.report.charts import render_charts
-        from stress.report.data import build_report, dumps_report
+        from stress.report.build import build_report, dumps_report
         from stress.report.html import render_html
         from stress.report.ticket import render_ticket
 

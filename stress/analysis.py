@@ -15,11 +15,12 @@ from typing import Any
 
 from stress.errors import ExitCode
 from stress.probes.config import ProbesConfig
+from stress.stats import mann_whitney, min_p_value
 
 BASELINE = "baseline"
 LATER_PHASES = ("during", "after", "after-exit")
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
-              "viewer": "external viewer"}
+              "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
 NOT_MEASURED = ("unsupported", "unavailable")
 # Failure categories, most specific first; a failed probe counts in the first one that matches.
@@ -96,11 +97,6 @@ def _summary(evs: list[dict], kind: str) -> dict:
     }
 
 
-def min_p_value(n1: int, n2: int) -> float:
-    """Smallest one-sided p-value the exact Mann-Whitney U test can give with these sizes."""
-    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
-
-
 def needed_repetitions(alpha: float) -> int:
     """Fewest samples per side (equal sizes) with which the exact test can reach ``p < alpha``."""
     n = 2
@@ -130,10 +126,8 @@ def compare_latency(current: list[float], baseline: list[float], config: ProbesC
     elif len(set(current) | set(baseline)) == 1:
         out["p_value"], out["significant"] = 1.0, False  # all equal: no evidence of a difference
     else:
-        from scipy.stats import mannwhitneyu
-
-        p = float(mannwhitneyu(current, baseline, alternative="greater").pvalue)
-        out["p_value"], out["significant"] = p, p < config.alpha
+        p = mann_whitney(current, baseline, "greater")
+        out["p_value"], out["significant"] = p, p is not None and p < config.alpha
     big = out["ratio"] is not None and out["ratio"] >= config.slowdown_ratio
     out["slowdown"] = bool(big and out["significant"])
     out["large"] = bool(big)
@@ -188,12 +182,16 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
 
     - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus;
     - a GPU that NVML reports lost;
-    - a display server or compositor process that exited (the samplers' ``dsgone``)."""
+    - a display server or compositor process *under test* that exited (the samplers' ``dsgone``:
+      the processes behind the probes' display; others with such names are ``ctxgone``, never
+      evidence), once per process, with its restart (``dsnew``) when one took its place."""
     t_work = next((e.get("t") for e in events if e.get("ev") == "phase" and e.get("phase") == "workload"
                    and e.get("state") == "start"), None)
     regress: list[str] = []
     notes: list[str] = []
     xids: dict[tuple, dict] = {}
+    gone: dict[object, str] = {}
+    restarted: dict[str, list] = {}
     for e in events:
         kind = e.get("ev")
         if kind == "xid" and isinstance(e.get("xid"), int):
@@ -209,8 +207,16 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
             if t_work is None or not isinstance(t, (int, float)) or t < t_work:
                 continue
             for item in e["dsgone"]:
-                if isinstance(item, list) and len(item) == 2:
-                    regress.append(f"the display process {item[1] or '?'} (pid {item[0]}) exited during the run")
+                if isinstance(item, list) and len(item) in (2, 3) and item[0] not in gone:
+                    gone[item[0]] = str(item[1] or "?")
+        if kind == "host" and isinstance(e.get("dsnew"), list):
+            for item in e["dsnew"]:
+                if isinstance(item, list) and len(item) == 3:
+                    restarted.setdefault(str(item[1] or "?"), []).append(item[0])
+    for pid, name in gone.items():
+        again = restarted.get(name)
+        tail = f", restarted as pid {again.pop(0)}" if again else ""
+        regress.append(f"the display process {name} (pid {pid}) exited during the run{tail}")
     for (gpu, xid, cat), agg in sorted(xids.items(), key=lambda kv: str(kv[0])):
         sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
                     f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")
@@ -346,3 +352,84 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                    f"in {', '.join(compared)}; {len(measured)} probes)"]
         v, code = "not-reproduced", ExitCode.OK
     return {"verdict": v, "reasons": reasons, "exit_code": int(code), "details": details}
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge of a run record: the verdict, the incidence, what changed
+
+
+def judge(record, config: ProbesConfig) -> dict:
+    """The verdict of a run's record (``stress.record.RunRecord``), with its incidence in
+    ``details["incidence"]`` (None unless reproduced): the one place a run is judged."""
+    from stress.record import derived
+
+    v = verdict(record.judged_events(), config, workload_failed=derived.counts(record).failed > 0)
+    v["details"]["incidence"] = incidence(record.probes, v, config)
+    return v
+
+
+def incidence(probes: list[dict], v: dict, config: ProbesConfig) -> dict | None:
+    """How often the desktop showed the regression, by the rule the verdict used: among the probe
+    visits after the workload started (each ``during`` visit, ``after``, ``after-exit``), those in which
+    a kind that regressed in that phase showed it (a failure of the new category, or a latency at least
+    ``slowdown_ratio`` times its baseline median where the phase's slowdown was significant).
+
+    ``None`` unless the verdict is ``reproduced``: a run that did not reproduce claims no incidence.
+    The word is the bug template's: Once (one visit, or driver evidence without a failed probe),
+    Sometimes, Always (every visit)."""
+    if v.get("verdict") != "reproduced":
+        return None
+    phases = (v.get("details") or {}).get("phases") or {}
+    base = phases.get(BASELINE) or {}
+    visits: dict[tuple[str, int], list[dict]] = {}
+    for e in probes:
+        if e.get("phase") in LATER_PHASES and e.get("kind") in KIND_LABEL and e.get("status") in MEASURED:
+            visits.setdefault((e["phase"], int(e.get("visit") or 0)), []).append(e)
+    affected = 0
+    for (phase, _visit), evs in visits.items():
+        hit = False
+        for kind in {e["kind"] for e in evs}:
+            s = (phases.get(phase) or {}).get(kind) or {}
+            regs = set(s.get("regressions") or [])
+            if not regs:
+                continue
+            mine = [e for e in evs if e["kind"] == kind]
+            if any(category_of(e) in regs for e in mine):
+                hit = True
+            b = ((base.get(kind) or {}).get("latency") or {}).get("median")
+            if "slowdown" in regs and b:
+                lat = [x for e in mine if e.get("status") == "ok" for x in [latency_of(e)] if x is not None]
+                if lat and statistics.median(lat) >= config.slowdown_ratio * b:
+                    hit = True
+        affected += hit
+    n = len(visits)
+    evidence = len((v.get("details") or {}).get("monitor_evidence") or [])
+    if affected == 0:
+        word = "Once"
+    elif affected == n:
+        word = "Always" if n > 1 else "Once"
+    else:
+        word = "Once" if affected == 1 else "Sometimes"
+    why = (f"{affected} of {n} desktop probe visits after the workload started showed the regression"
+           if n else "no desktop probe visit after the workload started")
+    if evidence:
+        why += f"; {evidence} driver or display-process event(s)"
+    return {"word": word, "affected": affected, "visits": n, "evidence": evidence, "why": why}
+
+
+def metric_changed(m: dict) -> bool:
+    """Whether a monitored metric changed enough to list in "What changed": a counter that rose; memory
+    that moved by more than 32 MiB and 5% of its baseline; open files or threads by more than 8 and 10%."""
+    delta = m.get("delta_after_exit")
+    if delta is None:
+        delta = m.get("delta_after") if m.get("delta_after") is not None else m.get("delta_last")
+    if delta is None:
+        return False
+    if m.get("kind") == "counter":
+        return delta > 0
+    if m.get("unit") == "bytes":
+        return abs(delta) > max(32 * 1024 ** 2, 0.05 * abs(m.get("baseline") or 0))
+    key = str(m.get("key", ""))
+    if key.endswith(".fds") or key.endswith(".threads"):
+        return abs(delta) > max(8, 0.1 * abs(m.get("baseline") or 0))
+    return False

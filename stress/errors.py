@@ -24,6 +24,23 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130       # Ctrl-C / SIGTERM: stopped cleanly, everything recorded so far is kept
 
 
+# Most important first: when several runs (a matrix, a soak's iterations) end differently, the one
+# exit code reported is the first of these that occurred. A code not listed (a bug, bad input, a
+# missing set-up) outranks them all: it means something did not run.
+SEVERITY = (ExitCode.INTERRUPTED, ExitCode.SOAK_HARNESS, ExitCode.REPRODUCED, ExitCode.WORKLOAD_ERROR,
+            ExitCode.INCONCLUSIVE, ExitCode.OK)
+
+
+def most_severe(codes) -> int:
+    """The exit code to report for several results (``OK`` for none)."""
+    got = [int(c) for c in codes if c is not None]
+    known = [int(c) for c in SEVERITY]
+    unknown = [c for c in got if c not in known]
+    if unknown:
+        return unknown[0]
+    return next((c for c in known if c in got), int(ExitCode.OK))
+
+
 class StressError(Exception):
     """A problem the user can act on. ``str()`` is the one line shown after ``error:``."""
 

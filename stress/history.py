@@ -19,9 +19,7 @@ The schema is versioned with ``PRAGMA user_version`` and upgraded in place by :d
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from stress.errors import ExitCode, StressError
-from stress.journal import RunDir, read_journal
+from stress.record import derived, load
+from stress.stats import finite, mann_whitney, median, rnd
+from stress.journal import RunDir
 
-DEFAULT_DB = Path("reports") / "history.db"   # relative form; commands use stress.paths.default_history_db()
 
 
 class HistoryError(StressError):
@@ -182,16 +181,6 @@ class RunSummary:
         return out
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
 def _environment(rd: RunDir, events_env: dict | None) -> dict:
     try:
         env = json.loads(rd.environment.read_text(encoding="utf-8"))
@@ -202,32 +191,30 @@ def _environment(rd: RunDir, events_env: dict | None) -> dict:
     return events_env or {}
 
 
-def _gpu_facts(env: dict, events: list[dict]) -> tuple[str | None, str | None, str | None]:
+def _gpu_facts(env: dict, statics: list[dict]) -> tuple[str | None, str | None, str | None]:
     """GPU name(s), driver and CUDA driver version, from environment.json or gpu_static events."""
     gpu = env.get("gpu") if isinstance(env.get("gpu"), dict) else {}
     names = [g.get("name") for g in gpu.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
     driver, cuda = gpu.get("driver"), gpu.get("cuda_driver")
-    for ev in events:
-        if ev.get("ev") == "gpu_static":
-            if ev.get("name") and ev["name"] not in names:
-                names.append(ev["name"])
-            driver = driver or ev.get("driver")
-            cuda = cuda or ev.get("cuda_driver")
+    for ev in statics:
+        if ev.get("name") and ev["name"] not in names:
+            names.append(ev["name"])
+        driver = driver or ev.get("driver")
+        cuda = cuda or ev.get("cuda_driver")
     return (", ".join(names) or None), (str(driver) if driver else None), (str(cuda) if cuda else None)
 
 
 def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> RunSummary:
-    """Everything the history keeps about one run, read from its run directory (and report)."""
+    """Everything the history keeps about one run, from its record (``stress.record``): the same
+    numbers run.json and report.json show (``stress.record.derived``)."""
     rd = RunDir(run_dir)
     if not rd.journal.exists():
         raise StressError(f"{run_dir}: not a run directory (no journal.jsonl)")
-    contents = read_journal(rd.journal)
-    events = contents.events
-    start = contents.first("run_start") or {}
-    end = contents.last("run_end")
-    verdict = contents.last("verdict") or {}
-    env_ev = contents.last("environment")
-    env = _environment(rd, env_ev.get("env") if env_ev else None)
+    rec = load(rd.root)
+    start = rec.run_start or {}
+    end = rec.run_end
+    verdict = rec.verdict or {}
+    env = _environment(rd, rec.env_event.get("env") if rec.env_event else None)
     s = RunSummary(run_id=start.get("run_id") or rd.run_id, run_dir=str(rd.root.resolve()))
     if report_dir is not None:
         report_dir = Path(report_dir)
@@ -235,14 +222,12 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
             if candidate.exists():
                 s.report_path = str(candidate.resolve())
                 break
-    s.started_at = start.get("t") or (events[0].get("t") if events else None)
-    s.ended_at = end.get("t") if end else (events[-1].get("t") if events else None)
-    s.wall_s = _num(end.get("wall_s")) if end else None
-    if s.wall_s is None and s.started_at and s.ended_at:
-        s.wall_s = round(s.ended_at - s.started_at, 3)
+    s.started_at = start.get("t") or rec.first_t
+    s.ended_at = end.get("t") if end else rec.last_t
+    s.wall_s = derived.wall_seconds(rec)
     host = env.get("host") if isinstance(env.get("host"), dict) else {}
     s.hostname = host.get("hostname")
-    s.gpu, s.driver, s.cuda_driver = _gpu_facts(env, events)
+    s.gpu, s.driver, s.cuda_driver = _gpu_facts(env, list(rec.gpu_static.values()))
     os_ = env.get("os") if isinstance(env.get("os"), dict) else {}
     s.kernel = os_.get("release")
     py = env.get("python") if isinstance(env.get("python"), dict) else {}
@@ -256,98 +241,62 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     s.exit_code = verdict.get("exit_code")
     s.status = end.get("status") if end else "incomplete"
 
-    images: dict[int, dict] = {}
-    starts_at: dict[int, float] = {}
-    probe_lat: dict[str, list[float]] = {}
-    probe_fail: dict[str, int] = {}
-    xids = 0
-    nvml_peak: float | None = None
-    torch_peak: float | None = None
-    host_rss_peak: float | None = None
-    load_s: list[float] = []
-    for ev in events:
-        kind = ev.get("ev")
-        if kind == "image" and isinstance(ev.get("index"), int):
-            images[ev["index"]] = ev  # the last record of an index wins (a resumed run redid it)
-        elif kind == "image_start" and isinstance(ev.get("index"), int) and _num(ev.get("t")) is not None:
-            starts_at[ev["index"]] = float(ev["t"])
-        elif kind == "probe":
-            key = f"{ev.get('phase')}:{ev.get('kind')}"
-            if ev.get("status") == "ok" and _num(ev.get("latency_s")) is not None:
-                probe_lat.setdefault(key, []).append(float(ev["latency_s"]))
-            elif ev.get("status") in ("fail", "timeout", "error"):
-                probe_fail[ev.get("phase") or "?"] = probe_fail.get(ev.get("phase") or "?", 0) + 1
-        elif kind == "xid":
-            xids += 1
-        elif kind == "nvml" and _num(ev.get("mu")) is not None:
-            nvml_peak = max(nvml_peak or 0.0, float(ev["mu"]))
-        elif kind == "alloc":
-            if _num(ev.get("peak_reserved")) is not None:
-                torch_peak = max(torch_peak or 0.0, float(ev["peak_reserved"]))
-            if _num(ev.get("peak_rss")) is not None:
-                host_rss_peak = max(host_rss_peak or 0.0, float(ev["peak_rss"]))
-        elif kind == "worker_ready" and _num(ev.get("load_s")) is not None:
-            load_s.append(float(ev["load_s"]))
-
-    ok = [r for r in images.values() if r.get("outcome") == "ok"]
-    # a preflight skip is a decision, not a failure (as in the runner's run_end)
-    s.images_ok = len(ok)
-    s.images_failed = sum(r.get("outcome") not in ("ok", "skipped") for r in images.values())
+    counts = derived.counts(rec)
+    s.images_ok, s.images_failed = counts.ok, counts.failed
     m = s.metrics
     m["images_ok"], m["images_failed"] = float(s.images_ok), float(s.images_failed)
-    per_image: list[float] = []
-    stages: dict[str, list[float]] = {}
-    for r in sorted(ok, key=lambda r: r["index"]):
-        timings = r.get("timings") if isinstance(r.get("timings"), dict) else {}
-        vals = {k: float(v) for k, v in timings.items() if _num(v) is not None}
-        if vals:
-            per_image.append(round(sum(vals.values()), 6))
-            for k, v in vals.items():
-                stages.setdefault(k, []).append(v)
+    per_image = [v for _, v in sorted(derived.image_seconds(rec).items())]
     if per_image:
         s.samples["image_s"] = per_image
-        m["image_s_median"] = _median(per_image)
+        m["image_s_median"] = rnd(median(per_image), 4)
+    stages: dict[str, list[float]] = {}
+    for idx in sorted(rec.images):
+        r = rec.images[idx]
+        if r.get("outcome") != "ok":
+            continue
+        timings = r.get("timings") if isinstance(r.get("timings"), dict) else {}
+        for k, v in timings.items():
+            if finite(v) is not None:
+                stages.setdefault(k, []).append(float(v))
     for stage, vals in stages.items():
         s.samples[f"stage_s:{stage}"] = vals
-        m[f"stage_s_median:{stage}"] = _median(vals)
-    # Throughput over the time images were in flight (image_start .. its record), merged across
-    # overlapping batches: model loading and the downtime before a resume do not count.
-    spans = sorted((starts_at[i], r["t"]) for i, r in images.items()
-                   if i in starts_at and _num(r.get("t")) is not None and r["t"] >= starts_at[i])
-    span = 0.0
-    cur_a = cur_b = None
-    for a, b in spans:
-        if cur_b is None or a > cur_b:
-            if cur_b is not None:
-                span += cur_b - cur_a
-            cur_a, cur_b = a, b
-        else:
-            cur_b = max(cur_b, b)
-    if cur_b is not None:
-        span += cur_b - cur_a
-    if not span and per_image:
-        span = sum(per_image)
-    if ok and span and span > 0:
-        m["images_per_min"] = round(len(ok) * 60.0 / span, 4)
+        m[f"stage_s_median:{stage}"] = median(vals)
+    m["images_per_min"] = derived.images_per_min(rec)
+    probe_lat: dict[str, list[float]] = {}
+    probe_fail: dict[str, int] = {}
+    for ev in rec.probes:
+        key = f"{ev.get('phase')}:{ev.get('kind')}"
+        if ev.get("status") == "ok" and finite(ev.get("latency_s")) is not None:
+            probe_lat.setdefault(key, []).append(float(ev["latency_s"]))
+        elif ev.get("status") in ("fail", "timeout", "error"):
+            probe_fail[ev.get("phase") or "?"] = probe_fail.get(ev.get("phase") or "?", 0) + 1
     for key, vals in probe_lat.items():
         s.samples[f"probe_latency_s:{key}"] = vals
-        m[f"probe_latency_median:{key}"] = _median(vals)
+        m[f"probe_latency_median:{key}"] = median(vals)
     m["probe_failures"] = float(sum(probe_fail.values()))
     for phase, n in probe_fail.items():
         m[f"probe_failures:{phase}"] = float(n)
-    m["xid_events"] = float(xids)
-    if nvml_peak is not None:
-        m["gpu_mem_used_peak_bytes"] = nvml_peak
-    if torch_peak is not None:
-        m["torch_peak_reserved_bytes"] = torch_peak
-    if host_rss_peak is not None:
-        m["worker_peak_rss_bytes"] = host_rss_peak
+    m["xid_events"] = float(len(rec.xids))
+    inc = (verdict.get("details") or {}).get("incidence") if isinstance(verdict.get("details"), dict) else None
+    if isinstance(inc, dict) and isinstance(inc.get("affected"), int):
+        m["probe_visits_affected"] = float(inc["affected"])
+        m["probe_visits_after"] = float(inc.get("visits") or 0)
+    m["gpu_mem_used_peak_bytes"] = _column_max([c.cols.get("mem_used") for c in rec.nvml.values()])
+    m["torch_peak_reserved_bytes"] = _column_max([rec.alloc.cols.get("peak_reserved")])
+    m["worker_peak_rss_bytes"] = _column_max([rec.alloc.cols.get("peak_rss")])
+    load_s = [w["load_s"] for _, w in sorted(rec.workers.items(), key=lambda kv: str(kv[0]))
+              if finite(w.get("load_s")) is not None]
     if load_s:
         m["load_s"] = load_s[0]
     if s.wall_s is not None:
         m["wall_s"] = s.wall_s
     s.metrics = {k: v for k, v in m.items() if v is not None}
     return s
+
+
+def _column_max(columns: list[list | None]) -> float | None:
+    vals = [float(v) for col in columns if col for v in col if finite(v) is not None]
+    return max(vals) if vals else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +445,7 @@ def find_run(db_path: str | Path, ref: str, *, with_samples: bool = True) -> Run
 
 def trends(runs: list[RunSummary]) -> list[dict]:
     """Per (scenario, machine, GPU, driver): runs, reproductions with a Wilson interval, speed."""
-    from stress.soak import incidence
+    from stress.stats import incidence
 
     groups: dict[tuple, list[RunSummary]] = {}
     for r in runs:
@@ -511,7 +460,7 @@ def trends(runs: list[RunSummary]) -> list[dict]:
             "scenario": scenario, "machine": host, "gpu": gpu, "driver": driver, "runs": len(rs),
             "verdicts": {v or "none": verdicts.count(v) for v in sorted(set(verdicts), key=str)},
             "incidence": incidence(verdicts),
-            "images_per_min_median": _median(ipm), "image_s_median": _median(ims),
+            "images_per_min_median": median(ipm), "image_s_median": median(ims),
             "first": min(starts) if starts else None, "last": max(starts) if starts else None,
         })
     out.sort(key=lambda g: (str(g["scenario"]), str(g["machine"]), g["last"] or 0))
@@ -544,22 +493,6 @@ def _direction(metric: str, change: float) -> str:
     return "better" if better else "worse"
 
 
-def mann_whitney(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Mann-Whitney U p-value, or None when it cannot be computed."""
-    import warnings
-
-    from scipy.stats import mannwhitneyu
-
-    if not a or not b:
-        return None
-    if len(set(a) | set(b)) == 1:
-        return 1.0  # every value identical: no difference at all
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    return p if math.isfinite(p) else None
-
-
 def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.05,
                  min_samples: int = 3) -> dict:
     """Per metric: A, B, the change, and its significance where samples allow a test.
@@ -568,7 +501,7 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
     pooled samples of each side; any metric is tested on its per-run values when both sides have at
     least ``min_samples`` runs; otherwise only the change is given.
     """
-    from stress.soak import incidence
+    from stress.stats import incidence
 
     names = sorted({k for r in [*a, *b] for k in r.metrics})
     rows = []
@@ -576,7 +509,7 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
         av = [r.metrics[name] for r in a if r.metrics.get(name) is not None]
         bv = [r.metrics[name] for r in b if r.metrics.get(name) is not None]
         if not av or not bv:
-            rows.append({"metric": name, "a": _median(av), "b": _median(bv), "change": None, "relative": None,
+            rows.append({"metric": name, "a": median(av), "b": median(bv), "change": None, "relative": None,
                          "p": None, "basis": "one side only", "n_a": len(av), "n_b": len(bv),
                          "significant": False, "direction": None})
             continue
@@ -584,11 +517,11 @@ def compare_runs(a: list[RunSummary], b: list[RunSummary], *, alpha: float = 0.0
         a_s = [x for r in a for x in r.samples.get(key, [])] if key else []
         b_s = [x for r in b for x in r.samples.get(key, [])] if key else []
         if len(a_s) >= min_samples and len(b_s) >= min_samples:
-            va, vb, p, basis, na, nb = _median(a_s), _median(b_s), mann_whitney(a_s, b_s), "samples", len(a_s), len(b_s)
+            va, vb, p, basis, na, nb = median(a_s), median(b_s), mann_whitney(a_s, b_s), "samples", len(a_s), len(b_s)
         elif len(av) >= min_samples and len(bv) >= min_samples:
-            va, vb, p, basis, na, nb = _median(av), _median(bv), mann_whitney(av, bv), "runs", len(av), len(bv)
+            va, vb, p, basis, na, nb = median(av), median(bv), mann_whitney(av, bv), "runs", len(av), len(bv)
         else:
-            va, vb, p, basis, na, nb = _median(av), _median(bv), None, "single values", len(av), len(bv)
+            va, vb, p, basis, na, nb = median(av), median(bv), None, "single values", len(av), len(bv)
         change = vb - va
         rows.append({"metric": name, "a": va, "b": vb, "change": change,
                      "relative": (change / va) if va else None, "p": p, "basis": basis, "n_a": na, "n_b": nb,

@@ -8,6 +8,7 @@ the journal and can be rebuilt from it. The event vocabulary is documented in do
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -17,18 +18,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-JOURNAL_FORMAT = 1
+from stress.events import RUN, Kind
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf from a sensor) replaced by None, recursively.
+    Strings are left alone: "Infinity fabric NaN check" stays what it says."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 class Journal:
     """Thread-safe, append-only JSONL writer. One per run; shared by the runner, samplers and probes."""
 
-    def __init__(self, path: str | os.PathLike, *, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True, vocabulary: dict[str, Kind] = RUN):
         self.path = Path(path)
+        self.vocabulary = vocabulary
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
@@ -44,13 +58,15 @@ class Journal:
                     os.write(self._fd, b"\n")
 
     def append(self, ev: str, /, **fields: Any) -> dict:
-        """Write one event now. ``t`` (unix seconds) is added unless given."""
+        """Write one event now. ``t`` (unix seconds) is added unless given. ``ev`` must be a kind of
+        this journal's vocabulary (``stress.events``): an unknown kind is a programming error."""
+        if ev not in self.vocabulary:
+            raise ValueError(f"journal event kind {ev!r} is not in the vocabulary (stress/events.py)")
         rec = {"ev": ev, "t": round(fields.pop("t", None) or time.time(), 4), **fields}
         try:
             line = _dumps(rec)
         except ValueError:  # NaN/inf from a sensor: record it as null rather than lose the event
-            line = _dumps(json.loads(json.dumps(rec, default=str).replace("NaN", "null")
-                                     .replace("-Infinity", "null").replace("Infinity", "null")))
+            line = _dumps(_finite(rec))
         data = (line + "\n").encode("utf-8")
         with self._lock:
             if self._fd < 0:

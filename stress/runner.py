@@ -21,7 +21,9 @@ from typing import Any
 
 from stress import __version__
 from stress.errors import ExitCode, StressError
-from stress.journal import Journal, RunDir, new_run_id, read_journal, write_json_atomic
+from stress.events import FROM_WORKER, JOURNAL_FORMAT
+from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
+from stress.record import derived, fold, load
 from stress.plan import Job, accounting, expand
 from stress.proc import child_env, describe_returncode, signame, tail_file
 from stress.progress import Progress
@@ -95,6 +97,10 @@ class WorkerHandle:
                 continue
             kind = msg.get("msg")
             if kind == "event":
+                if msg.get("ev") not in FROM_WORKER:
+                    self.journal.append("warning", message=f"worker {self.ordinal} sent an unknown event "
+                                                           f"kind {str(msg.get('ev'))[:40]!r}; dropped")
+                    continue
                 self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
                 continue
             if kind == "eof":
@@ -188,35 +194,29 @@ class Supervisor:
         self.t0 = time.time()
         self.during_visits = 0
         self._next_start_reason = "start"
+        self._baseline_done = False
 
     # ---- set-up ----
     def _prepare(self) -> set[int]:
         done: set[int] = set()
         if self.resume:
-            prior = read_journal(self.rd.journal)
-            in_flight = set()
-            for ev in prior.events:
-                if ev.get("ev") == "image":
-                    self.records[ev["index"]] = ev
-                    in_flight.discard(ev["index"])
-                elif ev.get("ev") == "image_start":
-                    in_flight.add(ev["index"])
-                elif ev.get("ev") == "worker_start":
-                    self.worker_count = max(self.worker_count, ev.get("worker", 0) + 1)
-                elif ev.get("ev") == "probe" and ev.get("phase") == "during":
-                    self.during_visits = max(self.during_visits, ev.get("visit", 0) + 1)
+            prior = load(self.rd.root)
+            self.records = {idx: {k: v for k, v in ev.items()} for idx, ev in prior.images.items()}
+            self.worker_count = prior.worker_count
+            self.during_visits = prior.during_visits
+            self._baseline_done = prior.has_probes("baseline")
             done = set(self.records)
             self.journal = Journal(self.rd.journal)
-            ended = prior.last("run_end")
+            ended = prior.run_end
             self.journal.append("resume", previous_end=ended.get("status") if ended else None,
-                                torn_tail=prior.torn_tail, done=len(done), in_flight=sorted(in_flight - done))
+                                torn_tail=prior.torn_tail, done=len(done), in_flight=prior.in_flight)
         else:
             self.rd.create()
             write_json_atomic(self.rd.scenario, self.sc.model_dump(mode="json"))
             self.journal = Journal(self.rd.journal)
         env = __import__("stress.environment", fromlist=["collect"]).collect()
         write_json_atomic(self.rd.environment, env)
-        self.journal.append("run_start", run_id=self.rd.run_id, scenario=self.sc.name,
+        self.journal.append("run_start", format=JOURNAL_FORMAT, run_id=self.rd.run_id, scenario=self.sc.name,
                             scenario_sha256=_sha256_json(self.sc.model_dump(mode="json")), argv=self.argv,
                             stress_version=__version__, pid=os.getpid(), resumed=self.resume,
                             base_dir=str(self.base_dir))
@@ -272,7 +272,7 @@ class Supervisor:
     def _probe(self, phase: str, visit: int = 0) -> None:
         if not self.sc.probes.enabled or phase not in self.sc.probes.phases:
             return
-        from stress.probes.runner import run_phase
+        from stress.probes.phases import run_phase
 
         self.progress.note(f"probes: {phase}")
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
@@ -386,10 +386,11 @@ class Supervisor:
         done = self._prepare()
         journal = self.journal
         assert journal is not None
+        from stress.probes.phases import probe_env
         from stress.samplers import Monitors
 
         monitors = Monitors(self.sc.monitors, journal, worker_pids=lambda: [self.worker.pid]
-                            if self.worker and self.worker.pid else [])
+                            if self.worker and self.worker.pid else [], display_env=probe_env(self.sc.probes))
         status = "finished"
         warnings: list[str] = []
         with _SignalGuard() as guard:
@@ -397,8 +398,7 @@ class Supervisor:
                 if self.sc.monitors.enabled:
                     monitors.start()
                 jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
-                if not self.resume or not any(e.get("ev") == "probe" and e.get("phase") == "baseline"
-                                              for e in read_journal(self.rd.journal).events):
+                if not self._baseline_done:
                     self._phase("baseline", lambda: self._probe("baseline"))
                 jobs = self._preflight(jobs)
                 self._phase("workload", lambda: self._workload(jobs))
@@ -445,14 +445,13 @@ class Supervisor:
             self.journal.append("phase", phase=name, state="end")
 
     def _conclude(self, status: str, warnings: list[str]) -> RunResult:
-        from stress.analysis import verdict as decide
+        from stress.analysis import judge
 
         journal = self.journal
-        events = read_journal(self.rd.journal).events
-        images = list(self.records.values())
-        failed = [r for r in images if r.get("outcome") not in ("ok", "skipped")]
+        rec = fold(self.rd.journal)
+        counts = derived.counts(rec)
         load_failed = status.startswith("load-failed")
-        v = decide(events, self.sc.probes, workload_failed=bool(failed))
+        v = judge(rec, self.sc.probes)
         if load_failed:
             why = f"the workload could not start: {status.split(':', 1)[1]}"
             status = "load-failed"
@@ -463,9 +462,8 @@ class Supervisor:
                          details=dict(v.get("details") or {}, error_source="load"))
         exit_code = int(ExitCode.INTERRUPTED) if status == "interrupted" else int(v["exit_code"])
         journal.append("verdict", **dict(v, exit_code=exit_code))
-        journal.append("run_end", status=status, images_ok=sum(r.get("outcome") == "ok" for r in images),
-                       images_skipped=sum(r.get("outcome") == "skipped" for r in images), images_failed=len(failed),
-                       wall_s=round(time.time() - self.t0, 3))
+        journal.append("run_end", status=status, images_ok=counts.ok, images_skipped=counts.skipped,
+                       images_failed=counts.failed, wall_s=round(time.time() - self.t0, 3))
         journal.close()
         write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
         return RunResult(self.rd.root, exit_code, v, status, warnings=warnings)
@@ -514,7 +512,7 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
         rd = RunDir(artifacts / new_run_id(sc.name))
     base_dir = scenario_path.resolve().parent
     if resume_dir is not None:
-        first = read_journal(rd.journal).first("run_start") or {}
+        first = load(rd.root).run_start or {}
         base_dir = Path(first.get("base_dir") or base_dir)
     sup = Supervisor(sc, rd, base_dir, progress=progress, resume=resume_dir is not None)
     result = sup.run()
@@ -553,12 +551,12 @@ def load_resumable(run_dir: Path) -> Scenario:
     rd = RunDir(run_dir)
     if not rd.journal.exists() or not rd.scenario.exists():
         raise StressError(f"{run_dir}: not a run directory (no journal.jsonl / scenario.resolved.json)")
-    contents = read_journal(rd.journal)
-    end = contents.last("run_end")
+    rec = load(rd.root)
+    end = rec.run_end
     if end is not None and end.get("status") == "finished":
         raise StressError(f"{run_dir}: this run already finished; use 'gpu-stress report {run_dir}' "
                           "to rewrite its report, or run the scenario again")
-    start = contents.last("run_start") or {}
+    start = rec.last_run_start or {}
     pid = start.get("pid")
     if isinstance(pid, int) and pid != os.getpid() and end is None and _is_stress_process(pid):
         raise StressError(f"{run_dir}: the run is still going (pid {pid}); stop it first")

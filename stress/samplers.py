@@ -129,8 +129,9 @@ class Monitors:
     """
 
     def __init__(self, config: MonitorsConfig, journal: Journal,
-                 worker_pids: Callable[[], list[int]] = lambda: []):
+                 worker_pids: Callable[[], list[int]] = lambda: [], display_env: dict[str, str] | None = None):
         self.config = config
+        self.display_env = display_env   # the probes' environment: whose display server is under test
         self.journal = journal
         self.worker_pids = worker_pids
         self._lock = threading.Lock()
@@ -239,9 +240,9 @@ class Monitors:
     def _start_host(self) -> None:
         try:
             from stress.hw import host
-            session = host.display_session()
+            session = host.display_session(self.display_env)
             self._host = host.HostSampler(self.worker_pids, rescan_every=self._every(self.config.rescan_interval),
-                                          tree_every=self._every(2.0))
+                                          tree_every=self._every(2.0), display_env=self.display_env)
         except Exception as exc:  # noqa: BLE001 - e.g. no /proc: the run goes on without host samples
             self._source("host", "unavailable", f"{type(exc).__name__}: {exc}")
             return

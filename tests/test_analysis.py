@@ -280,3 +280,43 @@ def test_lost_gpu_is_reproduced():
     v = verdict(_with_clean_probes([{"ev": "source", "t": 130, "src": "nvml", "gpu": 0, "status": "unavailable",
                                      "reason": "gpu lost"}]), ProbesConfig())
     assert v["verdict"] == "reproduced" and any("GPU 0 was lost" in r for r in v["reasons"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Incidence: by the verdict's own rule, never claimed without a reproduction
+
+
+def _with_incidence(events):
+    from stress.analysis import incidence
+
+    v = verdict(events, CFG)
+    return v, incidence([e for e in events if e.get("ev") == "probe"], v, CFG)
+
+
+def test_clean_run_claims_no_incidence():
+    v, inc = _with_incidence(healthy("baseline") + healthy("during") + healthy("after"))
+    assert v["verdict"] == "not-reproduced" and inc is None
+
+
+def test_incidence_counts_the_visits_that_showed_the_regression():
+    events = healthy("baseline")
+    for visit in range(4):   # four `during` visits; the screenshot times out in two of them
+        phase = healthy("during", kinds=("decode", "display"))
+        for e in phase:
+            e["visit"] = visit
+        bad = visit in (1, 3)
+        phase += [ev("during", "screenshot", "timeout" if bad else "ok", rep=i, visit=visit) for i in range(5)]
+        events += phase
+    events += healthy("after")
+    v, inc = _with_incidence(events)
+    assert v["verdict"] == "reproduced"
+    assert (inc["word"], inc["affected"], inc["visits"]) == ("Sometimes", 2, 5)
+    assert inc["why"].startswith("2 of 5 desktop probe visits")
+
+
+def test_incidence_always_when_every_visit_failed():
+    events = healthy("baseline") + [ev("after", "display", "fail", rep=i, mismatch=True, mismatch_fraction=0.9)
+                                    for i in range(5)]
+    events += [ev("after-exit", "display", "fail", rep=i, mismatch=True, mismatch_fraction=0.9) for i in range(5)]
+    v, inc = _with_incidence(events)
+    assert v["verdict"] == "reproduced" and (inc["word"], inc["affected"], inc["visits"]) == ("Always", 2, 2)

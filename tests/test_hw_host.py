@@ -124,11 +124,11 @@ def test_display_server_is_watched_and_its_loss_noticed(monkeypatch: pytest.Monk
         sampler = host.HostSampler(rescan_every=1000)
         rec = sampler.sample(0)
         mine = [d for d in rec["ds"] if d["p"] == xvfb.pid]
-        assert mine and mine[0]["nm"] == "Xvfb" and mine[0]["r"] > 0 and mine[0]["t"] >= 1 and mine[0]["fd"] >= 3
+        assert mine and mine[0]["nm"] == "Xvfb" and mine[0]["ut"] == "x-server" and mine[0]["r"] > 0 and mine[0]["t"] >= 1 and mine[0]["fd"] >= 3
         xvfb.kill()
         xvfb.wait()
         rec = sampler.sample(1)                    # gone between ticks: reported, not a crash
-        assert [xvfb.pid, "Xvfb"] in rec["dsgone"]
+        assert [xvfb.pid, "Xvfb", "x-server"] in rec["dsgone"]   # the server of our DISPLAY: under test
         assert all(d["p"] != xvfb.pid for d in rec["ds"])
     finally:
         if xvfb.poll() is None:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from stress.journal import Journal, read_journal, write_json_atomic
 import pytest
@@ -16,27 +18,56 @@ from stress.scenario import Scenario
 
 def test_journal_appends_and_reads_back(tmp_path):
     with Journal(tmp_path / "j.jsonl") as j:
-        j.append("a", x=1)
-        j.append("b", y=float("nan"))   # a sensor's NaN must not lose the event
+        j.append("warning", x=1)
+        j.append("host", y=float("nan"))   # a sensor's NaN must not lose the event
     c = read_journal(tmp_path / "j.jsonl")
-    assert [e["ev"] for e in c.events] == ["a", "b"] and c.events[1]["y"] is None and not c.torn_tail
+    assert [e["ev"] for e in c.events] == ["warning", "host"] and c.events[1]["y"] is None and not c.torn_tail
+
+
+def test_non_finite_floats_become_null_and_strings_are_kept(tmp_path):
+    with Journal(tmp_path / "j.jsonl") as j:
+        j.append("warning", message="Infinity fabric NaN check", v=float("inf"), n=[float("-inf"), 1.5],
+                 d={"x": float("nan"), "s": "-Infinity"})
+    (e,) = read_journal(tmp_path / "j.jsonl").events
+    assert e["message"] == "Infinity fabric NaN check" and e["v"] is None and e["n"] == [None, 1.5]
+    assert e["d"] == {"x": None, "s": "-Infinity"}
+
+
+def test_unknown_event_kinds_are_refused(tmp_path):
+    with Journal(tmp_path / "j.jsonl") as j, pytest.raises(ValueError, match="vocabulary"):
+        j.append("no_such_kind")
+
+
+def test_docs_list_every_event_kind():
+    """docs/journal.md and stress/events.py name the same kinds (the vocabulary is the contract)."""
+    from stress.events import RUN
+
+    text = Path("docs/journal.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M)) - {"ev"}   # "ev" heads the table
+    assert documented == set(RUN), (sorted(documented - set(RUN)), sorted(set(RUN) - documented))
+
+
+def test_run_start_carries_the_journal_format():
+    from stress.events import JOURNAL_FORMAT, RUN
+
+    assert "format" in RUN["run_start"].keys and JOURNAL_FORMAT >= 2
 
 
 def test_torn_tail_is_tolerated(tmp_path):
     p = tmp_path / "j.jsonl"
     with Journal(p) as j:
-        j.append("a")
-        j.append("b")
+        j.append("warning")
+        j.append("phase")
     with open(p, "ab") as fh:
         fh.write(b'{"ev":"c","t":1.0,"half')
     c = read_journal(p)
-    assert [e["ev"] for e in c.events] == ["a", "b"] and c.torn_tail
+    assert [e["ev"] for e in c.events] == ["warning", "phase"] and c.torn_tail
 
 
 def test_events_survive_sigkill_of_the_writer(tmp_path):
     p = tmp_path / "j.jsonl"
     code = (f"from stress.journal import Journal\nimport os, signal\nj = Journal({str(p)!r})\n"
-            "for i in range(50): j.append('tick', i=i)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+            "for i in range(50): j.append('host', i=i)\nos.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert proc.returncode == -9
     assert [e["i"] for e in read_journal(p).events] == list(range(50))
@@ -90,13 +121,13 @@ def test_accounting_totals():
 def test_event_after_a_torn_tail_is_not_lost(tmp_path):
     p = tmp_path / "j.jsonl"
     with Journal(p) as j:
-        j.append("a")
+        j.append("warning")
     with open(p, "ab") as fh:
         fh.write(b'{"ev":"half')          # power loss mid-write
     with Journal(p) as j:                 # e.g. `run --resume`
         j.append("resume")
     c = read_journal(p)
-    assert [e["ev"] for e in c.events] == ["a", "resume"] and c.bad_lines == [2]
+    assert [e["ev"] for e in c.events] == ["warning", "resume"] and c.bad_lines == [2]
 
 
 def test_img2img_runs_strength_of_the_schedule():
@@ -131,3 +162,20 @@ def test_run_json_holds_probe_records_and_verdict_details(tmp_path):
         ("baseline", "screenshot", "ok"), ("after", "display", "fail")]
     assert data["probes"][1]["reason"] == "41% of pixels differ"
     assert data["verdict"]["verdict"] == "reproduced" and "phases" in data["verdict"]["details"]
+
+
+def test_every_event_the_code_writes_is_in_the_vocabulary():
+    """A static check of every literal kind written through a journal (append / the samplers' _emit /
+    the worker's relayed events), so an untested path cannot raise at run time."""
+    from stress.events import FROM_WORKER, LEDGER, RUN
+
+    root = Path(__file__).resolve().parent.parent / "stress"
+    written = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        written |= set(re.findall(r'journal\.append\(\s*"([a-z_]+)"', text))
+        written |= set(re.findall(r'self\._emit\(\s*"([a-z_]+)"', text))
+        written |= set(re.findall(r'\.emit\(\s*"([a-z_]+)"', text))
+    assert written, "the scan found nothing: the pattern is wrong"
+    assert written <= set(RUN) | set(LEDGER), sorted(written - set(RUN) - set(LEDGER))
+    assert FROM_WORKER <= set(RUN)

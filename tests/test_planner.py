@@ -161,8 +161,9 @@ def test_parse_size():
     from stress.planner.gpu import parse_size
 
     assert parse_size("24GiB") == 24 << 30 and parse_size("24G") == 24 << 30 and parse_size("24GB") == 24 * 10**9
-    assert parse_size("12000MiB") == 12000 << 20 and parse_size("8") == 8 << 30
-    for bad in ("abc", "12 parsecs", "0GiB", ""):
+    assert parse_size("12000MiB") == 12000 << 20 and parse_size("8G") == 8 << 30
+    assert parse_size("8589934592") == 8 << 30      # a bare number is bytes, as everywhere (stress.units)
+    for bad in ("abc", "12 parsecs", "0GiB", "", "24"):   # 24 bytes: too small, "write 24GiB"
         with pytest.raises(StressError):
             parse_size(bad)
 

@@ -12,7 +12,7 @@ from stress.journal import Journal, RunDir
 from stress.probes import decode
 from stress.probes.common import ProbeContext
 from stress.probes.config import ProbesConfig
-from stress.probes.runner import run_phase
+from stress.probes.phases import run_phase
 
 
 def save_output(rd: RunDir, index: int, size=(320, 256), fmt="jpg", seed=None) -> dict:

@@ -13,7 +13,7 @@ from stress.journal import Journal, RunDir
 from stress.probes.capture import parse_portal_response
 from stress.probes.common import compare, frame_stats, make_pattern
 from stress.probes.config import ProbesConfig
-from stress.probes.runner import _run_kind, probe_env, run_phase, session_type
+from stress.probes.phases import _run_kind, probe_env, run_phase, session_type
 
 
 def test_frame_stats_black_flat_and_content():
@@ -127,16 +127,32 @@ def test_phase_not_configured_runs_nothing(tmp_path):
 
 
 def test_wayland_without_a_backend_is_unsupported_not_black(tmp_path, monkeypatch):
+    import compositors
+
     rd = RunDir(tmp_path / "run").create()
     j = Journal(rd.journal, fsync=False)
-    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-stress-test-none")
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no grim, no gdbus on PATH
-    for var in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
-        monkeypatch.delenv(var, raising=False)
-    config = ProbesConfig(repetitions=3, kinds=["screenshot", "display"], timeout=10)
-    events = run_phase("baseline", config, rd, j, [])
+    with compositors.weston() as comp:
+        for var in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
+            monkeypatch.delenv(var, raising=False)
+        for key, value in comp.env_vars.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no weston-screenshooter, no gdbus
+        config = ProbesConfig(repetitions=3, kinds=["screenshot", "display"], timeout=10)
+        events = run_phase("baseline", config, rd, j, [])
     assert [(e["kind"], e["status"]) for e in events] == [("screenshot", "unsupported"), ("display", "unsupported")]
-    assert events[0]["reason"] == ("no screenshot backend works in this Wayland session "
-                                   "(grim is not installed; gdbus is not installed (package libglib2.0-bin))")
+    assert events[0]["reason"] == ("no screenshot backend works on weston (weston-screenshooter is not installed "
+                                   "(package weston); gdbus is not installed (package libglib2.0-bin))")
     assert "needs X11 or XWayland" in events[1]["reason"]
     assert verdict(events, config)["verdict"] == "inconclusive"
+
+
+def test_wayland_socket_that_is_gone_is_a_failure_not_unsupported(tmp_path, monkeypatch):
+    """WAYLAND_DISPLAY names a compositor that is not there (it died): a failure of the desktop."""
+    rd = RunDir(tmp_path / "run").create()
+    j = Journal(rd.journal, fsync=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-stress-test-none")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    events = run_phase("after", ProbesConfig(repetitions=2, kinds=["screenshot"], timeout=10), rd, j, [])
+    assert [e["status"] for e in events] == ["fail", "fail"]
+    assert "the Wayland compositor is gone" in events[0]["reason"] and events[0]["metrics"]["connect_failed"]

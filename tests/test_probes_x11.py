@@ -13,7 +13,7 @@ from PIL import Image
 from stress.analysis import verdict
 from stress.journal import Journal, RunDir, read_journal
 from stress.probes.config import ProbesConfig
-from stress.probes.runner import run_phase
+from stress.probes.phases import run_phase
 from xvfb import TK_VIEWER, cover, xvfb
 
 pytestmark = pytest.mark.x11

@@ -15,7 +15,7 @@ import pytest
 from stress.journal import RunDir
 from stress.report import write_reports
 from stress.report.bundle import BUNDLE_CAP_BYTES, capture_nvidia_bug_report, thin_journal
-from stress.report.data import build_report
+from stress.report.build import build_report
 from synth_journal import HOST, SERIAL, UUID, Synth, make_run
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from stress.report import write_reports
 from stress.report.charts import gpu_memory_chart, render_charts
-from stress.report.data import build_report
+from stress.report.build import build_report
 from stress.report.html import fmt, key_metrics, render_html
 from synth_journal import Synth, make_run, truncate_journal
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from stress.report.data import build_report
+from stress.report.build import build_report
 from stress.report.ticket import FIELDS, incidence, render_ticket
 from synth_journal import Synth, make_run
 
@@ -70,27 +70,13 @@ def test_attachments_and_bug_report_status(report):
     assert _sections(render_ticket(r))["nvidia-bug-report.log.gz"].startswith("Attached: `nvidia-bug-report.log.gz`")
 
 
-def _rows(after_fail: int, after_n: int, slow: int = 0) -> dict:
-    lat_ok = [0.1] * (after_n - after_fail - slow) + [0.5] * slow
-    return {"probes": {"rows": [
-        {"phase": "baseline", "kind": "screenshot", "n": 5, "statuses": {"ok": 5}, "failures": 0,
-         "latency": {"p50": 0.1}, "latencies": [0.1] * 5},
-        {"phase": "after", "kind": "screenshot", "n": after_n, "statuses": {"ok": after_n - after_fail,
-                                                                           "fail": after_fail},
-         "failures": after_fail, "latency": {"p50": 0.1}, "latencies": lat_ok}]},
-        "scenario": {"probes": {"slowdown_ratio": 1.5}}, "verdict": {"verdict": "reproduced"}}
-
-
-@pytest.mark.parametrize("fail,n,slow,label", [(5, 5, 0, "Always"), (2, 5, 0, "Sometimes"), (1, 5, 0, "Once"),
-                                               (0, 5, 0, "Not observed"), (0, 5, 5, "Always"), (1, 5, 2, "Sometimes")])
-def test_incidence(fail, n, slow, label):
-    got, why = incidence(_rows(fail, n, slow))
-    assert got == label
-    assert f"of {n} desktop probes" in why
-
-
-def test_incidence_without_probes_uses_xids():
-    assert incidence({"xid_events": [{"xid": 79}]})[0] == "Once"
+def test_incidence_is_the_judges_and_only_when_reproduced():
+    """The ticket renders the incidence the judge gave (stress.analysis.incidence); it never recounts."""
+    inc = {"word": "Sometimes", "affected": 2, "visits": 5, "evidence": 0, "why": "2 of 5 desktop probe visits"}
+    assert incidence({"verdict": {"verdict": "reproduced", "details": {"incidence": inc}}}) == \
+        ("Sometimes", "2 of 5 desktop probe visits")
+    word, why = incidence({"verdict": {"verdict": "not-reproduced", "details": {"incidence": None}}})
+    assert word == "Not observed" and "not-reproduced" in why
     assert incidence({})[0] == "Not observed"
 
 

@@ -16,14 +16,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from stress.events import LEDGER
 from scipy.stats import binomtest
 
 from stress.errors import StressError
 from stress.history import query_runs
 from stress.journal import Journal, read_journal
 from stress.junit import case_from_verdict, to_xml, write_soak_junit
-from stress.soak import (JOURNAL_FILE, Soak, SoakHarnessError, classify_run, frequency_word, incidence, parse_size,
-                         prepare_state, replay, wilson_interval)
+from stress.soak import JOURNAL_FILE, Soak, SoakHarnessError, classify_run, prepare_state, replay
+from stress.stats import frequency_word, incidence, wilson_interval
+from stress.units import parse_size
 from tests.conftest import ROOT, run_cli
 from tests.test_history import make_run
 
@@ -99,7 +102,7 @@ def new_state(tmp_path: Path, scen: Path, **opts) -> tuple[Path, dict]:
 
 
 def add_events(state: Path, *events: dict) -> None:
-    with Journal(state / JOURNAL_FILE, fsync=False) as j:
+    with Journal(state / JOURNAL_FILE, fsync=False, vocabulary=LEDGER) as j:
         for ev in events:
             ev = dict(ev)
             j.append(ev.pop("ev"), **ev)

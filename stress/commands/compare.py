@@ -54,7 +54,7 @@ def _num(name: str, v: float | None) -> str:
     if v is None:
         return "-"
     if name.endswith("_bytes"):
-        from stress.soak import format_size
+        from stress.units import format_size
 
         return format_size(v)
     if abs(v) >= 1000 or v == int(v):
@@ -69,7 +69,7 @@ def _p(p: float | None) -> str:
 
 
 def render(result: dict, label_a: str, label_b: str, *, show_all: bool = False) -> str:
-    from stress.soak import describe_incidence
+    from stress.stats import describe_incidence
 
     out = [f"A: {label_a}  ({len(result['a']['runs'])} run{'s' if len(result['a']['runs']) != 1 else ''})",
            f"B: {label_b}  ({len(result['b']['runs'])} run{'s' if len(result['b']['runs']) != 1 else ''})"]

@@ -216,7 +216,14 @@ def check_display() -> tuple[Check, dict]:
     from stress.hw.host import display_session
 
     s = display_session()
-    who = ", ".join(f"{k} {s[k]}" for k in ("display_server", "compositor") if s.get(k)) or "no display server found"
+    under = s.get("under_test") or []
+    if under:   # found from the display's own sockets: these are what the probes will talk to
+        who = ", ".join(f"{p['role']} {p['name']}{' ' + p['version'] if p.get('version') else ''} (pid {p['pid']})"
+                        for p in under)
+        if s.get("context"):
+            who += f"; also running, not under test: {', '.join(sorted({c['name'] for c in s['context']}))}"
+    else:
+        who = ", ".join(f"{k} {s[k]}" for k in ("display_server", "compositor") if s.get(k)) or "no display server found"
     if s["type"] in ("x11", "wayland"):
         where = s.get("display") if s["type"] == "x11" else s.get("wayland_display")
         return Check("display", "Display session", "ok", f"{s['type']} ({where}); {who}", details=s), s
@@ -253,6 +260,21 @@ def screenshot_backend(session: dict) -> dict:
         comp = session.get("compositor")
         from stress.hw.host import WLROOTS
 
+        if comp == "mutter":
+            return {"backend": None, "ok": False, "reason": "mutter without gnome-shell offers no screenshot "
+                    "interface to clients", "fix": "probe a gnome-shell session (its portal answers) instead"}
+        bus = bool(os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("XDG_RUNTIME_DIR"))
+        if comp == "weston":
+            ok = bool(shutil.which("weston-screenshooter"))
+            return {"backend": "weston-screenshooter", "ok": ok,
+                    "reason": None if ok else "weston-screenshooter is not installed",
+                    "fix": "start weston with --debug (it only lets clients take screenshots then)"
+                    + ("" if ok else "; sudo apt-get install weston")}
+        if comp == "kwin_wayland":
+            ok = bool(shutil.which("gdbus")) and bus
+            return {"backend": "kwin", "ok": ok, "reason": None if ok else "gdbus or the session bus is missing",
+                    "fix": None if ok else "sudo apt-get install libglib2.0-bin; run inside the Plasma session"}
+
         grim = shutil.which("grim")
         if grim and (comp in WLROOTS or comp is None):
             return {"backend": "grim", "ok": True, "reason": None, "fix": None}
@@ -275,11 +297,43 @@ def screenshot_backend(session: dict) -> dict:
             "fix": "run inside the desktop session (see Display session)"}
 
 
+def probe_kinds(session: dict, shot: dict) -> dict[str, str | None]:
+    """Each probe kind -> None when it will run here, else why it will not."""
+    try:
+        importlib.import_module("_tkinter")
+        tk = None
+    except ImportError:
+        tk = "this Python has no tkinter (python3-tk / libtk8.6)"
+    kinds: dict[str, str | None] = {"decode": None}
+    kinds["screenshot"] = None if shot["ok"] else (shot["reason"] or "no screenshot backend")
+    x = session.get("display")
+    kinds["display"] = tk or (None if x and shot["ok"] else
+                              "needs X11 or Xwayland (DISPLAY)" if not x else "no screenshot backend")
+    if session["type"] == "wayland":
+        kinds["display-wayland"] = None if shot["ok"] else "no screenshot backend on this compositor"
+    else:
+        kinds["display-wayland"] = "needs a Wayland session"
+    return kinds
+
+
+def check_probe_kinds(session: dict) -> Check:
+    kinds = probe_kinds(session, screenshot_backend(session))
+    works = [k for k, why in kinds.items() if why is None]
+    not_here = [f"{k} ({why})" for k, why in kinds.items() if why is not None]
+    comp = session.get("compositor") or session.get("display_server") or "no compositor"
+    summary = f"on {comp}: {', '.join(works) or 'none'} will run"
+    if not_here:
+        summary += f"; not here: {'; '.join(not_here)}"
+    return Check("probe-kinds", "Probe kinds", "ok" if kinds["screenshot"] is None else "missing", summary,
+                 details={"kinds": kinds, "compositor": comp})
+
+
 def check_screenshot(session: dict) -> Check:
     b = screenshot_backend(session)
     if b["backend"] is None:
+        why = b["reason"] if session.get("type") in ("x11", "wayland") else "without a display session"
         return Check("screenshot", "Screenshot backend", "missing",
-                     "none: no screenshots can be taken without a display session", fix=b["fix"], details=b)
+                     f"none: no screenshots can be taken ({why})", fix=b["fix"], details=b)
     if b["ok"]:
         return Check("screenshot", "Screenshot backend", "ok", f"{b['backend']}", details=b)
     return Check("screenshot", "Screenshot backend", "missing", f"{b['backend']} would be used, but {b['reason']}",
@@ -333,6 +387,7 @@ def gather(artifacts: Path, torch_timeout: float, *, quick: bool = False) -> dic
     display, session = check_display()
     checks.append(display)
     checks.append(check_screenshot(session))
+    checks.append(check_probe_kinds(session))
     checks += check_disk(artifacts)
     ok = not any(c.essential and c.status == "fail" for c in checks)
     by = {c.key: c for c in checks}

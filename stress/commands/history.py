@@ -40,7 +40,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def history_command(args: argparse.Namespace) -> int:
     from stress.paths import default_history_db
     from stress.history import query_runs, trends
-    from stress.soak import describe_incidence
+    from stress.stats import describe_incidence
 
     db = Path(args.db) if args.db else default_history_db()
     filters = {k: getattr(args, k) for k in ("scenario", "machine", "driver", "gpu", "verdict", "soak")

@@ -62,7 +62,7 @@ def _resolve_run_dir(arg: str) -> Path:
 
 def report_command(args: argparse.Namespace) -> int:
     if args.schema:
-        from stress.report.data import report_json_schema
+        from stress.report.schema import report_json_schema
 
         print(json.dumps(report_json_schema(), indent=2))
         return int(ExitCode.OK)

@@ -5,10 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stress.errors import ExitCode, StressError
+from typing import TextIO
 
-# When several runs (a matrix) end differently, the exit code is the most important one.
-_SEVERITY = [ExitCode.INTERRUPTED, ExitCode.REPRODUCED, ExitCode.WORKLOAD_ERROR, ExitCode.INCONCLUSIVE, ExitCode.OK]
+from stress.errors import ExitCode, StressError, most_severe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,15 +63,7 @@ def run_command(args: argparse.Namespace) -> int:
                             "include_thumbnails": args.include_thumbnails,
                             "nvidia_bug_report": args.nvidia_bug_report})
         codes.append(result.exit_code)
-        v = result.verdict
-        print(f"run:     {result.run_dir}  ({result.status})")
-        print(f"verdict: {v.get('verdict')}  (exit {result.exit_code})")
-        for reason in v.get("reasons", [])[:10]:
-            print(f"  - {reason}")
-        if result.report:
-            print(f"report:  {result.report.get('report_html')}")
-            if result.report.get("bundle"):
-                print(f"bundle:  {result.report['bundle']}")
+        print_result(result, sys.stdout)
         if not args.no_history and result.status != "interrupted":
             from stress.history import try_record_run
 
@@ -82,8 +73,26 @@ def run_command(args: argparse.Namespace) -> int:
             warning = try_record_run(result.run_dir, report_dir, db)
             if warning:
                 result.warnings.append(warning)
-        for w in result.warnings:
-            print(f"warning: {w}", file=sys.stderr)
+        print_warnings(result)
         if result.exit_code == ExitCode.INTERRUPTED:
             break
-    return int(min(codes, key=lambda c: _SEVERITY.index(ExitCode(c)) if c in set(_SEVERITY) else 0))
+    # When several runs (a matrix) end differently, the exit code is the most important one.
+    return most_severe(codes)
+
+
+def print_result(result, out: TextIO) -> None:
+    """What a finished run prints: where it is, its verdict and why, where its report is."""
+    v = result.verdict or {}
+    print(f"run:     {result.run_dir}  ({result.status})", file=out)
+    print(f"verdict: {v.get('verdict')}  (exit {result.exit_code})", file=out)
+    for reason in v.get("reasons", [])[:10]:
+        print(f"  - {reason}", file=out)
+    if result.report:
+        print(f"report:  {result.report.get('report_html')}", file=out)
+        if result.report.get("bundle"):
+            print(f"bundle:  {result.report['bundle']}", file=out)
+
+
+def print_warnings(result) -> None:
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)

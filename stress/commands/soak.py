@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace) -> dict:
     from stress.scenario import parse_duration
-    from stress.soak import parse_size
+    from stress.units import parse_size
 
     opts: dict = {}
     if args.iterations is not None:
@@ -85,7 +85,8 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def soak_command(args: argparse.Namespace) -> int:
-    from stress.soak import Soak, describe_incidence, prepare_state
+    from stress.soak import Soak, prepare_state
+    from stress.stats import describe_incidence
 
     if args.resume and args.scenarios:
         raise StressError("give scenario files (a new soak, or a rerun of one) or --resume STATE_DIR, not both")

@@ -1,5 +1,10 @@
 """Host state through psutil: memory, swap, load, the worker process tree, and the display server and
-compositor processes (the ones that break when the desktop breaks), plus the display session type."""
+compositor processes (the ones that break when the desktop breaks), plus the display session type.
+
+The display processes *under test* are the ones behind the display the probes use, found from its
+sockets (:mod:`stress.hw.display_id`): their exit is evidence (``dsgone``). Every other process with a
+display server's or compositor's name (another session, another job's Xvfb) is sampled as context
+only (``ut`` false; its exit goes to ``ctxgone``, never into the verdict)."""
 from __future__ import annotations
 
 import os
@@ -51,14 +56,14 @@ def find_display_processes() -> list[tuple[psutil.Process, str]]:
     return found
 
 
-def display_session() -> dict:
+def display_session(env: dict[str, str] | None = None, versions: bool = True) -> dict:
     """What kind of graphical session this process runs in, and which server/compositor is up.
 
     ``type`` comes from the environment (XDG_SESSION_TYPE, then WAYLAND_DISPLAY, then DISPLAY);
     ``compositor`` and ``display_server`` from the running processes, so they are found even when
     stress runs over ssh without DISPLAY.
     """
-    env = os.environ
+    env = os.environ if env is None else env
     xdg = (env.get("XDG_SESSION_TYPE") or "").strip().lower()
     wayland = env.get("WAYLAND_DISPLAY") or None
     display = env.get("DISPLAY") or None
@@ -73,16 +78,32 @@ def display_session() -> dict:
     else:
         kind = "tty" if xdg else "none"
     try:
-        names = [name for _, name in find_display_processes()]
+        found = [(p.pid, name) for p, name in find_display_processes()]
     except Exception:  # noqa: BLE001 - no /proc access: report what the environment says
-        names = []
-    compositor = next((n for n in names if n in COMPOSITORS), None)
-    server = next((n for n in names if n in X_SERVERS and n != "Xwayland"), None)
-    if server is None:
-        if kind == "wayland" and compositor:
-            server = compositor
-        elif "Xwayland" in names:
-            server = "Xwayland"
+        found = []
+    names = [name for _, name in found]
+    from stress.hw import display_id
+
+    try:
+        under = display_id.under_test(dict(env))
+    except OSError:
+        under = []
+    for p in under:
+        p["version"] = display_id.version(p["pid"]) if versions else None
+    ut_comp = next((p["name"] for p in under if p["role"] == "compositor"), None)
+    ut_server = next((p["name"] for p in under if p["role"] == "x-server"), None)
+    if under:
+        compositor = ut_comp
+        server = ut_server or ut_comp
+    else:   # no socket to follow (remote DISPLAY, no session): what runs on the machine, as context
+        compositor = next((n for n in names if n in COMPOSITORS), None)
+        server = next((n for n in names if n in X_SERVERS and n != "Xwayland"), None)
+        if server is None:
+            if kind == "wayland" and compositor:
+                server = compositor
+            elif "Xwayland" in names:
+                server = "Xwayland"
+    ut_pids = {p["pid"] for p in under}
     return {
         "type": kind,
         "display": display,
@@ -91,7 +112,10 @@ def display_session() -> dict:
         "desktop": env.get("XDG_CURRENT_DESKTOP") or None,
         "compositor": compositor,
         "display_server": server,
-        "xwayland": "Xwayland" in names,
+        "xwayland": "Xwayland" in names or any(p["name"] == "Xwayland" for p in under),
+        "under_test": under,
+        # Same names, other displays: listed so that a reader sees them, never used as evidence.
+        "context": [{"pid": pid, "name": name} for pid, name in found if pid not in ut_pids],
     }
 
 
@@ -148,8 +172,12 @@ class HostSampler:
     ``rescan_every`` ticks or when one goes away, because walking /proc is the expensive part."""
 
     def __init__(self, worker_pids: Callable[[], list[int]] = lambda: [], *, rescan_every: int = 20,
-                 tree_every: int = 4):
+                 tree_every: int = 4, display_env: dict[str, str] | None = None):
         self.worker_pids = worker_pids
+        self.display_env = dict(os.environ if display_env is None else display_env)
+        self._under: dict[int, dict] = {}      # pid -> {"name", "role"} of the processes under test
+        self._roles_lost: dict[str, int] = {}  # role -> pid that went away (to tell a restart)
+        self._reported: set[int] = set()       # pids whose exit was recorded: once per pid
         self.rescan_every = max(1, rescan_every)
         self.tree_every = max(1, tree_every)
         self._display: dict[int, psutil.Process] = {}
@@ -179,8 +207,26 @@ class HostSampler:
             return {"r": None, "c": None, "t": None}
 
     def _scan_display(self) -> None:
+        from stress.hw import display_id
+
+        try:
+            under = {p["pid"]: p for p in display_id.under_test(self.display_env)}
+        except OSError:
+            under = {}
+        # Pids under test that vanished stay known until sample() has recorded their exit.
+        self._under.update({pid: {"name": p["name"], "role": p["role"]} for pid, p in under.items()})
         fresh, names = {}, {}
-        for p, name in find_display_processes():
+        candidates = [(p, name) for p, name in find_display_processes()]
+        seen = {p.pid for p, _ in candidates}
+        for pid, p in under.items():   # under test whatever its name (e.g. a renamed binary)
+            if pid not in seen:
+                try:
+                    candidates.append((psutil.Process(pid), p["name"] or "?"))
+                except psutil.Error:
+                    pass
+        for p, name in candidates:
+            if p.pid in self._reported:
+                continue
             known = self._display.get(p.pid)
             if known is None:
                 try:
@@ -190,6 +236,28 @@ class HostSampler:
             fresh[p.pid] = known if known is not None else p
             names[p.pid] = name
         self._display, self._display_names = fresh, names
+
+    def _restarted(self) -> list[list]:
+        """``[pid, name, role]`` of under-test processes that took the role of one that went away."""
+        out = []
+        for pid, p in self._under.items():
+            lost = self._roles_lost.get(p["role"])
+            if lost is not None and lost != pid and pid in self._display:
+                out.append([pid, p["name"], p["role"]])
+                del self._roles_lost[p["role"]]
+        return out
+
+    def _gone(self, out: dict, pid: int, name: str | None) -> None:
+        """Record a display process that went away: evidence when under test, else context."""
+        ut = self._under.pop(pid, None)
+        if pid in self._reported:   # a zombie seen again by a rescan: it exited once
+            return
+        self._reported.add(pid)
+        if ut is not None:
+            out.setdefault("dsgone", []).append([pid, name, ut["role"]])
+            self._roles_lost[ut["role"]] = pid
+        else:
+            out.setdefault("ctxgone", []).append([pid, name])
 
     def _worker_tree(self, tick: int) -> list[dict]:
         try:
@@ -250,18 +318,24 @@ class HostSampler:
             before = dict(self._display_names)
             self._scan_display()
             self._rescan = False
-            gone = [[pid, name] for pid, name in before.items() if pid not in self._display_names]
-            if gone:
-                out["dsgone"] = gone
+            for pid, name in before.items():
+                if pid not in self._display_names:
+                    self._gone(out, pid, name)
+            restarted = self._restarted()
+            if restarted:
+                out["dsnew"] = restarted
         ds = []
         for pid, p in list(self._display.items()):
             s = self._proc_stats(p, fds=True)
             if s is None or s.get("zombie"):   # the display server or compositor went away: say so, look again
-                out.setdefault("dsgone", []).append([pid, self._display_names.get(pid)])
+                self._gone(out, pid, self._display_names.get(pid))
                 del self._display[pid]
                 self._display_names.pop(pid, None)
                 self._rescan = True
                 continue
-            ds.append({"p": pid, "nm": self._display_names.get(pid), **s})
+            rec = {"p": pid, "nm": self._display_names.get(pid), **s}
+            if pid in self._under:
+                rec["ut"] = self._under[pid]["role"]
+            ds.append(rec)
         out["ds"] = ds
         return out

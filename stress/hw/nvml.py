@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
+from stress.fields import NVML_CHANGE_ONLY
+
 # NVML return codes (nvml.h); the numbers are part of NVML's ABI, so they are safe to hard-code and
 # keep this module independent of which pynvml (or stand-in) is loaded.
 _UNINITIALIZED = 1
@@ -59,8 +61,8 @@ _MAX_CONSECUTIVE_FAILURES = 5
 XID_EVENT_MASK = 0x0000000000000008   # nvmlEventTypeXidCriticalError
 
 # Keys of an `nvml` event written only when their value differs from the last one written (they
-# change rarely or never; readers carry the last value forward). Documented in docs/monitors.md.
-CHANGE_ONLY_KEYS = frozenset({"mr", "mt", "b1t", "pl", "pg", "pwd", "prc", "rr", "rp", "da", "dm", "gp", "cp"})
+# change rarely or never; readers carry the last value forward): the field table says which.
+CHANGE_ONLY_KEYS = NVML_CHANGE_ONLY
 
 
 def _load_pynvml() -> ModuleType:

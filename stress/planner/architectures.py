@@ -23,7 +23,6 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from stress.errors import StressError
 
@@ -266,5 +265,3 @@ def config_key(comp: Component) -> str:
     return comp.cls + json.dumps(clean, sort_keys=True, default=str)
 
 
-def jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

@@ -84,7 +84,7 @@ class RunMetrics:
 
 def metrics_of(run_dir: Path, warmup: int) -> RunMetrics:
     """Throughput and peak memory of one finished run, from run.json and the journal."""
-    from stress.journal import read_journal
+    from stress.record import load
 
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     images = sorted(run.get("images", []), key=lambda r: r.get("index", 0))
@@ -99,12 +99,11 @@ def metrics_of(run_dir: Path, warmup: int) -> RunMetrics:
         per_step = [float(r["timings"].get("base", 0.0)) / r["steps"] for r in measured if r.get("steps")]
         sps = statistics.median(per_step) if per_step else None
     peak = kind = None
-    for ev in read_journal(run_dir / "journal.jsonl").events:
-        if ev.get("ev") != "alloc":
-            continue
-        for k, label in (("peak_reserved", "cuda reserved"), ("peak_rss", "cpu peak RSS")):
-            if isinstance(ev.get(k), (int, float)) and (peak is None or ev[k] > peak):
-                peak, kind = int(ev[k]), label
+    cols = load(run_dir).alloc.cols
+    for k, label in (("peak_reserved", "cuda reserved"), ("peak_rss", "cpu peak RSS")):
+        vals = [v for v in cols.get(k) or [] if isinstance(v, (int, float))]
+        if vals and (peak is None or max(vals) > peak):
+            peak, kind = int(max(vals)), label
     return RunMetrics(str(run_dir), run.get("status", "?"), len(ok), len(images) - len(ok), ipm, sps, peak, kind)
 
 

@@ -44,52 +44,49 @@ def stage_peaks(trace: Any, overhead: OverheadModel) -> dict[str, dict[str, int]
 
 def measured_from_run(run_dir: Path) -> dict[str, Any]:
     """Per resolution and stage, the worst allocator peaks the run journaled; NVML's device peak."""
-    from stress.journal import read_journal
+    from stress.record import load as load_record
 
-    path = Path(run_dir) / "journal.jsonl"
-    if not path.is_file():
+    if not (Path(run_dir) / "journal.jsonl").is_file():
         raise StressError(f"{run_dir} is not a run directory (no journal.jsonl)")
-    contents = read_journal(path)
-    sizes: dict[int, tuple[int, int]] = {}
+    rec = load_record(run_dir)
+    sizes = {i: (int(e["width"]), int(e["height"])) for i, e in rec.image_starts.items()
+             if isinstance(e.get("width"), int) and isinstance(e.get("height"), int)}
     res: dict[tuple[int, int], dict[str, Any]] = {}
     load: dict | None = None
+    first_worker = min((w["started_t"] for w in rec.workers.values() if w.get("started_t") is not None), default=None)
+    device = next((w.get("device") for _, w in sorted(rec.workers.items(), key=lambda kv: str(kv[0]))
+                   if w.get("device")), None)
     baseline_used: int | None = None
     device_peak = 0
-    worker_started = False
-    device = None
-    for ev in contents.events:
-        kind = ev.get("ev")
-        if kind == "worker_start":
-            worker_started = True
-        elif kind == "worker_ready":
-            device = ev.get("device")
-        elif kind == "nvml" and isinstance(ev.get("mu"), (int, float)):
-            if not worker_started:
-                baseline_used = int(ev["mu"]) if baseline_used is None else min(baseline_used, int(ev["mu"]))
+    for cols in rec.nvml.values():
+        for t, mu in zip(cols.t, cols.cols.get("mem_used") or []):
+            if not isinstance(mu, (int, float)):
+                continue
+            if first_worker is None or t < first_worker:
+                baseline_used = int(mu) if baseline_used is None else min(baseline_used, int(mu))
             else:
-                device_peak = max(device_peak, int(ev["mu"]))
-        elif kind == "image_start":
-            sizes[int(ev["index"])] = (int(ev["width"]), int(ev["height"]))
-        elif kind == "alloc":
-            at = str(ev.get("at", ""))
-            if at == "load":
-                load = ev
-                continue
-            idx = ev.get("index")
-            if idx is None or int(idx) not in sizes or "peak_allocated" not in ev:
-                continue
-            row = res.setdefault(sizes[int(idx)], {"images": set(), "stages": {}, "peak_allocated": 0,
-                                                   "peak_reserved": 0, "ooms": 0})
-            row["images"].add(int(idx))
-            row["peak_allocated"] = max(row["peak_allocated"], int(ev["peak_allocated"]))
-            row["peak_reserved"] = max(row["peak_reserved"], int(ev.get("peak_reserved", 0)))
-            if at.startswith("stage:"):
-                st = row["stages"].setdefault(at[6:], {"peak_allocated": 0, "peak_reserved": 0})
-                st["peak_allocated"] = max(st["peak_allocated"], int(ev["peak_allocated"]))
-                st["peak_reserved"] = max(st["peak_reserved"], int(ev.get("peak_reserved", 0)))
-        elif kind == "image" and ev.get("outcome") == "oom" and ev.get("index") in sizes:
-            res.setdefault(sizes[ev["index"]], {"images": set(), "stages": {}, "peak_allocated": 0,
-                                                "peak_reserved": 0, "ooms": 0})["ooms"] += 1
+                device_peak = max(device_peak, int(mu))
+    for idx, r in rec.images.items():
+        if r.get("outcome") == "oom" and idx in sizes:
+            res.setdefault(sizes[idx], {"images": set(), "stages": {}, "peak_allocated": 0, "peak_reserved": 0,
+                                        "ooms": 0})["ooms"] += 1
+    for ev in rec.alloc_events:
+        at = str(ev.get("at", ""))
+        if at == "load":
+            load = ev
+            continue
+        idx = ev.get("index")
+        if idx is None or int(idx) not in sizes or "peak_allocated" not in ev:
+            continue
+        row = res.setdefault(sizes[int(idx)], {"images": set(), "stages": {}, "peak_allocated": 0,
+                                               "peak_reserved": 0, "ooms": 0})
+        row["images"].add(int(idx))
+        row["peak_allocated"] = max(row["peak_allocated"], int(ev["peak_allocated"]))
+        row["peak_reserved"] = max(row["peak_reserved"], int(ev.get("peak_reserved", 0)))
+        if at.startswith("stage:"):
+            st = row["stages"].setdefault(at[6:], {"peak_allocated": 0, "peak_reserved": 0})
+            st["peak_allocated"] = max(st["peak_allocated"], int(ev["peak_allocated"]))
+            st["peak_reserved"] = max(st["peak_reserved"], int(ev.get("peak_reserved", 0)))
     for row in res.values():
         row["images"] = len(row["images"])
     if not res:

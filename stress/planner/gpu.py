@@ -7,28 +7,17 @@ be in a state where NVML calls hang, and planning must never hang with it. The c
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from stress.proc import child_env
-from stress.errors import StressError
-
-_UNITS = {"": 1 << 30, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20,
-          "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
-
+from stress.units import parse_size as _parse_size
 
 def parse_size(text: str) -> int:
-    """``24GiB``, ``24G`` (binary), ``24GB`` (decimal), ``24000MiB``, ``24`` (GiB) -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS:
-        raise StressError(f"cannot read {text!r} as a memory size; write e.g. 24GiB, 24GB or 24000MiB")
-    value = int(float(m.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise StressError(f"memory size must be positive (got {text!r})")
-    return value
+    """``24GiB``, ``24G`` (binary), ``24GB`` (decimal), ``24000MiB`` -> bytes (``stress.units``: a bare number
+    is bytes there as everywhere, so ``24`` is refused as too small with the hint to write ``24GiB``)."""
+    return _parse_size(text, what="GPU memory size", minimum=1 << 20)
 
 
 @dataclass

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 # Ops that create no storage of their own; skipping them saves time on every view.
@@ -138,11 +137,6 @@ class Timeline:
         ws = self.workspace_keys
         return [e for e in self.events if e[0] not in ws] if ws else list(self.events)
 
-    def live_keys(self) -> list[int]:
-        return list(self._sizes)
-
-
-class StorageTracker(TorchDispatchMode):
     """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
 
     def __init__(self, timeline: Timeline | None = None, existing: Iterable[torch.Tensor] = (),
@@ -279,10 +273,3 @@ def tensor_peak(events: Iterable[tuple[int, int]]) -> int:
     return peak
 
 
-def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind ``tensors`` (views counted once)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        st = t.untyped_storage()
-        seen[st._cdata] = st.nbytes()
-    return sum(seen.values())

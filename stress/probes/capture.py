@@ -1,4 +1,5 @@
-"""Screen capture backends: mss on X11; grim or the xdg-desktop-portal on Wayland.
+"""Screen capture backends: mss on X11; on Wayland grim, the compositor's own screenshooter
+(:mod:`stress.probes.wl_capture`: weston, KWin) or the xdg-desktop-portal, chosen by the compositor.
 
 Each backend returns frames as (H, W, 3) RGB uint8 arrays. A backend that cannot work in this
 session raises :class:`Unsupported` (recorded as ``unsupported: <reason>``); a backend that should
@@ -116,8 +117,10 @@ class GrimCapturer:
             raise CaptureError(f"grim did not answer within {self._timeout:.1f} s") from None
         if proc.returncode != 0:
             msg = first_line(proc.stderr.decode("utf-8", "replace") or f"exit status {proc.returncode}")
-            if "screencopy" in msg or "doesn't support" in msg or "failed to create display" in msg:
+            if "screencopy" in msg:   # not a wlroots compositor ("doesn't support wl_shm": one dying)
                 raise Unsupported(f"grim: {msg}")
+            if "failed to create display" in msg:   # the compositor went away (or never was)
+                raise CaptureError(f"grim cannot connect to the compositor: {msg}")
             raise CaptureError(f"grim failed: {msg}")
         return _ppm_to_array(proc.stdout)
 
@@ -159,8 +162,38 @@ def parse_portal_response(line: str, token: str) -> tuple[int, str | None] | Non
     return int(m.group(1)), (uri.group(1) if uri else None)
 
 
+def portal_image(code: int, uri: str | None) -> np.ndarray:
+    """The screenshot a portal ``Response`` points to, with each failure mode sorted:
+
+    - response 1 (the user or the permission store refused): :class:`Unsupported`, a permission
+      question and not a fault of the desktop;
+    - response 2 (the backend failed) or any other code: :class:`CaptureError`;
+    - success without a ``uri``, or with one whose file is missing or unreadable: :class:`CaptureError`
+      ("success with no image": a backend that claims to capture and hands back nothing).
+    The file is removed after reading (portals save into the user's Pictures or /tmp).
+    """
+    if code == 1:
+        raise Unsupported("the portal refused the screenshot (response 1: denied by the user or the "
+                          "permission store)")
+    if code != 0:
+        raise CaptureError(f"the portal's screenshot backend failed (response {code})")
+    if not uri:
+        raise CaptureError("the portal reported success but gave no image (no uri in its response)")
+    path = unquote(urlparse(uri).path)
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"the portal reported success but its image is unreadable: {first_line(exc)}") from None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 class PortalCapturer:
-    """xdg-desktop-portal ``Screenshot`` over D-Bus via ``gdbus`` (GNOME, KDE and others)."""
+    """xdg-desktop-portal ``Screenshot`` over D-Bus via ``gdbus`` (GNOME, KDE, wlroots and others)."""
 
     name = "portal"
 
@@ -173,54 +206,74 @@ class PortalCapturer:
         self._size: tuple[int, int] | None = None
 
     def _shot(self) -> np.ndarray:
+        import selectors
+
         token = "stress" + secrets.token_hex(6)
         deadline = time.monotonic() + max(1.0, self._timeout)
-        # Listen before calling: the Response signal can come before `gdbus call` returns.
-        mon = subprocess.Popen(["gdbus", "monitor", "--session", "--dest", "org.freedesktop.portal.Desktop"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        # Listen before calling: the Response signal can come before `gdbus call` returns. gdbus
+        # block-buffers a pipe; stdbuf makes it hand over every line as it comes.
+        argv = ["gdbus", "monitor", "--session", "--dest", "org.freedesktop.portal.Desktop"]
+        if shutil.which("stdbuf"):
+            argv = ["stdbuf", "-oL", *argv]
+        mon = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        sel = selectors.DefaultSelector()
+        assert mon.stdout is not None
+        sel.register(mon.stdout, selectors.EVENT_READ)
+        buf = b""
+
+        def lines():
+            nonlocal buf
+            while True:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    yield line.decode("utf-8", "replace")
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return
+                chunk = os.read(mon.stdout.fileno(), 65536)
+                if not chunk:
+                    return
+                buf += chunk
+
         try:
-            assert mon.stdout is not None
-            mon.stdout.readline()  # "Monitoring signals ..." once subscribed
-            call = subprocess.run(
-                ["gdbus", "call", "--session", "--dest", "org.freedesktop.portal.Desktop",
-                 "--object-path", "/org/freedesktop/portal/desktop",
-                 "--method", "org.freedesktop.portal.Screenshot.Screenshot", "",
-                 f"{{'handle_token': <'{token}'>, 'interactive': <false>}}"],
-                capture_output=True, text=True, timeout=max(0.5, deadline - time.monotonic()))
+            reader = lines()
+            if next(reader, None) is None:   # "Monitoring signals ..." once subscribed
+                mon.kill()
+                err = first_line(mon.stderr.read().decode("utf-8", "replace") if mon.stderr else "") or "no output"
+                if "Could not connect" in err or "Error connecting" in err:
+                    raise Unsupported(f"no reachable D-Bus session bus for xdg-desktop-portal: {err}")
+                raise CaptureError(f"cannot watch the session bus for the portal's answer (gdbus monitor: {err})")
+            try:
+                call = subprocess.run(
+                    ["gdbus", "call", "--session", "--dest", "org.freedesktop.portal.Desktop",
+                     "--object-path", "/org/freedesktop/portal/desktop",
+                     "--method", "org.freedesktop.portal.Screenshot.Screenshot", "",
+                     f"{{'handle_token': <'{token}'>, 'interactive': <false>}}"],
+                    capture_output=True, text=True, timeout=max(0.5, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise CaptureError(f"the portal's Screenshot call timed out ({self._timeout:.1f} s)") from None
             if call.returncode != 0:
                 msg = first_line(call.stderr or f"exit status {call.returncode}")
                 if "ServiceUnknown" in msg or "UnknownMethod" in msg or "UnknownInterface" in msg:
                     raise Unsupported(f"xdg-desktop-portal has no Screenshot interface here: {msg}")
                 if "Could not connect" in msg or "Error connecting" in msg:
                     raise Unsupported(f"no reachable D-Bus session bus for xdg-desktop-portal: {msg}")
+                if "Timeout" in msg or "NoReply" in msg:
+                    raise CaptureError(f"the portal did not answer the Screenshot call: {msg}")
                 raise CaptureError(f"portal Screenshot call failed: {msg}")
-            while time.monotonic() < deadline:
-                line = mon.stdout.readline()
-                if not line:
-                    break
+            for line in reader:
                 parsed = parse_portal_response(line, token)
-                if parsed is None:
-                    continue
-                code, uri = parsed
-                if code != 0 or not uri:
-                    raise CaptureError(f"portal refused the screenshot (response {code})")
-                path = unquote(urlparse(uri).path)
-                try:
-                    with Image.open(path) as img:
-                        arr = np.asarray(img.convert("RGB"))
-                finally:
-                    # The portal saves into the user's Pictures: a probe leaves nothing behind there.
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-                return arr
-            raise CaptureError("portal did not answer the Screenshot request")
-        except subprocess.TimeoutExpired:
-            raise CaptureError("portal Screenshot call timed out") from None
+                if parsed is not None:
+                    return portal_image(*parsed)
+            raise CaptureError(f"the portal accepted the Screenshot request but sent no answer within "
+                               f"{self._timeout:.1f} s (it may be waiting for someone to allow the screenshot)")
         finally:
+            sel.close()
             mon.kill()
             mon.wait()
+            mon.stdout.close()
+            if mon.stderr:
+                mon.stderr.close()
 
     def monitors(self) -> list[Region]:
         if self._size is None:
@@ -238,26 +291,64 @@ class PortalCapturer:
         pass
 
 
+# The compositor's own screenshooter first, then the generic ones. ``None``: any compositor.
+_WAYLAND_ORDER = {"weston": ("weston", "portal"), "kwin_wayland": ("kwin", "portal"),
+                  "gnome-shell": ("portal",)}
+WLROOTS_ORDER = ("grim", "portal")
+
+
+def wayland_backends(compositor: str | None) -> tuple[str, ...]:
+    """Capture backends to try, in order, on a Wayland compositor named ``compositor`` (its comm)."""
+    if compositor == "mutter":
+        return ()   # mutter alone has no screenshot interface (gnome-shell's, or a PipeWire screencast)
+    return _WAYLAND_ORDER.get(compositor or "", WLROOTS_ORDER)
+
+
+def _make(backend: str, timeout: float) -> Capturer:
+    if backend == "grim":
+        return GrimCapturer(timeout)
+    if backend == "portal":
+        return PortalCapturer(timeout)
+    from stress.probes.wl_capture import KWinCapturer, WestonCapturer
+    return (WestonCapturer if backend == "weston" else KWinCapturer)(timeout)
+
+
 def open_capturer(backend: str, session: str, timeout: float) -> Capturer:
     """The capture backend for this session; raises Unsupported when none can work."""
     if backend == "x11" or (backend == "auto" and session == "x11"):
         if not os.environ.get("DISPLAY"):
             raise Unsupported("the x11 backend needs DISPLAY")
         return MssCapturer()
-    if backend == "grim":
-        return GrimCapturer(timeout)
-    if backend == "portal":
-        return PortalCapturer(timeout)
+    if backend != "auto":
+        return _make(backend, timeout)
     # auto on Wayland: mss would only see XWayland's windows (black elsewhere), so it is never used.
+    # The compositor behind WAYLAND_DISPLAY (its socket's owner) decides which backends can work.
+    from stress.hw.display_id import compositor_name, peer_pid, wayland_socket
+
+    path = wayland_socket(dict(os.environ))
+    if path and not os.path.exists(path):
+        raise CaptureError(f"the Wayland compositor is gone: {path} does not exist")
+    comp = compositor_name()
+    if path and comp is None:
+        raise CaptureError(f"the Wayland compositor does not accept connections on {path}")
+    order = wayland_backends(comp)
+    if not order:
+        raise Unsupported(f"{comp} offers no screenshot interface to clients (gnome-shell's Screenshot "
+                          "D-Bus service or a PipeWire screencast would be needed)")
     reasons = []
-    for make in (GrimCapturer, PortalCapturer):
+    for name in order:
         try:
-            cap = make(timeout)
+            cap = _make(name, timeout)
             cap.monitors()  # proves it works here; raises Unsupported otherwise
             return cap
         except Unsupported as exc:
+            # "does not support" from a compositor that is dying (its globals already gone) is not
+            # a fact about the compositor: only a live one's refusal counts as unsupported.
+            if path and peer_pid(path) is None:
+                raise CaptureError(f"the Wayland compositor went away during the capture ({exc})") from None
             reasons.append(str(exc))
-    raise Unsupported("no screenshot backend works in this Wayland session (" + "; ".join(reasons) + ")")
+    raise Unsupported(f"no screenshot backend works on {comp or 'this Wayland compositor'} ("
+                      + "; ".join(reasons) + ")")
 
 
 def capturer_for(ctx: ProbeContext) -> tuple[Capturer | None, dict | None]:

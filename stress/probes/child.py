@@ -1,6 +1,6 @@
 """Probe child process: ``python -m stress.probes.child REQUEST.json``.
 
-The supervisor (``stress.probes.runner``) starts one child per phase visit and probe kind. The child
+The supervisor (``stress.probes.phases``) starts one child per phase visit and probe kind. The child
 runs the requested repetitions one after another and writes one JSON line per result on its
 *original* stdout, which is kept for results only: file descriptor 1 is pointed at stderr so that
 nothing a library prints can corrupt the result stream. The first line (``{"ready": ...}``) says the
@@ -20,7 +20,8 @@ from pathlib import Path
 from stress.probes.config import ProbesConfig
 
 MODULES = {"screenshot": "stress.probes.screenshot", "decode": "stress.probes.decode",
-           "display": "stress.probes.display", "viewer": "stress.probes.viewer"}
+           "display": "stress.probes.display", "display-wayland": "stress.probes.display_wayland",
+           "viewer": "stress.probes.viewer"}
 
 
 def main(argv: list[str]) -> int:

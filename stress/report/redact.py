@@ -16,6 +16,7 @@ hundreds of thousands of events a second time.
 from __future__ import annotations
 
 import getpass
+import bisect
 import hashlib
 import json
 import os
@@ -70,6 +71,28 @@ _JSON_UUID_RES = _json_key_res(("uuid", "gpu_uuid"), _JSON_STR)
 _JSON_HOME_RES = _json_key_res(("home", "HOME"), _JSON_STR)
 _JSON_SECRET_RE = re.compile(r'"([A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH|COOKIE)[A-Za-z0-9_.-]*)"'
                              r'(\s*:\s*)' + _JSON_STR, re.I)
+
+
+_SECRET_WORDS = ("token", "secret", "passw", "credential", "apikey", "api_key", "auth", "cookie")
+
+
+def _line_starts(s: str) -> list[int]:
+    return [0, *(m.end() for m in re.finditer("\n", s))]
+
+
+def _lines_holding(s: str, needles: Iterable[str], starts: list[int]) -> set[int]:
+    """Indexes of the lines of ``s`` (``starts``: their offsets) that contain any of ``needles``."""
+    out: set[int] = set()
+    for needle in needles:
+        if not needle:
+            continue
+        pos = s.find(needle)
+        while pos >= 0:
+            i = bisect.bisect_right(starts, pos) - 1
+            out.add(i)
+            nxt = starts[i + 1] if i + 1 < len(starts) else len(s)   # on to the next line
+            pos = s.find(needle, max(nxt, pos + 1))
+    return out
 
 
 def count_tokens(text: str) -> int:
@@ -150,12 +173,6 @@ class Redactor:
     def add_prompt(self, text: Any) -> None:
         if isinstance(text, str) and text.strip() and text not in self.prompts:
             self.prompts[text] = prompt_placeholder(text)
-            self._compiled = False
-
-    def add_serial(self, serial: Any) -> None:
-        s = str(serial) if serial is not None else ""
-        if len(s) >= 4 and s not in self.serials and s.lower() not in ("n/a", "none", "unknown", "[n/a]"):
-            self.serials.add(s)
             self._compiled = False
 
     def _compile(self) -> None:
@@ -258,9 +275,27 @@ class Redactor:
 
     # ---- raw JSON text (journal lines) ----
     def json_text(self, s: str) -> str:
-        """Redact JSON text without parsing it: keyed values first, then the free-text rules."""
-        if not self.enabled:
+        """Redact JSON-lines text without parsing it: keyed values first, then the free-text rules.
+        Only the lines that hold a key or a literal to mask are touched (found with ``str.find`` over the
+        whole text, which is fast): a 30 MB journal is not run through a dozen regexes."""
+        if not self.enabled or not s:
             return s
+        low = s.lower()
+        key_probes = [probe for probe, _ in (*_JSON_PROMPT_RES, *_JSON_SERIAL_RES, *_JSON_USER_RES,
+                                             *_JSON_UUID_RES, *_JSON_HOME_RES)]
+        if self.include_prompts:
+            key_probes = key_probes[len(_JSON_PROMPT_RES):]
+        if len(low) != len(s):     # lower() changed lengths (rare non-ASCII): offsets do not line up
+            return "\n".join(self._json_line(line) for line in s.split("\n"))
+        lines = s.split("\n")
+        starts = _line_starts(s)
+        todo = _lines_holding(s, key_probes, starts) | _lines_holding(low, _SECRET_WORDS, starts)
+        todo |= _lines_holding(s, self._probes(), starts)
+        for i in sorted(todo):
+            lines[i] = self.text(self._json_line(lines[i]))
+        return "\n".join(lines)
+
+    def _json_line(self, s: str) -> str:
         if not self.include_prompts:
             for probe, pat in _JSON_PROMPT_RES:
                 if probe in s:
@@ -276,8 +311,9 @@ class Redactor:
             for probe, pat in rules:
                 if probe in s:
                     s = pat.sub(lambda m, mask=mask: f'"{m.group(1)}"{m.group(2)}"{mask}"' if m.group(3) else m.group(0), s)
-        s = _JSON_SECRET_RE.sub(lambda m: f'"{m.group(1)}"{m.group(2)}"{SECRET_MASK}"' if m.group(3) else m.group(0), s)
-        return self.text_lines(s)
+        if any(w in s.lower() for w in _SECRET_WORDS):
+            s = _JSON_SECRET_RE.sub(lambda m: f'"{m.group(1)}"{m.group(2)}"{SECRET_MASK}"' if m.group(3) else m.group(0), s)
+        return s
 
     def _probes(self) -> list[str]:
         if not self._compiled:
@@ -290,16 +326,12 @@ class Redactor:
         touched (whole-text regexes without a literal prefix would scan every byte of a 30 MB journal)."""
         if not self.enabled or not s:
             return s
-        active = [p for p in self._probes() if p in s]
-        if not active:
+        todo = _lines_holding(s, self._probes(), _line_starts(s))
+        if not todo:
             return s
         lines = s.split("\n")
-        text = self.text
-        for i, line in enumerate(lines):
-            for p in active:
-                if p in line:
-                    lines[i] = text(line)
-                    break
+        for i in sorted(todo):
+            lines[i] = self.text(lines[i])
         return "\n".join(lines)
 
     def _json_prompt_sub(self, m: re.Match) -> str:

@@ -23,54 +23,14 @@ FIELDS = (
     "nvidia-bug-report.log.gz",
     "More info",
 )
-AFTER_PHASES = ("after", "after-exit")
-
-
 def incidence(report: dict) -> tuple[str, str]:
-    """``(Once | Sometimes | Always | Not observed, why)`` from the desktop probes after the workload.
-
-    A probe after the workload counts as affected when it failed (fail, timeout, error) or took longer
-    than ``probes.slowdown_ratio`` times the median of the same kind at baseline.
-    """
-    rows = (report.get("probes") or {}).get("rows") or []
-    sc = report.get("scenario") or {}
-    ratio = float(((sc.get("probes") or {}).get("slowdown_ratio")) or 1.5)
-    base = {r["kind"]: r["latency"]["p50"] for r in rows if r["phase"] == "baseline" and r["latency"]["p50"]}
-    n = affected = failed = slow = 0
-    for r in rows:
-        if r["phase"] not in AFTER_PHASES:
-            continue
-        usable = r["n"] - sum(r["statuses"].get(s, 0) for s in ("unsupported", "unavailable"))
-        n += usable
-        failed += r["failures"]
-        b = base.get(r["kind"])
-        if b:
-            slow += sum(1 for x in r["latencies"] if x > ratio * b)
-    affected = failed + slow
-    xids = sum(1 for x in report.get("xid_events") or [] if not x.get("duplicate"))
-    restarts = len((report.get("monitors") or {}).get("display_processes") or [])
-    verdict = (report.get("verdict") or {}).get("verdict")
-    extra = []
-    if xids:
-        extra.append(f"{xids} Xid event(s)")
-    if restarts:
-        extra.append(f"{restarts} display-process restart(s)/exit(s)")
-    tail = ("; " + ", ".join(extra)) if extra else ""
-    if n == 0:
-        if xids or restarts:
-            return ("Once" if xids + restarts == 1 else "Sometimes"), f"no desktop probes ran after the workload{tail}"
-        return "Not observed", "no desktop probes ran after the workload" + (f" (verdict: {verdict})" if verdict else "")
-    why = (f"{affected} of {n} desktop probes after the workload failed ({failed}) or were more than "
-           f"{ratio:g}x slower than at baseline ({slow}){tail}")
-    if affected == 0:
-        if xids or restarts:
-            return "Once", why
-        return "Not observed", why
-    if affected == n:
-        return "Always", why
-    if affected == 1:
-        return "Once", why
-    return "Sometimes", why
+    """``(word, why)`` as the judge gave it (``stress.analysis.incidence``, in the verdict's details).
+    A run that did not reproduce claims no incidence: its line says so and names the verdict."""
+    v = report.get("verdict") or {}
+    inc = (v.get("details") or {}).get("incidence") if isinstance(v.get("details"), dict) else None
+    if inc:
+        return inc["word"], inc["why"]
+    return "Not observed", f"the verdict is {v.get('verdict') or 'missing'}: this run does not show the bug"
 
 
 def _scenario_lines(report: dict) -> list[str]:

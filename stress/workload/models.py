@@ -529,15 +529,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip(": ")[:300]
 
 
-def source_kind(source: str, base_dir: Path) -> str:
-    """``builtin``, ``folder`` or ``file``."""
-    if source.startswith("builtin:"):
-        return "builtin"
-    p = Path(source).expanduser()
-    p = p if p.is_absolute() else base_dir / p
-    return "file" if p.is_file() else "folder"
-
-
 def quiet_progress_bars() -> None:
     """Loading and saving progress bars would fill the worker's log with carriage returns."""
     try:

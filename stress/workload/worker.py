@@ -2,11 +2,11 @@
 
 Protocol (pyperf-style: stdout and stderr stay free for logs):
 - commands arrive on stdin, one JSON object per line:
-  ``{"cmd": "generate", "job_id": N, "job": {...}}``, ``{"cmd": "reload"}``, ``{"cmd": "alloc"}``,
+  ``{"cmd": "generate", "job_id": N, "job": {...}}``, ``{"cmd": "reload"}``,
   ``{"cmd": "exit"}``;
 - messages go to the file descriptor ``--msg-fd``, one JSON object per line:
   ``hello``, ``ready`` (or ``load_failed``), ``event`` (a journal event to relay), ``done`` (records of
-  one job), ``failed`` (a job that raised: ``kind`` is ``oom`` or ``error``), ``alloc``, ``bye``.
+  one job), ``failed`` (a job that raised: ``kind`` is ``oom`` or ``error``), ``bye``.
 
 A crash, a hang or a kill of this process is detected by the supervisor, not here. Injected faults
 (scenario ``faults:``) are applied here, as the real ones would happen: in this process.
@@ -108,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         kind = cmd.get("cmd")
         if kind == "exit":
             break
-        if kind == "alloc":
-            chan.send("alloc", stats=session.allocator_stats())
-            continue
         if kind == "reload":
             t0 = time.perf_counter()
             try:

@@ -1,400 +1,28 @@
-"""Soaks: run scenarios again and again (a night, N times), survive anything, remember everything.
-
-Design (docs/soak.md has the user's view):
-
-- Each iteration is one full ``run`` of one scenario, executed by a child process
-  (``python -m stress.soak --state DIR --slot K --out FOLDER``) that calls
-  :func:`stress.runner.run_scenario`. A child process, not a call in this process, so that a
-  supervisor that dies, hangs or leaks (e.g. an NVML call stuck in a broken driver) costs one
-  iteration, not the soak; the child is in a session of its own and gets SIGTERM when the soak dies
-  (PR_SET_PDEATHSIG), so a killed soak never leaves a run going on behind its back.
-- The scenarios are resolved once, when the soak is created, and frozen in ``soak.json``: every
-  iteration runs the same experiment even if the YAML file is edited in the meantime.
-- ``soak.jsonl`` (written with :class:`stress.journal.Journal`: append-only, fsync'd) is the soak's
-  record of truth; ``summary.json`` and the JUnit file are derived from it after every iteration.
-- An iteration is *done* once its run has finished (a ``run_end`` other than ``interrupted``).
-  Every other ending of an attempt (the soak killed with SIGKILL, a reboot, Ctrl-C, a supervisor
-  that died) is recorded as an interruption, and the iteration is run again: by default from scratch
-  in a fresh run directory (``--interrupted rerun``: a run cut by a reboot or a restarted worker is no
-  longer one long session, which is the very thing under test), or continued with
-  ``run --resume`` semantics (``--interrupted resume``). A run that finished but whose soak died
-  before recording it is adopted, never redone.
-- A lock file (``flock``, inherited by the child) keeps two soaks off one state directory, and makes a
-  restarted soak wait for the previous soak's child to finish writing its record.
-- Bounded disk: the last ``--keep`` run directories (and the first reproduction) are kept whole; the
-  others are thinned to their journal, run.json and logs (``outputs/`` and ``probes/`` deleted; the
-  report lives in ``reports/<run-id>/``). Below ``--min-free-disk`` the soak stops cleanly
-  (exit 13, SOAK_HARNESS), between iterations or by interrupting the current one.
-"""
+"""The soak loop: iterations one after another, each in a child process, recorded in the ledger."""
 from __future__ import annotations
 
-import argparse
 import fcntl
-import hashlib
-import json
-import math
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, TextIO
 
-from stress.paths import default_artifacts, default_reports
-from stress.proc import child_env, die_with_parent, signame
-from stress.errors import ExitCode, StressError
-from stress.journal import Journal, RunDir, _slug, new_run_id, read_journal, write_json_atomic
-
-STATE_FORMAT = 1
-STATE_FILE = "soak.json"
-JOURNAL_FILE = "soak.jsonl"
-SUMMARY_FILE = "summary.json"
-LOCK_FILE = "lock"
-ITERATIONS_DIR = "iterations"
-
-# Run statuses after which a run has finished (its verdict stands); "interrupted" is not one.
-FINISHED_STATUSES = ("finished", "time-limit", "stopped-on-failure", "load-failed")
-# Soak end statuses after which the soak continues only if its limits are raised.
-TERMINAL = ("completed", "stopped-reproduced")
-_SEVERITY = [ExitCode.INTERRUPTED, ExitCode.SOAK_HARNESS, ExitCode.REPRODUCED, ExitCode.WORKLOAD_ERROR,
-             ExitCode.INCONCLUSIVE, ExitCode.OK]
-
-
-# Exit codes of a run that reached a verdict (its child wrote everything it could).
-_VERDICT_CODES = (int(ExitCode.OK), int(ExitCode.REPRODUCED), int(ExitCode.INCONCLUSIVE), int(ExitCode.WORKLOAD_ERROR))
-
-
-class SoakHarnessError(StressError):
-    exit_code = ExitCode.SOAK_HARNESS
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers: incidence, sizes
-# ---------------------------------------------------------------------------------------------
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (95 % by default)."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    if not 0 <= k <= n:
-        raise ValueError("k must be in 0..n")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Exact bounds at the edges (floating point leaves 1e-17 crumbs there).
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
-
-
-def frequency_word(k: int, n: int) -> str:
-    """The 'how often' of a driver bug template: never / once / sometimes / always (unknown: n=0)."""
-    if n == 0:
-        return "unknown"
-    if k == 0:
-        return "never"
-    if k == 1:
-        return "once"
-    return "always" if k == n else "sometimes"
-
-
-def incidence(verdicts: Iterable[str | None]) -> dict:
-    """How often ``reproduced`` came out among the conclusive verdicts, with a 95 % Wilson interval.
-
-    ``inconclusive`` and ``error`` verdicts say nothing either way and stay out of the denominator.
-    """
-    vs = list(verdicts)
-    k = vs.count("reproduced")
-    n = k + vs.count("not-reproduced")
-    low, high = wilson_interval(k, n) if n else (None, None)
-    return {"reproduced": k, "conclusive": n, "inconclusive": vs.count("inconclusive"),
-            "error": vs.count("error"), "rate": (k / n) if n else None,
-            "ci95": [low, high] if n else None, "frequency": frequency_word(k, n)}
-
-
-def describe_incidence(inc: dict) -> str:
-    k, n = inc["reproduced"], inc["conclusive"]
-    if not n:
-        return "no conclusive iteration yet"
-    low, high = inc["ci95"]
-    return (f"{k}/{n} reproduced ({inc['rate']:.0%}, 95% CI {low:.0%}-{high:.0%}): {inc['frequency']}")
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.I)
-
-
-def parse_size(text: str | int) -> int:
-    """``5GiB``, ``500MB``, ``10G`` (binary), ``123`` (bytes) -> bytes."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise StressError(f"{text!r} is not a size like 5GiB, 500MB or 10G")
-    num, unit, i, b = m.groups()
-    power = "kmgtp".find(unit.lower()) + 1 if unit else 0
-    # "MB" (decimal, as disk vendors write it) vs "MiB" / "M" (binary, as df -h prints).
-    base = 1000 if (unit and b and not i) else 1024
-    return int(float(num) * base ** power)
-
-
-def format_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def free_bytes(path: str | Path) -> int:
-    """Free space on the file system holding ``path``.
-
-    ``STRESS_FAKE_FREE_BYTES`` overrides the reading for tests: a number of bytes, or ``@FILE`` to
-    read the number from FILE at every call (so a test can make the disk "fill up" mid-run).
-    """
-    fake = os.environ.get("STRESS_FAKE_FREE_BYTES")
-    if fake:
-        try:
-            return int((Path(fake[1:]).read_text() if fake.startswith("@") else fake).strip())
-        except (OSError, ValueError):
-            raise SoakHarnessError(f"STRESS_FAKE_FREE_BYTES={fake!r} is not a number or @FILE") from None
-    p = Path(path).resolve()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
-
-
-def boot_id() -> str | None:
-    """The kernel's id of this boot: it changes with every reboot."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _severity(codes: Iterable[int]) -> int:
-    codes = [c for c in codes if c is not None]
-    known = {int(c) for c in _SEVERITY}
-    for code in _SEVERITY:
-        if int(code) in codes:
-            return int(code)
-    return next((c for c in codes if c not in known), int(ExitCode.OK))
-
-
-# ---------------------------------------------------------------------------------------------
-# The state directory
-# ---------------------------------------------------------------------------------------------
-
-def default_state_dir(scenarios: list[dict], root: Path | None = None) -> Path:
-    names = []
-    for s in scenarios:
-        base = s["name"].split("[", 1)[0]
-        if base not in names:
-            names.append(base)
-    label = names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")
-    return (root or default_artifacts()) / f"soak-{_slug(label)}"
-
-
-def scenario_entries(files: list[Path]) -> list[dict]:
-    """Load every scenario file (matrix expanded) into the frozen entries of ``soak.json``."""
-    from stress.scenario import load_scenarios
-
-    out = []
-    for f in files:
-        for k, sc in enumerate(load_scenarios(f)):
-            resolved = sc.model_dump(mode="json")
-            out.append({"name": sc.name, "source": str(Path(f).resolve()), "index": k,
-                        "sha256": hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest(),
-                        "resolved": resolved})
-    return out
-
-
-# Options the command line may change when a soak is continued (recorded as a `config` event).
-MUTABLE = ("iterations", "duration_s", "stop_on", "keep", "min_free_bytes", "junit", "history", "reports",
-           "interrupted", "max_failures", "iteration_timeout_s", "report_options")
-
-
-def read_config(state_dir: Path) -> dict:
-    path = state_dir / STATE_FILE
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StressError(f"{state_dir}: not a soak state directory (no {STATE_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise SoakHarnessError(f"{path}: the soak's state cannot be read ({exc}); "
-                               "start a new soak with another --state") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != STATE_FORMAT or not cfg.get("scenarios"):
-        raise SoakHarnessError(f"{path}: not a soak state file this gpu-stress understands "
-                               f"(format {cfg.get('format') if isinstance(cfg, dict) else '?'})")
-    return cfg
-
-
-def prepare_state(state_dir: Path | None, files: list[Path] | None, options: dict[str, Any]) -> tuple[Path, dict, dict]:
-    """Create a soak's state directory, or check that a rerun names the same soak and apply the
-    options it changes. Returns (state_dir, config, changes)."""
-    entries = scenario_entries(files) if files else None
-    if state_dir is None:
-        if entries is None:
-            raise StressError("give scenario files, or --resume STATE_DIR")
-        state_dir = default_state_dir(entries)
-    state_dir = Path(state_dir)
-    changes: dict[str, list] = {}
-    if (state_dir / STATE_FILE).exists():
-        cfg = read_config(state_dir)
-        if entries is not None:
-            have = [(e["source"], e["name"]) for e in cfg["scenarios"]]
-            want = [(e["source"], e["name"]) for e in entries]
-            if have != want:
-                raise StressError(f"{state_dir} holds a soak of {', '.join(n for _, n in have)}; this command names "
-                                  f"{', '.join(n for _, n in want)}: use another --state, or --resume {state_dir}")
-            edited = [e["name"] for e, old in zip(entries, cfg["scenarios"]) if e["sha256"] != old["sha256"]]
-            if edited:
-                changes["scenario_edited"] = [edited, "the soak keeps running the version it started with"]
-        for key in MUTABLE:
-            if options.get(key) is not None and options[key] != cfg.get(key):
-                changes[key] = [cfg.get(key), options[key]]
-                cfg[key] = options[key]
-        if "duration_s" in changes:
-            cfg["deadline"] = cfg["created_at"] + cfg["duration_s"] if cfg["duration_s"] else None
-        if changes:
-            write_json_atomic(state_dir / STATE_FILE, cfg)
-        return state_dir, cfg, changes
-    if entries is None:
-        raise StressError(f"{state_dir}: no soak there to resume (no {STATE_FILE})")
-    if not options.get("iterations") and not options.get("duration_s"):
-        raise StressError("say how long to soak: --iterations N and/or --duration 8h")
-    now = time.time()
-    cfg = {
-        "format": STATE_FORMAT,
-        "soak_id": new_run_id("soak-" + entries[0]["name"].split("[", 1)[0], now),
-        "created_at": now,
-        "scenarios": entries,
-        "reports": str(Path(options.get("reports") or default_reports()).resolve()),
-        "iterations": options.get("iterations"),
-        "duration_s": options.get("duration_s"),
-        "deadline": now + options["duration_s"] if options.get("duration_s") else None,
-        "stop_on": options.get("stop_on") or "reproduced",
-        "keep": 5 if options.get("keep") is None else options["keep"],
-        "min_free_bytes": parse_size("5GiB") if options.get("min_free_bytes") is None else options["min_free_bytes"],
-        "junit": options.get("junit"),
-        "history": options.get("history") or str((Path(options.get("reports") or default_reports()) / "history.db").resolve()),
-        "interrupted": options.get("interrupted") or "rerun",
-        "max_failures": options.get("max_failures") or 3,
-        "iteration_timeout_s": options.get("iteration_timeout_s"),
-        "report_options": options.get("report_options") or {},
-    }
-    for key in ("junit",):
-        if cfg[key]:
-            cfg[key] = str(Path(cfg[key]).resolve())
-    state_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(state_dir / STATE_FILE, cfg)
-    return state_dir, cfg, changes
-
-
-@dataclass
-class SoakState:
-    """The soak journal replayed: what is done, what was interrupted, what was in flight."""
-
-    finished: dict[int, dict] = field(default_factory=dict)        # iteration -> iteration_end event
-    interruptions: list[dict] = field(default_factory=list)
-    attempts: dict[int, int] = field(default_factory=dict)         # iteration -> attempts started
-    open: dict | None = None                                       # iteration_start with no ending
-    last_start: dict[int, dict] = field(default_factory=dict)      # iteration -> its last iteration_start
-    thinned: set[str] = field(default_factory=set)
-    last_end: dict | None = None
-    failures_in_a_row: int = 0
-    torn_tail: bool = False
-
-    @property
-    def next_iteration(self) -> int:
-        return max(self.finished, default=0) + 1
-
-    def run_dirs(self) -> list[str]:
-        """Every run directory the soak produced (relative to the state dir), oldest first."""
-        seen: list[str] = []
-        events = sorted([*self.finished.values(), *self.interruptions], key=lambda e: e.get("t", 0))
-        for e in events:
-            rd = e.get("run_dir")
-            if rd and rd not in seen:
-                seen.append(rd)
-        return seen
-
-
-def replay(state_dir: Path) -> SoakState:
-    st = SoakState()
-    path = state_dir / JOURNAL_FILE
-    if not path.exists():
-        return st
-    contents = read_journal(path)
-    st.torn_tail = contents.torn_tail
-    for ev in contents.events:
-        kind = ev.get("ev")
-        if kind == "iteration_start":
-            i = ev["iteration"]
-            st.attempts[i] = max(st.attempts.get(i, 0), ev.get("attempt", 1))
-            st.last_start[i] = ev
-            st.open = ev
-        elif kind == "iteration_end":
-            st.finished.setdefault(ev["iteration"], ev)  # first ending wins: never duplicated
-            st.open = None
-            bad = ev.get("status") == "load-failed"
-            st.failures_in_a_row = st.failures_in_a_row + 1 if bad else 0
-        elif kind == "iteration_interrupted":
-            st.interruptions.append(ev)
-            st.open = None
-            if ev.get("harness"):
-                st.failures_in_a_row += 1
-        elif kind == "thinned":
-            st.thinned.add(ev.get("run_dir"))
-        elif kind == "soak_end":
-            st.last_end = ev
-            if ev.get("status") == "harness-errors":
-                st.failures_in_a_row = 0  # a restart after a harness stop gets a fresh budget
-    return st
-
-
-def find_run_dir(folder: Path) -> Path | None:
-    """The run directory the runner created inside an attempt's folder (newest if several)."""
-    if not folder.is_dir():
-        return None
-    runs = [p for p in folder.iterdir() if p.is_dir() and (p / "journal.jsonl").exists()]
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
-
-
-def classify_run(run_dir: Path | None) -> dict:
-    """What an attempt's run directory says about how it ended (pure apart from reading it)."""
-    if run_dir is None:
-        return {"state": "none", "why": "no run directory was created"}
-    contents = read_journal(RunDir(run_dir).journal)
-    end = contents.last("run_end")
-    verdict = contents.last("verdict")
-    last_t = contents.events[-1].get("t") if contents.events else None
-    if end and end.get("status") in FINISHED_STATUSES and verdict:
-        return {"state": "finished", "status": end["status"], "verdict": verdict, "last_t": last_t}
-    if end and end.get("status") == "interrupted":
-        return {"state": "interrupted", "status": "interrupted", "why": "the run was interrupted (SIGINT/SIGTERM)",
-                "last_t": last_t}
-    why = "the run has no run_end: its supervisor was killed, crashed, or the machine stopped"
-    if contents.torn_tail:
-        why += " (the journal's last line was cut off mid-write)"
-    return {"state": "incomplete", "status": "incomplete", "why": why, "last_t": last_t}
-
+from stress.proc import child_env, signame
+from stress.errors import ExitCode, most_severe
+from stress.events import JOURNAL_FORMAT, LEDGER
+from stress.record import derived, fold
+from stress.journal import Journal, RunDir, write_json_atomic
+from stress.stats import incidence
+from stress.units import format_size
+from stress.soak.ledger import SoakState, classify_run, find_run_dir, replay
+from stress.soak.state import (ITERATIONS_DIR, JOURNAL_FILE, LOCK_FILE, STATE_FORMAT, SUMMARY_FILE, VERDICT_CODES,
+                               SoakHarnessError, pid_alive, boot_id, free_bytes, read_config)
 
 # ---------------------------------------------------------------------------------------------
 # The soak loop
@@ -472,7 +100,7 @@ class Soak:
                     owner = int(os.pread(fd, 32, 0).decode().strip() or 0)
                 except ValueError:
                     owner = 0
-                if owner and owner != os.getpid() and _pid_alive(owner):
+                if owner and owner != os.getpid() and pid_alive(owner):
                     os.close(fd)
                     raise SoakHarnessError(f"another soak (pid {owner}) is running on {self.state_dir}; "
                                            "stop it first or use another --state")
@@ -520,9 +148,8 @@ class Soak:
     def _run(self) -> SoakResult:
         st = replay(self.state_dir)
         resumed = bool(st.attempts) or st.last_end is not None
-        _end_torn_line(self.state_dir / JOURNAL_FILE)
-        self.journal = Journal(self.state_dir / JOURNAL_FILE)
-        self.journal.append("soak_start", soak_id=self.cfg["soak_id"], pid=os.getpid(), boot_id=self.boot_id_fn(),
+        self.journal = Journal(self.state_dir / JOURNAL_FILE, vocabulary=LEDGER)
+        self.journal.append("soak_start", format=JOURNAL_FORMAT, soak_id=self.cfg["soak_id"], pid=os.getpid(), boot_id=self.boot_id_fn(),
                             resumed=resumed, argv=sys.argv, previous_end=st.last_end.get("status") if st.last_end else None)
         if self.changes:
             self.journal.append("config", changes=self.changes)
@@ -593,7 +220,6 @@ class Soak:
             prev_run = find_run_dir(self.abs(prev["folder"])) if prev else None
             if prev_run is not None and RunDir(prev_run).scenario.exists():
                 resume_run, folder = prev_run, prev_run.parent
-                _end_torn_line(RunDir(prev_run).journal)
         folder.mkdir(parents=True, exist_ok=True)
         total = f"/{cfg['iterations']}" if cfg.get("iterations") else ""
         left = ""
@@ -686,11 +312,11 @@ class Soak:
         c = classify_run(run_dir)
         if c["state"] == "finished":
             # The child writes the report; redo it here only if the child did not get that far.
-            self._record_finished(start, run_dir, c, adopted=False, retry_report=rc not in _VERDICT_CODES)
+            self._record_finished(start, run_dir, c, adopted=False, retry_report=rc not in VERDICT_CODES)
             return
         why = c["why"]
         if rc is not None and c["state"] != "interrupted":
-            how = f"signal {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
+            how = f"signal {signame(-rc)}" if rc < 0 else f"exit status {rc}"
             why = f"the run's supervisor ended with {how}: {why}"
             tail = _log_tail(folder / "soak-iteration.log")
             if tail:
@@ -710,14 +336,15 @@ class Soak:
         if retry_report and not (report_dir / "report.json").exists():
             self._write_report(rd.root, report_dir)
         v = c["verdict"]
-        contents = read_journal(rd.journal)
-        first, end = contents.first("run_start") or {}, contents.last("run_end") or {}
+        rec = fold(rd.journal)
+        first, end = rec.run_start or {}, rec.run_end or {}
+        counts = derived.counts(rec)
         ev = self.journal.append(
             "iteration_end", iteration=start["iteration"], attempt=start["attempt"], scenario=start["scenario"],
             run_id=rd.run_id, run_dir=self.rel(rd.root), report_dir=str(report_dir),
             verdict=v.get("verdict"), reasons=list(v.get("reasons") or [])[:20], exit_code=v.get("exit_code"),
             status=c["status"], started_at=first.get("t"), ended_at=end.get("t"), wall_s=end.get("wall_s"),
-            images_ok=end.get("images_ok"), images_failed=end.get("images_failed"), adopted=adopted)
+            images_ok=counts.ok, images_failed=counts.failed, adopted=adopted)
         self.note(f"iteration {start['iteration']}: {v.get('verdict')} ({c['status']}, {rd.run_id})"
                   + (" [adopted: it finished while the soak was down]" if adopted else ""))
         if self.cfg.get("history"):
@@ -840,31 +467,13 @@ class Soak:
         elif not st.finished:
             code = int(ExitCode.INCONCLUSIVE)  # no iteration finished: nothing was learnt
         else:
-            code = _severity(e.get("exit_code") for e in st.finished.values())
+            code = most_severe(e.get("exit_code") for e in st.finished.values())
         self.journal.append("soak_end", status=status, exit_code=code, message=message,
                             iterations=len(st.finished), interruptions=len(st.interruptions))
         summ = self._write_derived(st, status, {"exit_code": code, "message": message})
         return SoakResult(self.state_dir, status, code, message, summ)
 
 
-_signame = signame
-
-
-def _end_torn_line(path: Path) -> None:
-    """After a power loss mid-write the journal may end in half a line: close it with a newline so
-    that the next event is not glued onto it (and lost with it)."""
-    try:
-        with open(path, "rb+") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-    except FileNotFoundError:
-        pass
 
 
 def _log_tail(path: Path, limit: int = 300) -> str:
@@ -878,58 +487,3 @@ def _log_tail(path: Path, limit: int = 300) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][-200:] if lines else ""
 
-
-# ---------------------------------------------------------------------------------------------
-# The child: one iteration (python -m stress.soak --state DIR --slot K --out FOLDER --reports R)
-# ---------------------------------------------------------------------------------------------
-
-def _term_with_parent() -> None:
-    """Linux: get SIGTERM when the soak dies, so its run records an interruption and stops."""
-    die_with_parent(signal.SIGTERM)
-
-
-def _iteration_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stress.soak", description="one soak iteration (internal)")
-    ap.add_argument("--state", required=True)
-    ap.add_argument("--slot", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--reports", required=True)
-    ap.add_argument("--resume")
-    args = ap.parse_args(argv)
-    _term_with_parent()
-
-    def _interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001 - before the runner installs its own
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    from stress.cli import guarded
-
-    return guarded(lambda: _iteration(args))
-
-
-def _iteration(args: argparse.Namespace) -> int:
-    from stress.progress import Progress
-    from stress.runner import load_resumable, run_scenario
-    from stress.scenario import Scenario
-
-    cfg = read_config(Path(args.state))
-    entry = cfg["scenarios"][args.slot]
-    resume = Path(args.resume) if args.resume else None
-    try:
-        sc = load_resumable(resume) if resume else Scenario.model_validate(entry["resolved"])
-    except ValueError as exc:  # pydantic's ValidationError: soak.json was edited or damaged
-        raise SoakHarnessError(f"{args.state}/{STATE_FILE}: scenario {entry.get('name')!r} cannot be "
-                               f"read back ({str(exc).splitlines()[0]})") from None
-    result = run_scenario(sc, Path(entry["source"]), artifacts=Path(args.out), reports=Path(args.reports),
-                          resume_dir=resume, progress=Progress.for_stream(sys.stderr),
-                          report_options=cfg.get("report_options") or None)
-    v = result.verdict or {}
-    print(f"run:     {result.run_dir}  ({result.status})", file=sys.stderr)
-    print(f"verdict: {v.get('verdict')}  (exit {result.exit_code})", file=sys.stderr)
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    return int(result.exit_code)
-
-
-if __name__ == "__main__":
-    sys.exit(_iteration_main())

@@ -26,7 +26,7 @@ from stress.proc import child_env, signame
 from stress.journal import Journal, RunDir
 from stress.probes.config import ProbesConfig
 
-DISPLAY_KINDS = ("screenshot", "display", "viewer")
+DISPLAY_KINDS = ("screenshot", "display", "display-wayland", "viewer")
 # Floor for a child's start (interpreter + imports), which the probe timeout does not cover.
 STARTUP_TIMEOUT = 10.0
 STDERR_TAIL = 1500

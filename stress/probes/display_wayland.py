@@ -1,0 +1,138 @@
+"""Native Wayland display round trip (probe kind ``display-wayland``): known pixels in an
+``xdg_toplevel`` from a ``wl_shm`` buffer (:mod:`stress.probes.wl_client`), captured back through the
+session's screenshot backend (grim, weston's or KWin's screenshooter, the portal) and compared.
+
+Unlike the ``display`` kind (Tk on X11 or Xwayland), this window goes through the compositor's own
+Wayland path. A Wayland client cannot choose where its window goes, so the probe finds the window in
+the captured desktop by the seeded noise at the bottom of what it shows (different for every probe,
+so a stale frame of an earlier probe can never match), then compares the whole window there. The
+time from the commit that maps the window to the first matching capture is the latency; then the
+window is closed and its place must stop showing it (a frozen compositor keeps showing it).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from stress.probes.capture import CaptureError, capturer_for
+from stress.probes.common import ProbeContext, compare, result, should_keep
+from stress.probes.display import WINDOW_TITLE, _keep_triptych, expected_image
+from stress.probes.wl_client import WaylandError, Window, socket_path
+
+MAX_CANDIDATES = 256
+
+
+def locate(expected: np.ndarray, frame: np.ndarray, tolerance: int) -> tuple[int, int] | None:
+    """Top-left ``(x, y)`` where ``expected`` appears in ``frame``, or None.
+
+    Anchored on a 4x4 block of the noise rows at the bottom of ``expected``: candidates are the frame's
+    pixels within ``tolerance`` of the block's first pixel; each is checked against the whole block.
+    """
+    h, w = expected.shape[:2]
+    fh, fw = frame.shape[:2]
+    if h > fh or w > fw:
+        return None
+    ay, ax = h - 6, 3
+    block = expected[ay:ay + 4, ax:ax + 4].astype(np.int16)
+    near = (np.abs(frame.astype(np.int16) - block[0, 0]).max(axis=2) <= tolerance)
+    ys, xs = np.nonzero(near)
+    for y, x in list(zip(ys.tolist(), xs.tolist()))[:MAX_CANDIDATES * 16]:
+        oy, ox = y - ay, x - ax
+        if oy < 0 or ox < 0 or oy + h > fh or ox + w > fw:
+            continue
+        if (np.abs(frame[y:y + 4, x:x + 4].astype(np.int16) - block).max() <= tolerance):
+            return ox, oy
+    return None
+
+
+def probe(ctx: ProbeContext) -> dict:
+    cfg = ctx.config
+    path = socket_path()
+    if ctx.session != "wayland" or not path:
+        return result("unsupported", reason="the native Wayland round trip needs a Wayland session "
+                                            "(WAYLAND_DISPLAY and XDG_RUNTIME_DIR)")
+    cap, refused = capturer_for(ctx)
+    if refused:
+        return refused
+    win = None
+    try:
+        mon = cap.monitors()[0]
+        side = max(16, min(cfg.display_size, mon["width"], mon["height"]))
+        expected, source = expected_image(ctx, side, side)
+        h, w = expected.shape[:2]
+        before = cap.grab(mon)
+        stale_at = locate(expected, before, cfg.pixel_tolerance)
+        if stale_at is not None:   # cannot happen unless the screen shows a frame of this very probe
+            return result("fail", reason="the probe's pattern was on screen before its window was mapped",
+                          stale=True, at=list(stale_at), backend=cap.name)
+        t_show = time.perf_counter()
+        try:
+            win = Window(path, expected, title=WINDOW_TITLE, timeout=max(0.5, min(cfg.display_wait, ctx.remaining())))
+        except WaylandError as exc:
+            return result("fail", reason=f"cannot map a Wayland window: {exc}", connect_failed=True,
+                          backend=cap.name)
+        mapped_s = time.perf_counter() - t_show
+        deadline = t_show + max(0.05, min(cfg.display_wait, ctx.remaining()))
+        polls, visible_s, at, cmp, got = 0, None, None, {"fraction": 1.0, "max_diff": 255}, before
+        while True:
+            got = cap.grab(mon)
+            polls += 1
+            at = locate(expected, got, cfg.pixel_tolerance)
+            if at is not None:
+                region = got[at[1]:at[1] + h, at[0]:at[0] + w]
+                cmp = compare(expected, region, cfg.pixel_tolerance)
+                if cmp["fraction"] <= cfg.mismatch_threshold:
+                    visible_s = time.perf_counter() - t_show
+                    break
+            if time.perf_counter() >= deadline:
+                break
+            win.dispatch(0.002)
+
+        metrics: dict = {"backend": cap.name, "source": source, "size": f"{w}x{h}",
+                         "at": None if at is None else list(at), "polls": polls, "mapped_s": round(mapped_s, 6),
+                         "mismatch_fraction": round(cmp["fraction"], 6), "max_diff": cmp["max_diff"],
+                         "visible_s": None if visible_s is None else round(visible_s, 6)}
+        if visible_s is None:
+            unchanged = compare(before, got, cfg.pixel_tolerance)["fraction"] <= 0.01
+            metrics.update(mismatch=True, never_visible=at is None and unchanged)
+            if at is None and unchanged:
+                reason = f"window never appeared on screen within {cfg.display_wait:g} s (the screen did not change)"
+            elif at is None:
+                reason = f"window not found on screen within {cfg.display_wait:g} s (the screen changed, but not to it)"
+            else:
+                reason = (f"round trip mismatch: {cmp['fraction']:.1%} of pixels differ "
+                          f"(largest difference {cmp['max_diff']}) after {cfg.display_wait:g} s")
+            if should_keep(cfg, True):
+                shown = got if at is None else got[at[1]:at[1] + h, at[0]:at[0] + w]
+                metrics["kept"] = _keep_triptych(ctx, expected, shown, cfg.pixel_tolerance)
+            return result("fail", None, reason, **metrics)
+
+        t_hide = time.perf_counter()
+        win.close()
+        win = None
+        region = {"left": mon["left"] + at[0], "top": mon["top"] + at[1], "width": w, "height": h}
+        hide_deadline = t_hide + max(0.05, min(cfg.display_wait, 2.0, ctx.remaining()))
+        hidden_s = None
+        while True:
+            after = cap.grab(region)
+            if compare(expected, after, cfg.pixel_tolerance)["fraction"] > cfg.mismatch_threshold:
+                hidden_s = time.perf_counter() - t_hide
+                break
+            if time.perf_counter() >= hide_deadline:
+                break
+            time.sleep(0.002)
+        metrics.update(mismatch=False, hidden_s=None if hidden_s is None else round(hidden_s, 6))
+        if hidden_s is None:
+            metrics["stale"] = True
+            return result("fail", visible_s, "the window stayed on screen after it was closed "
+                          f"(stale frame for {hide_deadline - t_hide:.1f} s)", **metrics)
+        return result("ok", visible_s, None, **metrics)
+    except CaptureError as exc:
+        return result("fail", reason=str(exc), backend=cap.name)
+    except WaylandError as exc:
+        return result("fail", reason=f"Wayland connection failed: {exc}", backend=cap.name)
+    finally:
+        if win is not None:
+            win.close()
+        cap.close()

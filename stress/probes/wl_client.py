@@ -1,0 +1,245 @@
+"""A minimal native Wayland client over the wire protocol: one ``xdg_toplevel`` showing known pixels
+from a ``wl_shm`` buffer. No toolkit, no libwayland: a Unix socket, ``os.memfd_create`` and
+``socket.send_fds``, so the display round trip exercises the compositor's own path (not Xwayland).
+
+Used by :mod:`stress.probes.display_wayland` (the ``display-wayland`` probe kind) and by the tests
+to put content on a headless compositor's screen (``python -m stress.probes.wl_client W H SEED``).
+
+Wire format (wayland.xml): every message is ``object id (u32)``, ``size << 16 | opcode (u32)``, then
+the arguments, each padded to 4 bytes; strings are length (with the NUL) + bytes; file descriptors
+travel as SCM_RIGHTS ancillary data.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+import numpy as np
+
+WL_SHM_FORMAT_XRGB8888 = 1
+
+
+class WaylandError(Exception):
+    """The compositor is unreachable, closed the connection or reported a protocol error."""
+
+
+def _string(s: str) -> bytes:
+    b = s.encode() + b"\0"
+    return struct.pack("<I", len(b)) + b + b"\0" * (-len(b) % 4)
+
+
+class Connection:
+    """One client connection: object ids, outgoing requests, incoming events."""
+
+    def __init__(self, path: str, timeout: float):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError as exc:
+            self.sock.close()
+            raise WaylandError(f"cannot connect to the compositor at {path}: {exc}") from None
+        self._next = 2          # 1 is wl_display
+        self._buf = b""
+        self.interfaces: dict[int, str] = {1: "wl_display"}
+
+    def new_id(self, interface: str) -> int:
+        oid = self._next
+        self._next += 1
+        self.interfaces[oid] = interface
+        return oid
+
+    def request(self, obj: int, opcode: int, payload: bytes = b"", fds: list[int] | None = None) -> None:
+        msg = struct.pack("<II", obj, ((8 + len(payload)) << 16) | opcode) + payload
+        try:
+            if fds:
+                socket.send_fds(self.sock, [msg], fds)
+            else:
+                self.sock.sendall(msg)
+        except OSError as exc:
+            raise WaylandError(f"compositor connection lost: {exc}") from None
+
+    def events(self, deadline: float):
+        """Yield ``(object, opcode, payload)`` until the deadline; raises WaylandError on EOF or error."""
+        while True:
+            while len(self._buf) >= 8:
+                obj, word = struct.unpack_from("<II", self._buf)
+                size = word >> 16
+                if size < 8:
+                    raise WaylandError("malformed message from the compositor")
+                if len(self._buf) < size:
+                    break
+                payload, self._buf = self._buf[8:size], self._buf[size:]
+                if obj == 1 and word & 0xFFFF == 0:   # wl_display.error(object, code, message)
+                    bad, code = struct.unpack_from("<II", payload)
+                    n = struct.unpack_from("<I", payload, 8)[0]
+                    text = payload[12:12 + n - 1].decode(errors="replace")
+                    raise WaylandError(f"protocol error on {self.interfaces.get(bad, bad)} (code {code}): {text}")
+                yield obj, word & 0xFFFF, payload
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if not select.select([self.sock], [], [], left)[0]:
+                return
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as exc:
+                raise WaylandError(f"compositor connection lost: {exc}") from None
+            if not chunk:
+                raise WaylandError("the compositor closed the connection")
+            self._buf += chunk
+
+    def roundtrip(self, deadline: float, on_event=None) -> None:
+        """wl_display.sync and wait for its done event, handing every other event to ``on_event``."""
+        cb = self.new_id("wl_callback")
+        self.request(1, 0, struct.pack("<I", cb))
+        for obj, op, payload in self.events(deadline):
+            if obj == cb:
+                return
+            if on_event:
+                on_event(obj, op, payload)
+        raise WaylandError("the compositor did not answer (wl_display.sync) in time")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Window:
+    """A mapped xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8)."""
+
+    def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0):
+        deadline = time.monotonic() + timeout
+        self.conn = c = Connection(path, timeout)
+        try:
+            self._setup(c, rgb, title, deadline)
+        except BaseException:
+            c.close()
+            raise
+
+    def _setup(self, c: Connection, rgb: np.ndarray, title: str, deadline: float) -> None:
+        registry = c.new_id("wl_registry")
+        c.request(1, 1, struct.pack("<I", registry))
+        globals_: dict[str, tuple[int, int]] = {}
+
+        def on_global(obj, op, payload):
+            if obj == registry and op == 0:
+                name = struct.unpack_from("<I", payload)[0]
+                n = struct.unpack_from("<I", payload, 4)[0]
+                iface = payload[8:8 + n - 1].decode()
+                version = struct.unpack_from("<I", payload, 8 + n + (-n % 4))[0]
+                globals_[iface] = (name, version)
+
+        c.roundtrip(deadline, on_global)
+        missing = [i for i in ("wl_compositor", "wl_shm", "xdg_wm_base") if i not in globals_]
+        if missing:
+            raise WaylandError(f"the compositor does not offer {', '.join(missing)}")
+
+        def bind(iface: str, version: int) -> int:
+            oid = c.new_id(iface)
+            name, have = globals_[iface]
+            c.request(registry, 0, struct.pack("<I", name) + _string(iface) + struct.pack("<II", min(version, have), oid))
+            return oid
+
+        compositor, shm, self.wm_base = bind("wl_compositor", 4), bind("wl_shm", 1), bind("xdg_wm_base", 1)
+        h, w = rgb.shape[:2]
+        stride = w * 4
+        size = stride * h
+        fd = os.memfd_create("stress-probe", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            with mmap.mmap(fd, size) as mem:
+                px = np.frombuffer(mem, dtype=np.uint8).reshape(h, w, 4)
+                px[..., 0], px[..., 1], px[..., 2], px[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 255
+                del px
+            pool = c.new_id("wl_shm_pool")
+            c.request(shm, 0, struct.pack("<Ii", pool, size), fds=[fd])
+        finally:
+            os.close(fd)
+        buffer = c.new_id("wl_buffer")
+        c.request(pool, 0, struct.pack("<IiiiiI", buffer, 0, w, h, stride, WL_SHM_FORMAT_XRGB8888))
+        c.request(pool, 1)   # destroy the pool; the buffer keeps the memory
+        self.surface = c.new_id("wl_surface")
+        c.request(compositor, 0, struct.pack("<I", self.surface))
+        self.xdg_surface = c.new_id("xdg_surface")
+        c.request(self.wm_base, 2, struct.pack("<II", self.xdg_surface, self.surface))
+        self.toplevel = c.new_id("xdg_toplevel")
+        c.request(self.xdg_surface, 1, struct.pack("<I", self.toplevel))
+        c.request(self.toplevel, 2, _string(title))
+        c.request(self.toplevel, 3, _string(title))          # app_id
+        c.request(self.surface, 6)                           # commit without a buffer: ask for configure
+        serial = None
+        for obj, op, payload in c.events(deadline):
+            if obj == self.wm_base and op == 0:              # ping -> pong
+                c.request(self.wm_base, 3, payload[:4])
+            elif obj == self.xdg_surface and op == 0:        # configure(serial)
+                serial = struct.unpack_from("<I", payload)[0]
+                break
+        if serial is None:
+            raise WaylandError("the compositor did not configure the window in time")
+        c.request(self.xdg_surface, 4, struct.pack("<I", serial))   # ack_configure
+        c.request(self.surface, 1, struct.pack("<Iii", buffer, 0, 0))  # attach
+        c.request(self.surface, 2, struct.pack("<iiii", 0, 0, w, h))   # damage
+        c.request(self.surface, 6)                                     # commit: now it is mapped
+        c.roundtrip(deadline, self._on_event)
+
+    def _on_event(self, obj: int, op: int, payload: bytes) -> None:
+        if obj == self.wm_base and op == 0:
+            self.conn.request(self.wm_base, 3, payload[:4])
+        elif obj == self.xdg_surface and op == 0:
+            self.conn.request(self.xdg_surface, 4, payload[:4])
+            self.conn.request(self.surface, 6)
+
+    def dispatch(self, seconds: float = 0.0) -> None:
+        """Answer pings and configures for up to ``seconds`` (a compositor kills unresponsive clients)."""
+        for obj, op, payload in self.conn.events(time.monotonic() + seconds):
+            self._on_event(obj, op, payload)
+
+    def close(self) -> None:
+        """Unmap and disconnect: the compositor destroys every object of this client."""
+        try:
+            self.conn.request(self.toplevel, 0)
+            self.conn.request(self.xdg_surface, 0)
+            self.conn.request(self.surface, 0)
+            self.conn.roundtrip(time.monotonic() + 2.0, self._on_event)
+        except WaylandError:
+            pass
+        finally:
+            self.conn.close()
+
+
+def socket_path(env: dict[str, str] | None = None) -> str | None:
+    env = os.environ if env is None else env
+    name = env.get("WAYLAND_DISPLAY")
+    if not name:
+        return None
+    if name.startswith("/"):
+        return name
+    rt = env.get("XDG_RUNTIME_DIR")
+    return os.path.join(rt, name) if rt else None
+
+
+def main(argv: list[str]) -> int:
+    """``python -m stress.probes.wl_client W H SEED``: map a test pattern, say ``ready``, hold it until
+    stdin closes (a desktop's other window, for tests and demos)."""
+    from stress.probes.common import make_pattern
+
+    w, h, seed = (int(a) for a in argv[:3])
+    path = socket_path()
+    if not path:
+        print("WAYLAND_DISPLAY is not set", file=sys.stderr)
+        return 2
+    win = Window(path, make_pattern(w, h, seed), title="stress-content")
+    print("ready", flush=True)
+    while not select.select([sys.stdin], [], [], 0)[0]:
+        win.dispatch(0.1)
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
