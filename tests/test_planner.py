@@ -179,7 +179,7 @@ def test_cli_plan_json_and_bad_input(tmp_path):
     assert plan["memory"]["resolutions"][0]["fits"] is False
     assert plan["accounting"]["unet_evaluations"] == 2 * 4 * 2
     r = run_cli("plan", str(sc), "--gpu-memory", "lots")
-    assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot read 'lots' as a memory size")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: 'lots' is not a GPU memory size")
     assert "Traceback" not in r.stderr
     r = run_cli("plan", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "Traceback" not in r.stderr

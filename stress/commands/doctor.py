@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from stress.proc import child_env
 from stress.errors import ExitCode
 
 MIN_FREE_BYTES = 1 << 30
@@ -30,38 +31,6 @@ SUPERVISOR_DEPS = (("pydantic", "pydantic"), ("yaml", "PyYAML"), ("psutil", "psu
 # Imported only by the worker, next to torch: checked in the torch subprocess.
 WORKER_DEPS = (("diffusers", "diffusers"), ("transformers", "transformers"), ("compel", "compel"),
                ("safetensors", "safetensors"), ("accelerate", "accelerate"))
-
-_TORCH_PROBE = r"""
-import json, sys
-out = {"torch": None, "deps": {}}
-try:
-    import torch
-    out["torch"] = torch.__version__
-    out["cuda_build"] = torch.version.cuda
-    out["cuda_available"] = bool(torch.cuda.is_available())
-    n = torch.cuda.device_count() if out["cuda_available"] else 0
-    out["devices"] = [torch.cuda.get_device_name(i) for i in range(n)]
-    try:
-        out["cudnn"] = torch.backends.cudnn.version()
-    except Exception:
-        out["cudnn"] = None
-except Exception as exc:
-    out["error"] = f"{type(exc).__name__}: {exc}"
-import importlib.metadata as md
-for pair in sys.argv[1:]:
-    mod, dist = pair.split(":")
-    try:
-        __import__(mod)
-        try:
-            version = md.version(dist)
-        except Exception:
-            version = None
-        out["deps"][mod] = {"ok": True, "version": version}
-    except Exception as exc:
-        out["deps"][mod] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-print("STRESS-DOCTOR " + json.dumps(out))
-"""
-
 
 @dataclass
 class Check:
@@ -116,8 +85,8 @@ def check_python() -> Check:
 def run_torch_probe(timeout: float) -> dict:
     """torch + worker libraries, imported in a subprocess (the doctor never imports torch)."""
     try:
-        r = subprocess.run([sys.executable, "-c", _TORCH_PROBE, *(f"{m}:{d}" for m, d in WORKER_DEPS)],
-                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, "-m", "stress.workload.torch_probe", *(f"{m}:{d}" for m, d in WORKER_DEPS)],
+                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=child_env())
     except subprocess.TimeoutExpired:
         return {"torch": None, "error": f"importing torch took longer than {timeout:.0f} s", "deps": {}}
     except OSError as exc:

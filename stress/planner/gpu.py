@@ -37,37 +37,11 @@ class GpuMemory:
                 "compute_capability": list(self.compute_capability) if self.compute_capability else None}
 
 
-_PROBE = r"""
-import json
-from stress.hw.nvml import NvmlSession, NvmlUnavailable, Unsupported, Failed
-def val(x):
-    return None if isinstance(x, (Unsupported, Failed)) else x
-try:
-    s = NvmlSession.open()
-except NvmlUnavailable as exc:
-    print(json.dumps({"available": False, "reason": str(exc)}))
-    raise SystemExit(0)
-gpus = []
-try:
-    for i, h in sorted(s.handles.items()):
-        mem = val(s.query("nvmlDeviceGetMemoryInfo", h))
-        name = val(s.query("nvmlDeviceGetName", h))
-        cc = val(s.query("nvmlDeviceGetCudaComputeCapability", h))
-        gpus.append({"index": i, "name": name if isinstance(name, str) else (name.decode() if name else None),
-                     "total": int(mem.total) if mem is not None else None,
-                     "used": int(mem.used) if mem is not None else None,
-                     "cc": list(cc) if cc is not None else None})
-finally:
-    s.close()
-print(json.dumps({"available": True, "gpus": gpus}))
-"""
-
-
 def detect_gpu(index: int = 0, timeout: float = 20.0) -> GpuMemory:
     """The GPU's memory as NVML sees it now (total minus what other processes use)."""
     env = child_env()
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run([sys.executable, "-m", "stress.hw.gpu_probe"], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return GpuMemory(None, f"NVML did not answer within {timeout:.0f} s (driver in a bad state?)")
     try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 # Ops that create no storage of their own; skipping them saves time on every view.
@@ -137,6 +138,8 @@ class Timeline:
         ws = self.workspace_keys
         return [e for e in self.events if e[0] not in ws] if ws else list(self.events)
 
+
+class StorageTracker(TorchDispatchMode):
     """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
 
     def __init__(self, timeline: Timeline | None = None, existing: Iterable[torch.Tensor] = (),
