@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_harness.py
 	$(PY) benchmarks/bench_sampler.py
 	@if [ -f benchmarks/bench_report.py ]; then $(PY) benchmarks/bench_report.py; fi
+	$(PY) benchmarks/bench_capture.py
 
 clean:
 	rm -rf $(VENV)

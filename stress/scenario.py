@@ -214,6 +214,9 @@ class Scenario(_Strict):
     seeds: Union[int, list[int], SeedsSpec] = 0
     prompt: PromptSpec = Field(default_factory=lambda: PromptSpec(text="a photograph of a lighthouse"))
     negative_prompt: PromptSpec = Field(default_factory=lambda: PromptSpec(text=""))
+    prompt_attention: Literal["native", "a1111", "webui"] | None = Field(None, description=(
+        "prompt parser: native (SD.Next's default), a1111 (SD.Next's a1111 option) or webui (the "
+        "AUTOMATIC1111 webui's); default: native under refiner.semantics sdnext, webui under diffusers"))
     img2img: Img2ImgSpec = Field(default_factory=Img2ImgSpec)
     optimizations: Optimizations = Field(default_factory=Optimizations)
     session: SessionSpec = Field(default_factory=SessionSpec)

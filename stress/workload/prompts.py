@@ -1,17 +1,20 @@
-"""Prompts: token-exact generation, A1111 attention parsing, and SD.Next-style long-prompt encoding.
+"""Prompts: token-exact generation, and SD.Next-style long-prompt encoding.
 
 Three parts, in the order a prompt travels:
 
 1. :func:`resolve_prompt_text` turns a scenario ``PromptSpec`` into text: literal, read from a file, or
    generated (:func:`generate_prompt`) to an exact token count as the model's own tokenizer counts it
    (BOS/EOS excluded), deterministic from ``prompt.seed``, optionally with ``BREAK`` every N tokens.
-2. :func:`parse_prompt_attention` is the A1111 parser SD.Next runs first: ``(word:1.2)``, ``[word]``
-   and ``BREAK`` become (fragment, weight) pairs.
-3. :class:`PromptEncoder` encodes as SD.Next's ``modules/prompt_parser_diffusers.py`` does: one compel
-   ``EmbeddingsProvider`` per text encoder (``truncate=False``), each BREAK section encoded on its own
-   (compel cuts it into 75-token chunks, each wrapped in BOS/EOS to 77), sections concatenated on the
-   token axis, encoders concatenated on the feature axis; the pooled embedding from the first 77
-   tokens; the shorter of prompt/negative padded with the empty-prompt embedding.
+2. :mod:`stress.workload.prompt_parser` splits the text per text encoder (``TE2:``) and parses the
+   attention syntax into (fragment, weight) pairs as SD.Next does (``native`` by default, ``a1111``
+   and ``webui`` selectable).
+3. :class:`PromptEncoder` encodes as SD.Next's ``modules/prompt_parser_diffusers.py``
+   (``get_weighted_text_embeddings``) does: one compel ``EmbeddingsProvider`` per text encoder
+   (``truncate=False``), each BREAK section encoded on its own (compel cuts it into 75-token chunks,
+   each wrapped in BOS/EOS to 77), sections concatenated on the token axis, encoders concatenated on
+   the feature axis; a pooled embedding from the last encoder's first 77 tokens, made only when that
+   encoder is wider than CLIP ViT-L; the shorter of prompt/negative padded with the empty-prompt
+   embedding.
 
 Nothing here imports torch at module import time: the supervisor may import this module.
 """
@@ -25,6 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from stress.errors import StressError
+from stress.workload.prompt_parser import (  # noqa: F401  (re-exported: the planner and tests import them here)
+    MODES,
+    break_sections,
+    check_mode,
+    negative_sections,
+    parse_prompt_attention,
+    sections_with_weights,
+    split_prompts,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -282,92 +294,45 @@ def prompt_digest(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# A1111 attention syntax, as SD.Next parses a prompt before encoding it
-
-_RE_ATTENTION = re.compile(r"""
-\\\(|
-\\\)|
-\\\[|
-\\]|
-\\\\|
-\\|
-\(|
-\[|
-:\s*([+-]?[.\d]+)\s*\)|
-\)|
-]|
-[^\\()\[\]:]+|
-:
-""", re.X)
-
-
-def parse_prompt_attention(text: str) -> list[list]:
-    """``"a (red:1.2) [cat] BREAK dog"`` -> ``[["a ", 1.0], ["red", 1.2], [" ", 1.0], ["cat", 0.909], ["BREAK", -1], ["dog", 1.0]]``.
-
-    The A1111 algorithm: ``(x)`` multiplies by 1.1, ``[x]`` divides by 1.1, ``(x:w)`` sets w, ``\\(`` escapes,
-    ``BREAK`` becomes a ``["BREAK", -1]`` marker; neighbours of equal weight are merged."""
-    res: list[list] = []
-    round_brackets: list[int] = []
-    square_brackets: list[int] = []
-
-    def multiply_range(start: int, multiplier: float) -> None:
-        for p in range(start, len(res)):
-            res[p][1] *= multiplier
-
-    for m in _RE_ATTENTION.finditer(text):
-        tok, weight = m.group(0), m.group(1)
-        if tok.startswith("\\"):
-            res.append([tok[1:], 1.0])
-        elif tok == "(":
-            round_brackets.append(len(res))
-        elif tok == "[":
-            square_brackets.append(len(res))
-        elif weight is not None and round_brackets:
-            multiply_range(round_brackets.pop(), float(weight))
-        elif tok == ")" and round_brackets:
-            multiply_range(round_brackets.pop(), 1.1)
-        elif tok == "]" and square_brackets:
-            multiply_range(square_brackets.pop(), 1 / 1.1)
-        else:
-            for i, part in enumerate(BREAK_RE.split(tok)):
-                if i > 0:
-                    res.append(["BREAK", -1])
-                res.append([part, 1.0])
-    for pos in round_brackets:
-        multiply_range(pos, 1.1)
-    for pos in square_brackets:
-        multiply_range(pos, 1 / 1.1)
-    if not res:
-        res = [["", 1.0]]
-    i = 0
-    while i + 1 < len(res):
-        if res[i][1] == res[i + 1][1]:
-            res[i][0] += res[i + 1][0]
-            res.pop(i + 1)
-        else:
-            i += 1
-    return res
-
-
-def sections_with_weights(text: str) -> list[tuple[list[str], list[float]]]:
-    """The BREAK sections of a prompt, each as (fragments, weights), exactly as SD.Next walks them:
-    a section with no fragments is skipped."""
-    pairs = parse_prompt_attention(text)
-    frags = [p[0] for p in pairs] + ["BREAK"]
-    weights = [float(p[1]) for p in pairs] + [-1.0]
-    out = []
-    while "BREAK" in frags:
-        pos = frags.index("BREAK")
-        if pos > 0:
-            out.append((frags[:pos], weights[:pos]))
-        frags, weights = frags[pos + 1:], weights[pos + 1:]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Encoding (torch, compel)
 
 CHUNK = 77  # CLIP's context: 75 tokens + BOS + EOS
+# SD.Next makes a pooled embedding only when the last encoder's embeddings are wider than this
+# (prompt_parser_diffusers.py:702, ``prompt_embeds[-1].shape[-1] > 768``): CLIP ViT-L's width, so
+# SDXL's and the refiner's OpenCLIP bigG (1280) get one and SD 1.5's ViT-L does not.
+CLIP_L_WIDTH = 768
+
+
+def clip_l_width_for(widths: Sequence[int]) -> int:
+    """The width SD.Next's pooled rule compares with, for a model whose text encoders are ``widths``
+    wide: 768 (CLIP ViT-L); for a model with every encoder narrower than that (the built-in tiny
+    models, also loaded from their exported folders) the width of the tiny stand-in for ViT-L (their
+    ``text_encoder``), so that the rule sorts them as it sorts the real architectures: tiny SDXL's
+    and the tiny refiner's text_encoder_2 are wider, tiny SD 1.5's encoder is not."""
+    if widths and max(widths) < CLIP_L_WIDTH:
+        from stress.workload.models import builtin_component_configs
+
+        return int(builtin_component_configs("builtin:tiny-sd15")["text_encoder"]["hidden_size"])
+    return CLIP_L_WIDTH
+
+
+def attention_mode(scenario: Any) -> str:
+    """The scenario's prompt parser: ``prompt_attention`` when given, else SD.Next's default
+    (``native``) under ``sdnext`` semantics and the A1111 webui's under ``diffusers`` semantics."""
+    mode = getattr(scenario, "prompt_attention", None)
+    if mode:
+        return check_mode(mode)
+    return "native" if scenario.refiner.semantics == "sdnext" else "webui"
+
+
+@dataclass
+class PromptPlan:
+    """What each text encoder gets for one (prompt, negative) pair, before any tensor is made."""
+
+    positive: list[list[tuple[list[str], list[float]]]]   # per provider: BREAK sections
+    negative: list[list[tuple[list[str], list[float]]]]   # per provider: one section
+    pooled_text: str                                       # the last encoder's pooled input
+    negative_pooled_text: str
 
 
 @dataclass
@@ -432,9 +397,11 @@ class PromptEncoder:
 
     ``kind``: ``sdxl`` (tokenizer + tokenizer_2), ``sdxl-refiner`` (tokenizer_2 only) or ``sd15``."""
 
-    def __init__(self, pipe: Any, kind: str, clip_skip: int = 1, device: Any = None):
+    def __init__(self, pipe: Any, kind: str, clip_skip: int = 1, device: Any = None,
+                 attention: str = "native", clip_l_width: int | None = None):
         self.pipe, self.kind, self.clip_skip = pipe, kind, clip_skip
         self.device = device
+        self.attention = check_mode(attention)
         provider_cls = _provider_class()
         etype = embeddings_type(kind, clip_skip)
         self.providers = []
@@ -445,11 +412,35 @@ class PromptEncoder:
                                                    returned_embeddings_type=etype, device=device))
         if not self.providers:
             raise StressError(f"the {kind} pipeline has no tokenizer/text encoder to encode prompts with")
+        widths = [int(getattr(p.text_encoder.config, "hidden_size", 0) or 0) for p in self.providers]
+        self.clip_l_width = clip_l_width if clip_l_width is not None else clip_l_width_for(widths)
         self._empty: Any = None
 
-    @property
-    def wants_pooled(self) -> bool:
-        return self.kind in ("sdxl", "sdxl-refiner")
+    def plan(self, prompt: str, negative: str) -> PromptPlan:
+        """SD.Next's ``get_weighted_text_embeddings`` up to the encoders (prompt_parser_diffusers.py:
+        616-647): split at ``TE2:``; when the first two parts are equal, both encoders get the first
+        part of the prompt *and of the negative*; else each its own. Provider i takes part i, so the
+        refiner's only encoder (text_encoder_2) takes the first part, as in SD.Next. The pooled
+        embedding is always of the second part."""
+        p1, p2, _, _ = split_prompts(prompt)
+        n1, n2, _, _ = split_prompts(negative)
+        pos_texts, neg_texts = ([p1, p2], [n1, n2]) if p1 != p2 else ([p1, p1], [n1, n1])
+        pos_cache: dict[str, list] = {}
+        neg_cache: dict[str, list] = {}
+        positive, neg = [], []
+        for i in range(len(self.providers)):
+            pt, nt = pos_texts[i], neg_texts[i]
+            if pt not in pos_cache:
+                pos_cache[pt] = sections_with_weights(pt, self.attention)
+            if nt not in neg_cache:
+                neg_cache[nt] = negative_sections(nt, self.attention)
+            positive.append(pos_cache[pt])
+            neg.append(neg_cache[nt])
+        return PromptPlan(positive, neg, p2, n2)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens of the prompt as the first encoder encodes it (BOS/EOS/pad excluded)."""
+        return sum(self.count_tokens(f) for f, _ in self.plan(prompt, "").positive[0])
 
     def count_tokens(self, fragments: Sequence[str]) -> int:
         """Tokens compel will encode for these fragments (BOS/EOS/pad excluded)."""
@@ -459,6 +450,8 @@ class PromptEncoder:
     def _encode_sections(self, provider: Any, sections: list[tuple[list[str], list[float]]]) -> "torch.Tensor":
         import torch
 
+        if not sections:  # SD.Next fails here too (torch.cat of nothing)
+            raise StressError("the prompt has no text outside BREAK markers: give it some words, or drop the BREAKs")
         embeds = []
         for frags, weights in sections:
             emb, _tokens = provider.get_embeddings_for_weighted_prompt_fragments(
@@ -484,32 +477,33 @@ class PromptEncoder:
         import torch
 
         t0 = time.perf_counter()
+        plan = self.plan(prompt, negative)
         with torch.no_grad():
-            pos_sections = sections_with_weights(prompt)
-            neg_pairs = parse_prompt_attention(negative)
-            # SD.Next: "negative prompt has no keywords": all its fragments at once, BREAK included.
-            neg_sections = [([p[0] for p in neg_pairs], [float(p[1]) for p in neg_pairs])]
             pos, neg = [], []
-            for provider in self.providers:
-                pos.append(self._encode_sections(provider, pos_sections))
-                neg.append(self._encode_sections(provider, neg_sections))
+            for i, provider in enumerate(self.providers):
+                pos.append(self._encode_sections(provider, plan.positive[i]))
+                neg.append(self._encode_sections(provider, plan.negative[i]))
+            pooled = neg_pooled = None
+            if pos[-1].shape[-1] > self.clip_l_width and self.kind != "sd15":
+                # SD.Next's default (te_pooled_embeds off): the last encoder's pooled output for the
+                # raw text of the second part, truncated to its first 77 tokens. (An SD 1.5 pipeline
+                # with a wider encoder would get one too, and not accept it: it is not made.)
+                pooled = self.providers[-1].get_pooled_embeddings(texts=[plan.pooled_text], device=self.device)
+                if neg[-1].shape[-1] > self.clip_l_width:
+                    neg_pooled = self.providers[-1].get_pooled_embeddings(texts=[plan.negative_pooled_text],
+                                                                          device=self.device)
             prompt_embeds = torch.cat(pos, dim=-1) if len(pos) > 1 else pos[0]
             negative_embeds = torch.cat(neg, dim=-1) if len(neg) > 1 else neg[0]
-            pooled = neg_pooled = None
-            if self.wants_pooled:
-                # SD.Next's default ("diffusers_pooled" != "weighted"): the pooled output of the last
-                # encoder for the raw prompt text, truncated to its first 77 tokens.
-                pooled = self.providers[-1].get_pooled_embeddings(texts=[prompt], device=self.device)
-                neg_pooled = self.providers[-1].get_pooled_embeddings(texts=[negative], device=self.device)
             prompt_chunks = prompt_embeds.shape[1] // CHUNK
             negative_chunks = negative_embeds.shape[1] // CHUNK
             padded = None
             if prompt_embeds.shape[1] != negative_embeds.shape[1]:
                 prompt_embeds, negative_embeds, padded = self._pad_to_same_length(prompt_embeds, negative_embeds)
-        prompt_tokens = sum(self.count_tokens(f) for f, _ in pos_sections)
-        negative_tokens = sum(self.count_tokens(f) for f, _ in neg_sections)
+        prompt_tokens = sum(self.count_tokens(f) for f, _ in plan.positive[0])
+        negative_tokens = sum(self.count_tokens(f) for f, _ in plan.negative[0])
         return EncodedPrompt(prompt_embeds, negative_embeds, pooled, neg_pooled, prompt_tokens, prompt_chunks,
-                             negative_tokens, negative_chunks, encode_s=time.perf_counter() - t0, padded=padded)
+                             negative_tokens, negative_chunks, encode_s=time.perf_counter() - t0, padded=padded,
+                             info={"attention": self.attention})
 
     def _pad_to_same_length(self, a: "torch.Tensor", b: "torch.Tensor") -> tuple:
         import torch
