@@ -68,10 +68,20 @@ class MssCapturer:
         from mss.exception import ScreenShotError
 
         self._error = ScreenShotError
-        try:
-            self._sct = mss.MSS()
-        except ScreenShotError as exc:
-            raise CaptureError(f"cannot open display {os.environ.get('DISPLAY', '')}: {first_line(exc)}") from None
+        # A connection refused right after another one closed is common on a busy X server (seen on
+        # Xvfb under load: 1 in 5 opens, every retry within 150 ms succeeded); a dead server refuses
+        # every attempt. Three attempts over ~0.3 s tell the two apart.
+        self.connect_attempts = 0
+        for delay in (0.05, 0.1, 0.15, None):
+            self.connect_attempts += 1
+            try:
+                self._sct = mss.MSS()
+                break
+            except ScreenShotError as exc:
+                if delay is None:
+                    raise CaptureError(f"cannot open display {os.environ.get('DISPLAY', '')}: {first_line(exc)} "
+                                       f"({self.connect_attempts} attempts)") from None
+                time.sleep(delay)
 
     def monitors(self) -> list[Region]:
         try:
