@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from stress.hw import kernel_log
 from stress.hw.config import MonitorsConfig
-from stress.hw.nvml import GpuLost, GpuSampler, NvmlSession, NvmlUnavailable, XidEventWatcher
+from stress.hw.nvml import GpuLost, GpuSampler, NvmlSession, NvmlUnavailable
+from stress.hw.nvml_events import XidEventWatcher
 from stress.hw.xid import XidLine, classify, normalize_bus_id
 from stress.journal import Journal
 

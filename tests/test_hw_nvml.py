@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from stress.hw import nvml
+from stress.hw import nvml, nvml_events
 
 try:
     import fake_nvml
@@ -194,7 +194,7 @@ def test_xid_events_delivered_and_gpu_loss_reported(fake: fake_nvml.FakeNvml) ->
         status.append((st, reason))
         done.set()
 
-    w = nvml.XidEventWatcher(s, lambda gpu, x, raw: got.append((gpu, x, raw)), on_status, wait_ms=100)
+    w = nvml_events.XidEventWatcher(s, lambda gpu, x, raw: got.append((gpu, x, raw)), on_status, wait_ms=100)
     assert w.register() and w.registered == [0]
     w.start()
     fake.push_xid(0, 79)
@@ -212,7 +212,7 @@ def test_xid_events_delivered_and_gpu_loss_reported(fake: fake_nvml.FakeNvml) ->
 
 def test_xid_watcher_stops_promptly(fake: fake_nvml.FakeNvml) -> None:
     s = nvml.NvmlSession.open()
-    w = nvml.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None, wait_ms=500)
+    w = nvml_events.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None, wait_ms=500)
     assert w.register()
     w.start()
     time.sleep(0.1)
@@ -226,7 +226,7 @@ def test_xid_events_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     script["nvmlDeviceGetSupportedEventTypes"] = fake_nvml.nvmlEventTypePState
     use(monkeypatch, fake_nvml.FakeNvml([script]))
     s = nvml.NvmlSession.open()
-    w = nvml.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None)
+    w = nvml_events.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None)
     assert w.register() is False
     assert w.not_registered == {0: "Xid events not supported by this GPU/driver"}
 
@@ -263,7 +263,7 @@ def test_real_nvml_when_a_driver_is_present() -> None:
         assert first is not None and second is not None, g.lost
         assert first["mt"] == inv["gpus"][0]["memory_total"] and first["mu"] >= 0 and "mf" in second
         assert all(isinstance(v, str) for v in g.take_new_unsupported().values())
-        w = nvml.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None, wait_ms=200)
+        w = nvml_events.XidEventWatcher(s, lambda *a: None, lambda *a, **k: None, wait_ms=200)
         if w.register():
             w.start()
             time.sleep(0.3)

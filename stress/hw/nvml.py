@@ -524,7 +524,3 @@ def gpu_inventory() -> dict:
     finally:
         session.close()
     return out
-
-
-# The Xid event thread lives in its own module; it is re-exported here, where callers import it from.
-from stress.hw.nvml_events import XidEventWatcher  # noqa: E402, F401
