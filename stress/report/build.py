@@ -247,6 +247,10 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
            "resumed": bool(run_start.get("resumed")) or bool(rec.resumes),
            "wall_s": workload["wall_s"]}
     verdict = _verdict(rec, missing)
+    phases = (verdict.get("details") or {}).get("phases") if isinstance(verdict.get("details"), dict) else None
+    for row in probes["compare"]:
+        row["regressed"] = any(((phases or {}).get(ph) or {}).get(row["kind"], {}).get("regressed") is True
+                               for ph in ("during", "after", "after-exit"))
     if isinstance(verdict.get("details"), dict) and "incidence" not in verdict["details"]:
         # written by a version before the judge gave the incidence: the judge gives it now
         verdict["details"]["incidence"] = incidence(rec.probes, verdict, _probes_config(scenario))

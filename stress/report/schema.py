@@ -99,6 +99,7 @@ class ProbeCompare(_Strict):
     baseline_failures: int
     after_failures: int
     after_exit_failures: int
+    regressed: bool = Field(False, description="the judge's word: this kind regressed in a later phase")
 
 
 class Probes(_Strict):
