@@ -18,7 +18,7 @@ import traceback
 from typing import Callable
 
 from stress import __version__
-from stress.errors import ExitCode, StressError
+from stress.errors import ExitCode, StressError, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def guarded(fn: Callable[[], int]) -> int:
         return int(fn())
     except StressError as exc:
         for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
