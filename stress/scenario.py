@@ -585,12 +585,7 @@ def load_scenario(path: str | Path, *, check_files: bool = True) -> Scenario:
 
 
 def json_schema() -> dict:
-    schema = Scenario.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "stress scenario"
-    props = schema.setdefault("properties", {})
-    props["extends"] = {"description": "file(s) this scenario is stacked on (deep merge)",
-                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    props["matrix"] = {"description": "key path -> list of values; one run per combination",
-                       "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}
-    return schema
+    """The JSON Schema of scenario files as written (stress.scenario_schema)."""
+    from stress.scenario_schema import user_schema
+
+    return user_schema(Scenario.model_json_schema(), SAMPLERS)

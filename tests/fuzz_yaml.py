@@ -42,6 +42,11 @@ def _shipped() -> list[bytes]:
     return [p.read_bytes() for p in sorted((ROOT / "scenarios").glob("*.yaml"))]
 
 
+def _shipped_files() -> dict[str, object]:
+    """The shipped scenarios next to a mutated one, so that its ``extends:`` resolves."""
+    return {p.name: p.read_bytes() for p in sorted((ROOT / "scenarios").glob("*.yaml"))}
+
+
 _PUNCT = [b"[", b"]", b"{", b"}", b": ", b"- ", b"? ", b"&a ", b"*a", b"*b", b"&b ", b"!!python/object:os.system ",
           b"!!binary ", b"!foo ", b"<<: *a", b"---\n", b"...\n", b"|", b">", b"'", b'"', b"\t", b"%YAML 1.1\n",
           b"\x00", b"\x1b[31m", b"\xff", b"\xc3", b"\xef\xbb\xbf", b"\r", b"\n  ", b".inf", b"-.inf", b".nan",
@@ -191,7 +196,7 @@ def cases(seed: int, n: int) -> list[Case]:
     """``n`` cases, the same ones for the same seed."""
     rng = random.Random(seed)
     shipped = _shipped()
-    makers = [(0.35, lambda: Case("mutation", _mutate(rng, rng.choice(shipped)))), (0.2, lambda: _value_case(rng, shipped)),
+    makers = [(0.35, lambda: Case("mutation", _mutate(rng, rng.choice(shipped)), _shipped_files())), (0.2, lambda: _value_case(rng, shipped)),
               (0.08, lambda: _nesting(rng)), (0.1, lambda: _bomb(rng)), (0.15, lambda: _special(rng)),
               (0.02, lambda: _fifo(rng)), (0.07, lambda: _matrix(rng)), (0.03, lambda: _big(rng))]
     out = []
