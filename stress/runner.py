@@ -467,7 +467,11 @@ class Supervisor:
                        images_skipped=sum(r.get("outcome") == "skipped" for r in images), images_failed=len(failed),
                        wall_s=round(time.time() - self.t0, 3))
         journal.close()
-        write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
+        try:
+            write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
+        except OSError as exc:  # a full disk: the journal holds the record; run.json can be rebuilt from it
+            warnings.append(f"run.json not written ({exc.strerror or exc}); the journal has the whole record: "
+                            f"run 'gpu-stress report {self.rd.root} --out DIR' with DIR on a disk with space")
         return RunResult(self.rd.root, exit_code, v, status, warnings=warnings)
 
 
