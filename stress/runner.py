@@ -241,6 +241,8 @@ class Supervisor:
         if kind == "load_failed":
             self.worker.reap("load-failed")
             line = msg.get("error", "unknown error")
+            if line.startswith("ModuleNotFoundError"):   # a set-up problem: say how to fix it
+                line += " (install it: make setup; then gpu-stress doctor)"
             self.journal.append("load_failed", worker=self.worker.ordinal, error=line,
                                 traceback=msg.get("traceback", "")[-4000:])
             raise _Stop("load-failed:" + line)
