@@ -26,7 +26,8 @@ def _dumps(obj: Any) -> str:
 
 
 RESERVE_BYTES = 2 * 1024 * 1024
-# Sampler ticks: what a journal on a full disk gives up first (every other event is kept).
+# Sampler ticks: what a journal on a full disk gives up first (every other event is kept, and so is a
+# host tick that says a display process went away).
 _SHED_WHEN_FULL = frozenset({"nvml", "host"})
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -74,7 +75,7 @@ class Journal:
         with self._lock:
             if self._fd < 0:
                 raise ValueError("journal is closed")
-            if self.low_space and ev in _SHED_WHEN_FULL:
+            if self.low_space and ev in _SHED_WHEN_FULL and "dsgone" not in fields:   # a display process gone: kept
                 self.shed += 1
                 return rec
             self.unwritten.append(data)
