@@ -31,6 +31,7 @@ def test_journal_on_a_full_disk_sheds_ticks_and_records_the_end(fs):
     for i in range(200):
         j.append("host", cpu=i, pad="x" * 200)      # sampler ticks: shed once the reserve is used
         j.append("image", index=i, outcome="error", error="OSError: [Errno 28] No space left on device")
+    j.append("host", cpu=1, dsgone=[{"name": "Xorg", "pid": 77}])   # a display process went away: kept
     j.append("verdict", verdict="error")
     j.append("run_end", status="finished")
     assert j.low_space and j.shed > 0 and not j.unwritten
@@ -41,6 +42,7 @@ def test_journal_on_a_full_disk_sheds_ticks_and_records_the_end(fs):
     assert not events.torn_tail and not events.bad_lines
     assert kinds.count("image") == 200 and kinds[-3:] == ["verdict", "run_end", "journal_low_space"]
     assert kinds.index("journal_low_space") < kinds.index("verdict") and 0 < kinds.count("host") < 200
+    assert events.events[-4] == dict(events.events[-4], ev="host", dsgone=[{"name": "Xorg", "pid": 77}])
     assert [e for e in events.events if e["ev"] == "journal_low_space"][-1]["shed_ticks"] == j.shed
 
 
