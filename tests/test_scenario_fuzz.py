@@ -128,3 +128,15 @@ def test_a_file_over_the_size_cap_is_refused_without_reading_it(tmp_path):
     with pytest.raises(ScenarioError) as info:
         load_scenarios(path)
     assert "a scenario file may be at most 1024 KiB" in info.value.lines()[0]
+
+
+def test_nul_bytes_in_names_are_one_escaped_line(tmp_path):
+    with pytest.raises(ScenarioError) as info:
+        load_scenarios(tmp_path / "a\x00b.yaml")
+    [line] = info.value.lines()
+    assert "a\\x00b.yaml: the file name contains a NUL byte" in line and "\x00" not in line
+    path = Case("x", b'name: x\nextends: "base\\0\\e.yaml"\n').write(tmp_path)
+    with pytest.raises(ScenarioError) as info:
+        load_scenarios(path)
+    [line] = info.value.lines()
+    assert "case.yaml:2: extends:" in line and "base\\x00\\x1b.yaml" in line and "NUL byte" in line
