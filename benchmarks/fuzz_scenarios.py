@@ -73,11 +73,56 @@ def run_one(path: Path, err_path: Path) -> tuple[int, float, float]:
     return rc, wall, usage.ru_maxrss / 1024
 
 
+def run_cli_in(src: Path, path: Path, limit_mb: int, timeout: float) -> tuple[int, float, float, str]:
+    """`python -m stress validate FILE` of the checkout ``src`` in a fresh process, with an address
+    space limit (so an old loader's blow-up cannot take the machine down) and a time limit."""
+    import resource
+    import subprocess
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+
+    t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(src))
+    proc = subprocess.Popen([sys.executable, "-m", "stress", "validate", str(path)], cwd=src, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limits)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc.returncode, wall, usage.ru_maxrss / 1024, err.decode("utf-8", "replace")
+
+
+def compare(baseline: Path, n: int, seed: int, work: Path) -> dict:
+    """The first ``n`` cases through this checkout and ``baseline``, each in a fresh `python -m stress`."""
+    out: dict = {}
+    for name, src in (("this", ROOT), ("baseline", baseline)):
+        c: Counter = Counter()
+        walls = []
+        for i, case in enumerate(cases(seed, n)):
+            path = case.write(work / f"{name}-{i}")
+            rc, wall, _, err = run_cli_in(src, path, limit_mb=2048, timeout=20)
+            walls.append(wall)
+            c[f"exit {rc}"] += 1
+            c["tracebacks"] += ("Traceback" in err or "internal error" in err)
+            c["over 5 s (killed at 20 s)"] += wall > 5
+            c["not exit 0/2"] += rc not in (0, 2)
+        out[name] = {"counts": dict(c), "total_s": round(sum(walls), 1), "max_s": round(max(walls), 2)}
+    out["total_ratio"] = round(out["baseline"]["total_s"] / out["this"]["total_s"], 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--baseline", metavar="CHECKOUT", help="also run the first --compare-cases cases through "
+                    "another checkout (e.g. the commit before the hardening), side by side, 2 GiB / 20 s each")
+    ap.add_argument("--compare-cases", type=int, default=200)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fuzz-scenarios-"))
     err = work / "stderr.txt"
@@ -138,6 +183,8 @@ def main() -> int:
                    "max_over_reference": round(worst_rss[0] / ref_rss, 2)},
         "total_s": round(total, 1), "problems": bad[:50],
     }
+    if args.baseline:
+        figures["side_by_side"] = compare(Path(args.baseline), args.compare_cases, args.seed, work)
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

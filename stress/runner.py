@@ -559,7 +559,8 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
                                    f"run 'gpu-stress report {rd.root}' to write it")
             result.exit_code = int(ExitCode.INTERRUPTED)
         except StressError as exc:
-            result.warnings.append(f"report not written: {exc}")
+            result.warnings.append(f"report not written: {exc}; the run is recorded: run "
+                                   f"'gpu-stress report {rd.root} --out DIR' to write it elsewhere")
         except Exception as exc:  # noqa: BLE001 - the run's record is safe; the report can be redone
             result.warnings.append(f"report not written ({type(exc).__name__}: {exc}); "
                                    f"run 'gpu-stress report {rd.root}' to retry")
