@@ -25,7 +25,11 @@ def _own(controller_v1: str = "memory") -> tuple[str, Path] | None:
         hid, controllers, rel = line.split(":", 2)
         if hid == "0":
             d = CGROUP_ROOT / rel.lstrip("/")
-            if "memory" in (d / "cgroup.subtree_control").read_text().split() if (d / "cgroup.subtree_control").is_file() else False:
+            try:
+                delegated = "memory" in (d / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                delegated = False
+            if delegated:
                 return "v2", d
     return None
 
@@ -43,10 +47,9 @@ def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
         child.mkdir()
         limit = child / ("memory.limit_in_bytes" if kind == "v1" else "memory.max")
         limit.write_text(str(limit_bytes))
-        if kind == "v1":
-            (child / "memory.memsw.limit_in_bytes").exists() and _try_write(child / "memory.memsw.limit_in_bytes", limit_bytes)
-        else:
-            _try_write(child / "memory.swap.max", 0)
+        # no swap to escape into: the limit is a hard one
+        _try_write(child / ("memory.memsw.limit_in_bytes" if kind == "v1" else "memory.swap.max"),
+                   limit_bytes if kind == "v1" else 0)
     except OSError as exc:
         try:
             child.rmdir()

@@ -1,7 +1,6 @@
 """The bundle never follows a link out of the run directory (issue 19): each case is left out with a note."""
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from pathlib import Path
