@@ -6,6 +6,7 @@ code. An unexpected exception is a bug: its traceback goes to a file, the screen
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -18,7 +19,7 @@ import traceback
 from typing import Callable
 
 from stress import __version__
-from stress.errors import ExitCode, StressError
+from stress.errors import ExitCode, StressError, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,18 +72,48 @@ def guarded(fn: Callable[[], int]) -> int:
         return int(fn())
     except StressError as exc:
         for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:  # `gpu-stress schema | head`
         return int(ExitCode.OK)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return _internal(exc)
+        # Before a run could record anything (e.g. creating its directory on a full disk).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {printable(where)}{exc.strerror}; free some space or choose another folder "
+              "(--out / --reports)", file=sys.stderr)
+        return int(ExitCode.ENVIRONMENT)
+    except ModuleNotFoundError as exc:
+        return _missing_dependency(exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, not the user's fault
-        path = _save_traceback()
-        print(f"internal error: {type(exc).__name__}: {exc} (traceback saved to {path}; "
-              "please attach it to a bug report)", file=sys.stderr)
-        return int(ExitCode.INTERNAL)
+        return _internal(exc)
+
+
+# Import name -> what to install (torch is installed by `make setup`, pinned: see README.md).
+_INSTALL = {"torch": "torch (make setup installs the pinned build; see README.md, TORCH_SPEC)",
+            "PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+
+
+def _missing_dependency(exc: ModuleNotFoundError) -> int:
+    """A package the suite needs is not installed: a set-up problem (exit 3), not a bug."""
+    top = (exc.name or "").split(".")[0]
+    if not top or top == "stress":      # a module of our own is missing: that is a bug
+        return _internal(exc)
+    what = _INSTALL.get(top, top)
+    print(f"error: the Python package '{top}' is not installed in {sys.prefix}; install {what} "
+          "(or run 'make setup'), then 'gpu-stress doctor' to check the set-up", file=sys.stderr)
+    return int(ExitCode.ENVIRONMENT)
+
+
+def _internal(exc: BaseException) -> int:
+    path = _save_traceback()
+    print(f"internal error: {type(exc).__name__}: {exc} (traceback saved to {path}; "
+          "please attach it to a bug report)", file=sys.stderr)
+    return int(ExitCode.INTERNAL)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,18 @@ class StressError(Exception):
         return [str(self)]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal, on one line: control characters (NUL, ESC, newlines) and undecodable
+    bytes (surrogate escapes from file names) are written as ``\\xNN``; other text is kept as it is."""
+    out = text.translate(_CONTROL)
+    if any("\udc80" <= ch <= "\udcff" for ch in out):
+        out = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else ch for ch in out)
+    return out.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in an input file, located as precisely as we can."""
@@ -66,7 +78,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return printable(text)
 
 
 class ScenarioError(StressError):

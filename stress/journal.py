@@ -7,6 +7,7 @@ the journal and can be rebuilt from it. The event vocabulary is documented in do
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -37,10 +38,25 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-class Journal:
-    """Thread-safe, append-only JSONL writer. One per run; shared by the runner, samplers and probes."""
+RESERVE_BYTES = 2 * 1024 * 1024
+# Sampler ticks: what a journal on a full disk gives up first (every other event is kept, and so is a
+# host tick that says a display process went away).
+_SHED_WHEN_FULL = frozenset({"nvml", "host"})
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
-    def __init__(self, path: str | os.PathLike, *, fsync: bool = True, vocabulary: dict[str, Kind] = RUN):
+
+class Journal:
+    """Thread-safe, append-only JSONL writer. One per run; shared by the runner, samplers and probes.
+
+    Disk full: a reserve file (``.journal.reserve``, ``reserve_bytes``) is allocated next to the
+    journal when it opens. The first write that fails for lack of space deletes the reserve and is
+    retried, and from then on sampler ticks are shed (counted in a ``journal_low_space`` event), so the
+    rest of the run, its verdict and ``run_end`` still fit. A write that still fails is kept in memory
+    and retried with the next one; ``append`` never raises for lack of space. ``close`` deletes the
+    reserve (room for run.json)."""
+
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True, reserve_bytes: int = RESERVE_BYTES,
+                 vocabulary: dict[str, Kind] = RUN):
         self.path = Path(path)
         self.vocabulary = vocabulary
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +65,11 @@ class Journal:
         # O_APPEND: concurrent writers (a resumed run) never overwrite each other.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.count = 0
+        self.low_space = False      # the reserve was used: sampler ticks are being shed
+        self.shed = 0               # sampler ticks not written for lack of space
+        self.unwritten: list[bytes] = []   # events that did not fit even then (retried with the next)
+        self.reserve = self.path.with_name(".journal.reserve")
+        self._make_reserve(reserve_bytes)
         # A torn last line (power loss mid-write) must not swallow the next event: start a new line.
         size = os.fstat(self._fd).st_size
         if size:
@@ -71,17 +92,89 @@ class Journal:
         with self._lock:
             if self._fd < 0:
                 raise ValueError("journal is closed")
-            os.write(self._fd, data)
-            if self._fsync:
-                os.fsync(self._fd)
+            if self.low_space and ev in _SHED_WHEN_FULL and "dsgone" not in fields:   # a display process gone: kept
+                self.shed += 1
+                return rec
+            self.unwritten.append(data)
+            self._flush_unwritten()
             self.count += 1
         return rec
+
+    # ---- disk full ----
+    def _make_reserve(self, size: int) -> None:
+        if size <= 0:
+            return
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError:  # already short of space, or no fallocate: there is no reserve to fall back on
+            try:
+                self.reserve.unlink()
+            except OSError:
+                pass
+
+    def _release_reserve(self) -> bool:
+        try:
+            self.reserve.unlink()
+            return True
+        except OSError:
+            return False
+
+    def _write_line(self, data: bytes) -> None:
+        """Write one whole line or nothing (a partial write on a full disk is cut off again)."""
+        before = os.fstat(self._fd).st_size
+        try:
+            done = os.write(self._fd, data)
+            if done != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            try:
+                if os.fstat(self._fd).st_size > before:
+                    os.ftruncate(self._fd, before)
+            except OSError:
+                pass
+            raise
+
+    def _flush_unwritten(self) -> None:
+        while self.unwritten:
+            try:
+                self._write_line(self.unwritten[0])
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    raise
+                if not self.low_space:
+                    self.low_space = True
+                    released = self._release_reserve()
+                    note = {"ev": "journal_low_space", "t": round(time.time(), 4), "reserve_released": released,
+                            "note": "the file system is full: sampler ticks (nvml, host) are no longer journalled"}
+                    self.unwritten.insert(1, (_dumps(note) + "\n").encode())
+                    continue
+                if len(self.unwritten) > 10000:   # bounded: the oldest pending events are given up
+                    del self.unwritten[: len(self.unwritten) - 10000]
+                return
+            self.unwritten.pop(0)
 
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
+                if self.shed or self.unwritten:
+                    self._release_reserve()
+                    lost = len(self.unwritten)
+                    self.unwritten.append((_dumps({"ev": "journal_low_space", "t": round(time.time(), 4),
+                                                   "shed_ticks": self.shed, "unwritten": lost}) + "\n").encode())
+                    try:
+                        self._flush_unwritten()
+                    except OSError:
+                        pass
                 os.close(self._fd)
                 self._fd = -1
+                self._release_reserve()   # room for run.json and the report
 
     def __enter__(self) -> "Journal":
         return self
@@ -158,12 +251,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=indent, ensure_ascii=False, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=indent, ensure_ascii=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a read-only folder: never leave a temp file behind
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def _slug(name: str) -> str:

@@ -23,6 +23,7 @@ from stress import __version__
 from stress.errors import ExitCode, StressError
 from stress.events import FROM_WORKER, JOURNAL_FORMAT
 from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
+from stress.oom import OomWatch, allocator_failure, last_own_line, oom_kill_evidence
 from stress.record import derived, fold, load
 from stress.plan import Job, accounting, expand
 from stress.proc import child_env, describe_returncode, signame, tail_file
@@ -45,6 +46,7 @@ class WorkerHandle:
         self.images_done = 0
         self.since_reload = 0
         self.exit_recorded = False
+        self.oom_watch: OomWatch | None = None
 
     @property
     def pid(self) -> int | None:
@@ -62,6 +64,7 @@ class WorkerHandle:
                 start_new_session=True, env=env, close_fds=True,
             )
         os.close(w)
+        self.oom_watch = OomWatch.start(self.proc.pid)     # its memory cgroups' oom_kill counters
         threading.Thread(target=self._read, args=(r,), daemon=True, name=f"worker-{self.ordinal}-reader").start()
         self.journal.append("worker_start", worker=self.ordinal, pid=self.proc.pid, reason=reason)
 
@@ -241,6 +244,8 @@ class Supervisor:
         if kind == "load_failed":
             self.worker.reap("load-failed")
             line = msg.get("error", "unknown error")
+            if line.startswith("ModuleNotFoundError"):   # a set-up problem: say how to fix it
+                line += " (install it: make setup; then gpu-stress doctor)"
             self.journal.append("load_failed", worker=self.worker.ordinal, error=line,
                                 traceback=msg.get("traceback", "")[-4000:])
             raise _Stop("load-failed:" + line)
@@ -328,6 +333,8 @@ class Supervisor:
     def _run_job(self, job: Job) -> list[dict]:
         w = self.worker
         assert w is not None
+        if w.oom_watch:
+            w.oom_watch.refresh()      # moved into another memory cgroup since it started?
         for i, s in job.images:
             self.journal.append("image_start", index=i, seed=s, width=job.width, height=job.height,
                                 worker=w.ordinal)
@@ -340,6 +347,8 @@ class Supervisor:
             return [dict(r, worker=w.ordinal) for r in msg["records"]]
         if kind == "failed":
             outcome, error = msg.get("kind", "error"), msg.get("error", "")
+            if outcome == "error" and allocator_failure(error):   # host memory: DefaultCPUAllocator, MemoryError
+                outcome = "oom"
         elif kind == "timeout":
             w.kill("killed-timeout")
             self._next_start_reason = "after-timeout"
@@ -349,9 +358,22 @@ class Supervisor:
         else:  # eof: the worker died
             w.reap("crash")
             self._next_start_reason = "after-crash"
-            how = describe_returncode(w.proc.returncode if w.proc else None)
-            outcome, error = "crash", f"worker died ({how}): {w.stderr_tail(600).strip()[-400:]}"
+            outcome, error = self._classify_death(w)
         return [_failed_record(self.sc, job, i, s, outcome, error, w.ordinal) for i, s in job.images]
+
+    def _classify_death(self, w: WorkerHandle) -> tuple[str, str]:
+        """``oom`` when the kernel's OOM killer ended the worker (stress.oom), else ``crash``; the error
+        names the signal and the last line the worker itself wrote (not a library's warning)."""
+        rc = w.proc.returncode if w.proc else None
+        how = describe_returncode(rc)
+        kmsg = [k["line"] for k in fold(self.rd.journal).kmsg_tail] \
+            if rc == -signal.SIGKILL else []
+        evidence = oom_kill_evidence(w.pid, rc, w.oom_watch, kmsg) if w.pid else None
+        if evidence:
+            return "oom", f"worker killed by the kernel's OOM killer ({how}; {evidence})"
+        line = last_own_line(w.stderr_tail(4000))
+        said = f"; the last line it wrote: {line}" if line else "; it wrote nothing of its own"
+        return "crash", f"worker died ({how}){said}"
 
     def _workload(self, jobs: list[Job]) -> None:
         sess = self.sc.session
@@ -466,7 +488,11 @@ class Supervisor:
         journal.append("run_end", status=status, images_ok=counts.ok, images_skipped=counts.skipped,
                        images_failed=counts.failed, wall_s=round(time.time() - self.t0, 3))
         journal.close()
-        write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
+        try:
+            write_json_atomic(self.rd.run_json, build_run_json(self.rd.root))
+        except OSError as exc:  # a full disk: the journal holds the record; run.json can be rebuilt from it
+            warnings.append(f"run.json not written ({exc.strerror or exc}); the journal has the whole record: "
+                            f"run 'gpu-stress report {self.rd.root} --out DIR' with DIR on a disk with space")
         return RunResult(self.rd.root, exit_code, v, status, warnings=warnings)
 
 
@@ -532,7 +558,8 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
                                    f"run 'gpu-stress report {rd.root}' to write it")
             result.exit_code = int(ExitCode.INTERRUPTED)
         except StressError as exc:
-            result.warnings.append(f"report not written: {exc}")
+            result.warnings.append(f"report not written: {exc}; the run is recorded: run "
+                                   f"'gpu-stress report {rd.root} --out DIR' to write it elsewhere")
         except Exception as exc:  # noqa: BLE001 - the run's record is safe; the report can be redone
             result.warnings.append(f"report not written ({type(exc).__name__}: {exc}); "
                                    f"run 'gpu-stress report {rd.root}' to retry")

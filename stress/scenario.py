@@ -10,16 +10,18 @@ import copy
 import difflib
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stress.errors import Problem, ScenarioError
 from stress.hw.config import MonitorsConfig
 from stress.probes.config import ProbesConfig
+from stress import yamlsafe
+from stress.yamlsafe import Located
 
 SCHEMA_VERSION = 1
 
@@ -33,6 +35,7 @@ BUILTIN_MODELS = ("builtin:tiny-sdxl", "builtin:tiny-sdxl-refiner", "builtin:tin
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 30 * 86400
 
 
 def parse_duration(value: Any) -> float:
@@ -40,20 +43,21 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 90, '90s', '10m' or '2h'")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError("must be positive")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError("expected a duration like 90, '90s', '10m' or '2h'")
-    secs = float(m.group(1)) * _UNITS[m.group(2)]
+        secs = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        m = _DURATION.match(str(value)) if isinstance(value, str) and len(value) < 40 else None
+        if not m:
+            raise ValueError("expected a duration like 90, '90s', '10m' or '2h'")
+        secs = float(m.group(1)) * _UNITS[m.group(2)]
     if secs <= 0:
         raise ValueError("must be positive")
+    if not math.isfinite(secs) or secs > MAX_DURATION_S:
+        raise ValueError("must be at most 30 days ('30d')")
     return secs
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -103,9 +107,9 @@ class PromptSpec(_Strict):
 
     text: str | None = None
     file: str | None = None
-    tokens: int | None = Field(None, ge=0, le=20000, description="generate exactly this many tokens")
+    tokens: int | None = Field(None, ge=1, le=20000, description="generate exactly this many tokens")
     seed: int = Field(0, description="seed of the generated prompt's word choice")
-    breaks_every: int | None = Field(None, ge=1, description="insert BREAK every N tokens (generated prompts)")
+    breaks_every: int | None = Field(None, ge=1, le=20000, description="insert BREAK every N tokens (generated prompts)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "PromptSpec":
@@ -118,7 +122,7 @@ class PromptSpec(_Strict):
 
 class SeedsSpec(_Strict):
     base: int = Field(..., ge=0, lt=2**63)
-    increment: int = 1
+    increment: int = Field(1, ge=-(2**62), le=2**62)
 
 
 class Img2ImgSpec(_Strict):
@@ -137,13 +141,13 @@ class Optimizations(_Strict):
 
 
 class SessionSpec(_Strict):
-    restart_worker_every: int = Field(0, ge=0, description="fresh worker every K images; 0: one long-lived worker")
-    reload_models_every: int = Field(0, ge=0, description="reload the models every K images; 0: never")
-    time_limit: float | None = Field(None, description="stop the run after this long (e.g. '8h')")
-    image_timeout: float = Field(900.0, description="watchdog: kill a worker stuck this long on one image")
-    load_timeout: float = Field(1800.0, description="watchdog for loading models")
+    restart_worker_every: int = Field(0, ge=0, le=1_000_000, description="fresh worker every K images; 0: one long-lived worker")
+    reload_models_every: int = Field(0, ge=0, le=1_000_000, description="reload the models every K images; 0: never")
+    time_limit: float | None = Field(None, le=MAX_DURATION_S, description="stop the run after this long (e.g. '8h'); at most 30 days")
+    image_timeout: float = Field(900.0, le=86400, description="watchdog: kill a worker stuck this long on one image; at most 1 day")
+    load_timeout: float = Field(1800.0, le=86400, description="watchdog for loading models; at most 1 day")
     on_failure: Literal["continue", "stop"] = "continue"
-    idle_after: float = Field(0.0, ge=0, description="seconds the worker stays idle after the last image")
+    idle_after: float = Field(0.0, ge=0, le=86400, description="seconds the worker stays idle after the last image; at most 1 day")
     on_predicted_oom: Literal["run", "skip"] = Field("run", description=(
         "run: run every image, also those `gpu-stress plan` predicts will not fit (reproduces the OOM "
         "path); skip: record them as skipped without running them"))
@@ -166,7 +170,7 @@ class SessionSpec(_Strict):
 class FaultSpec(_Strict):
     """Inject a fault at one image, to check the harness records it (and that a setup works)."""
 
-    image: int = Field(..., ge=0, description="index of the image the fault hits")
+    image: int = Field(..., ge=0, le=1_000_000, description="index of the image the fault hits")
     kind: Literal["crash", "hang", "oom", "error", "exit"] = Field(..., description=(
         "crash: the worker dies of SIGSEGV; hang: it stops responding; oom: torch.OutOfMemoryError; "
         "error: a Python exception; exit: the worker exits with status 3"))
@@ -291,68 +295,17 @@ class Scenario(_Strict):
 # Loading with line numbers
 
 
-class _Located:
-    """Data plus, for each key path, the (file, line) it came from."""
-
-    def __init__(self, data: Any, lines: dict[tuple, tuple[str, int]]):
-        self.data = data
-        self.lines = lines
+MAX_EXTENDS_FILES = 32      # files one scenario may stack (extends, transitively)
+MAX_MATRIX_RUNS = 256       # runs one matrix may expand into
+MAX_PROBLEMS = 50           # problems reported at once; the rest are counted
 
 
-def _display(path: Path) -> Path:
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
-def _compose(path: Path) -> _Located:
-    path = _display(path)
-    text = _read_text(path)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError([Problem(str(path), line, "", f"not valid YAML: {problem}")]) from None
-    if node is None:
-        raise ScenarioError([Problem(str(path), None, "", "the file is empty; a scenario needs at least 'name:'")])
-    lines: dict[tuple, tuple[str, int]] = {}
-
-    def walk(n: yaml.Node, loc: tuple) -> None:
-        lines.setdefault(loc, (str(path), n.start_mark.line + 1))
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = k.value
-                lines[loc + (key,)] = (str(path), k.start_mark.line + 1)
-                walk(v, loc + (key,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                lines[loc + (i,)] = (str(path), v.start_mark.line + 1)
-                walk(v, loc + (i,))
-
-    walk(node, ())
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # constructor errors (e.g. bad tags) that compose accepted
-        raise ScenarioError([Problem(str(path), None, "", f"not valid YAML: {exc}")]) from None
-    if not isinstance(data, dict):
-        raise ScenarioError([Problem(str(path), 1, "", f"a scenario must be a mapping of keys (got {type(data).__name__})")])
-    return _Located(data, lines)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([Problem(str(path), None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise ScenarioError([Problem(str(path), None, "", "is a directory, expected a .yaml file")]) from None
-    except UnicodeDecodeError as exc:
-        raise ScenarioError([Problem(str(path), None, "", f"not UTF-8 text ({exc.reason})")]) from None
-    except OSError as exc:
-        raise ScenarioError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+def _compose(path: Path, where: tuple[str, int | None] | None = None) -> Located:
+    loc = yamlsafe.load_file(path, key="extends" if where else "", where=where)
+    if not isinstance(loc.data, dict):
+        raise ScenarioError([Problem(str(yamlsafe.display(path)), 1, "",
+                                     f"a scenario must be a mapping of keys (got {type(loc.data).__name__})")])
+    return loc
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -365,33 +318,42 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> _Located:
-    path = path.resolve() if path.exists() else path
+def _load_with_extends(path: Path, chain: tuple[Path, ...] = (), where: tuple[str, int | None] | None = None,
+                       budget: list[int] | None = None) -> Located:
+    budget = [MAX_EXTENDS_FILES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        f, line = where or (str(path), None)
+        raise ScenarioError([Problem(f, line, "extends", f"more than {MAX_EXTENDS_FILES} files stacked; "
+                                     "flatten the scenario")])
+    try:
+        path = path.resolve() if path.exists() else path
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: read_bounded says which
+        pass
     if path in chain:
         cycle = " -> ".join(p.name for p in chain + (path,))
-        raise ScenarioError([Problem(str(_display(chain[-1])), None, "extends", f"cycle detected: {cycle}")])
-    loc = _compose(path)
+        raise ScenarioError([Problem(str(yamlsafe.display(chain[-1])), None, "extends", f"cycle detected: {cycle}")])
+    loc = _compose(path, where)
     parents = loc.data.pop("extends", None)
     if parents is None:
         return loc
+    here = loc.lines.get(("extends",), (str(yamlsafe.display(path)), None))
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-        f, line = loc.lines.get(("extends",), (str(_display(path)), None))
-        raise ScenarioError([Problem(f, line, "extends", "must be a file name or a list of file names")])
+        raise ScenarioError([Problem(*here, "extends", "must be a file name or a list of file names "
+                                     f"(got {_short(parents)})")])
     merged: dict = {}
     lines: dict = {}
     for parent in parents:
-        ppath = (path.parent / parent)
-        if not ppath.exists():
-            f, line = loc.lines.get(("extends",), (str(path), None))
-            raise ScenarioError([Problem(f, line, "extends", f"'{parent}' not found (looked at {ppath})")])
-        ploc = _load_with_extends(ppath, chain + (path,))
+        if not parent.strip():
+            raise ScenarioError([Problem(*here, "extends", "an empty file name; name a .yaml file or remove the key")])
+        ploc = _load_with_extends(path.parent / parent, chain + (path,), here, budget)
         merged = _deep_merge(merged, ploc.data)
         lines.update(ploc.lines)
     merged = _deep_merge(merged, loc.data)
     lines.update(loc.lines)
-    return _Located(merged, lines)
+    return Located(merged, lines, loc.nodes)
 
 
 def _loc_to_path(loc: tuple) -> str:
@@ -430,10 +392,10 @@ def _short(v: Any) -> str:
 _NOISE = re.compile(r"^(int|str|list\[.*\]|SeedsSpec|tuple\[.*\]|function-after\[.*\]|function-before\[.*\])$")
 
 
-def _problems_from(exc: ValidationError, located: _Located, source: str) -> list[Problem]:
+def _problems_from(exc: ValidationError, located: Located, source: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple] = set()
-    for err in exc.errors(include_url=False):
+    for err in exc.errors(include_url=False)[:MAX_PROBLEMS + 1]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _NOISE.match(p)))
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         # Cross-field checks raise at the model level; their message names the key they are about.
@@ -482,7 +444,7 @@ def _matrix_label(value: Any) -> str:
     return str(value)
 
 
-def _check_files(data: dict, located: _Located, base_dir: Path) -> list[Problem]:
+def _check_files(data: dict, located: Located, base_dir: Path) -> list[Problem]:
     """Checks that need the file system (checkpoints, prompt files, input folders).
 
     Works on the raw merged data, so these problems are reported together with schema problems."""
@@ -570,6 +532,15 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
                 if not isinstance(vals, list) or not vals:
                     kf, kl = located.lines.get(("matrix", k), (f, line))
                     problems.append(Problem(kf, kl, f"matrix.{k}", f"must be a non-empty list (got {_short(vals)})"))
+            runs = 1
+            for vals in matrix.values():
+                runs *= len(vals) if isinstance(vals, list) else 1
+                if runs > MAX_MATRIX_RUNS:
+                    break
+            if not problems and runs > MAX_MATRIX_RUNS:
+                sizes = "x".join(str(len(v)) for v in matrix.values())
+                problems.append(Problem(f, line, "matrix", f"expands into more than {MAX_MATRIX_RUNS} runs "
+                                        f"(got {sizes}); split it into several files"))
             if not problems:
                 keys = list(matrix)
                 for combo in itertools.product(*(matrix[k] for k in keys)):
@@ -586,14 +557,27 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
     if problems:
         raise ScenarioError(problems)
     out = []
+    seen: set[Problem] = set()
+
+    def add(found: list[Problem]) -> None:
+        for p in found:
+            if p not in seen:
+                seen.add(p)
+                problems.append(p)
+
     for d, values in variants:
         try:
             out.append(Scenario.model_validate(d))
         except ValidationError as exc:
-            problems.extend(p for p in _problems_from(exc, located, source) if p not in problems)
+            add(_problems_from(exc, located, source))
         if check_files:
-            problems.extend(p for p in _check_files(d, located, path.parent) if p not in problems)
+            add(_check_files(d, located, path.parent))
+        if len(problems) > MAX_PROBLEMS:
+            break
     if problems:
+        if len(problems) > MAX_PROBLEMS:
+            problems = problems[:MAX_PROBLEMS] + [Problem(source, None, "", f"more problems not shown "
+                                                          f"(the first {MAX_PROBLEMS} are above; fix them first)")]
         raise ScenarioError(problems)
     return out
 
@@ -604,12 +588,7 @@ def load_scenario(path: str | Path, *, check_files: bool = True) -> Scenario:
 
 
 def json_schema() -> dict:
-    schema = Scenario.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "stress scenario"
-    props = schema.setdefault("properties", {})
-    props["extends"] = {"description": "file(s) this scenario is stacked on (deep merge)",
-                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    props["matrix"] = {"description": "key path -> list of values; one run per combination",
-                       "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}
-    return schema
+    """The JSON Schema of scenario files as written (stress.scenario_schema)."""
+    from stress.scenario_schema import user_schema
+
+    return user_schema(Scenario.model_json_schema(), SAMPLERS)

@@ -59,5 +59,6 @@ def bench_command(args: argparse.Namespace) -> int:
     results = run_bench(sc, path, presets=presets, repeat=args.repeat, images=args.images, warmup=args.warmup,
                         out=Path(args.out), say=say)
     print(json.dumps(as_json(results), indent=1) if args.json else render(results), end="\n" if args.json else "")
-    failed = any(m.failed for r in results for m in r.runs)
+    # A run with no image at all (the models could not load, e.g. torch missing) failed too.
+    failed = any(m.failed or not m.ok for r in results for m in r.runs)
     return int(ExitCode.WORKLOAD_ERROR if failed else ExitCode.OK)

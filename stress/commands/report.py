@@ -55,9 +55,37 @@ def _resolve_run_dir(arg: str) -> Path:
         raise StressError(f"{arg}: no such run directory")
     if not p.is_dir():
         raise StressError(f"{arg}: not a directory; give a run directory (artifacts/<run-id>)")
-    if not (p / "journal.jsonl").is_file():
+    journal = p / "journal.jsonl"
+    if journal.is_symlink():
+        try:
+            real, root = journal.resolve(strict=True), p.resolve()
+        except (OSError, RuntimeError):
+            real, root = None, p
+        if real is None or root not in real.parents:
+            raise StressError(f"{arg}: journal.jsonl is a link out of the run directory; refusing to report "
+                              "on it (a report may go to a public ticket)")
+    if not journal.is_file():
         raise StressError(f"{arg}: no journal.jsonl there; give a run directory (artifacts/<run-id>)")
     return p
+
+
+def _refresh_run_json(run_dir: Path, out: Path) -> str | None:
+    """Rewrite RUN/run.json from the journal; on a full or read-only run directory, write it to OUT
+    instead and say so. Returns a warning or None."""
+    from stress.journal import write_json_atomic
+    from stress.rundata import build_run_json
+
+    record = build_run_json(run_dir)
+    try:
+        write_json_atomic(run_dir / "run.json", record)
+        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    try:
+        write_json_atomic(out / "run.json", record)
+        return f"{run_dir}: run.json not rewritten there ({why}); a current one is in {out / 'run.json'}"
+    except OSError:
+        return f"{run_dir}: run.json not rewritten there ({why})"
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -70,14 +98,11 @@ def report_command(args: argparse.Namespace) -> int:
         raise StressError("give a run directory (artifacts/<run-id>)")
     run_dir = _resolve_run_dir(args.run_dir)
     out = Path(args.out) if args.out else default_out_root() / run_dir.resolve().name
-    from stress.journal import write_json_atomic
     from stress.report import write_reports
-    from stress.rundata import build_run_json
 
     # run.json is derived from the journal: rebuild it, so a run that was killed (no run.json) or
-    # resumed gets a current one.
-    if (run_dir / "journal.jsonl").exists():
-        write_json_atomic(run_dir / "run.json", build_run_json(run_dir))
+    # resumed gets a current one. A full or read-only run directory is fine: the report goes to --out.
+    early = _refresh_run_json(run_dir, out)
     from stress.evidence import collect_after_the_run   # previous boot's kernel log, pstore, fingerprint
 
     for line in collect_after_the_run(run_dir):
@@ -101,6 +126,8 @@ def report_command(args: argparse.Namespace) -> int:
         warning = try_record_run(run_dir, out, db)
         if warning:
             res["warnings"].append(warning)
+    if early:
+        res["warnings"].insert(0, early)
     for w in res["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return int(ExitCode.OK)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stress.errors import ExitCode, ScenarioError
+from stress.errors import ExitCode, ScenarioError, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def validate_command(args: argparse.Namespace) -> int:
             continue
         for sc in scenarios:
             acc = accounting(sc)
-            print(f"ok: {path}: {sc.name}: {acc['images']} images, {acc['base_steps_per_image']}+"
+            print(f"ok: {printable(path)}: {printable(sc.name)}: {acc['images']} images, {acc['base_steps_per_image']}+"
                   f"{acc['refiner_steps_per_image']} steps, {len(sc.resolutions)} resolutions, "
                   f"{acc['unet_evaluations']} UNet evaluations")
     return int(ExitCode.BAD_INPUT if bad else ExitCode.OK)

@@ -16,11 +16,11 @@ class ProbesConfig(BaseModel):
     phases: list[Phase] = Field(default_factory=lambda: ["baseline", "during", "after", "after-exit"])
     kinds: list[ProbeKind] = Field(default_factory=lambda: ["screenshot", "decode", "display"])
     repetitions: int = Field(5, ge=1, le=1000, description="probes of each kind per phase visit")
-    during_every: int = Field(2, ge=1, description="run the 'during' phase every K images")
-    timeout: float = Field(20.0, gt=0, description="seconds before one probe is recorded as a timeout")
+    during_every: int = Field(2, ge=1, le=1_000_000, description="run the 'during' phase every K images")
+    timeout: float = Field(20.0, gt=0, le=3600, description="seconds before one probe is recorded as a timeout (at most 3600)")
     keep_screenshots: Literal["none", "failed", "all"] = "failed"
     viewer_command: list[str] | None = Field(None, description="external viewer, e.g. ['feh', '{path}']")
-    slowdown_ratio: float = Field(1.5, gt=1.0, description="median ratio after/baseline that counts as a slowdown")
+    slowdown_ratio: float = Field(1.5, gt=1.0, le=1000, description="median ratio after/baseline that counts as a slowdown")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
     # ---- added with the probes themselves ----
     display: str | None = Field(None, description=(
@@ -31,7 +31,7 @@ class ProbesConfig(BaseModel):
     display_image: Literal["pattern", "latest-output"] = Field("pattern", description=(
         "what the display round trip shows: a generated test pattern, or the newest output image"))
     display_size: int = Field(256, ge=16, le=4096, description="side of the round trip's window in pixels")
-    display_wait: float = Field(5.0, gt=0, description=(
+    display_wait: float = Field(5.0, gt=0, le=3600, description=(
         "seconds the round trip waits for its window to appear correctly on screen"))
     pixel_tolerance: int = Field(2, ge=0, le=255, description=(
         "per-channel difference still counted as equal (raise to ~8 on 16-bit displays)"))
@@ -39,7 +39,7 @@ class ProbesConfig(BaseModel):
         "share of differing pixels above which a round trip counts as a mismatch"))
     flat_tolerance: int = Field(3, ge=0, le=255, description=(
         "a frame whose every channel spans at most this many levels is a single flat colour"))
-    decode_limit: int = Field(64, ge=0, description="decode at most the N newest outputs per probe; 0: all")
+    decode_limit: int = Field(64, ge=0, le=1_000_000, description="decode at most the N newest outputs per probe; 0: all")
     thumbnail_size: int = Field(256, ge=16, le=4096, description="thumbnail side the decode probe makes")
 
     @model_validator(mode="after")

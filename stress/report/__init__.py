@@ -22,8 +22,16 @@ __all__ = ["write_reports", "build_report", "report_json_schema", "validate_repo
 
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: no temp file left behind, one line for the user
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise StressError(f"{path.parent}: cannot write {path.name} there ({exc.strerror or exc}); "
+                          "give --out DIR on a disk with space") from None
 
 
 def _fallback_html(run_id: str, error: str) -> str:

@@ -207,23 +207,76 @@ def _redacted_json_file(path: Path, redactor: Redactor) -> bytes | None:
     return (json.dumps(redactor.obj(obj), indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
+def _contained(root: Path, path: Path) -> str | None:
+    """None when ``path`` is a regular file inside ``root`` (after following links); else why it is left out.
+
+    A bundle goes to public tickets: a link out of the run directory (``logs/x.log -> /etc/shadow``) is
+    never followed."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "a broken or looping link" if path.is_symlink() else "unreadable"
+    if real != root and root not in real.parents:
+        return "a link out of the run directory"
+    if not real.is_file():
+        return "not a regular file"
+    return None
+
+
+def _folder_inside(root: Path, folder: Path, skipped: list[str]) -> bool:
+    """``folder`` exists and is a folder of the run directory itself (not a link to elsewhere)."""
+    if not os.path.lexists(folder):
+        return False
+    try:
+        real = folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        real = None
+    if real is None or (real != root and root not in real.parents):
+        skipped.append(f"{folder.name}/: left out of the bundle: a link out of the run directory")
+        return False
+    return real.is_dir()
+
+
+def _read_inside(root: Path, path: Path, skipped: list[str]) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file inside ``root``; otherwise None and a note."""
+    why = _contained(root, path)
+    if why is None:
+        try:
+            fd = os.open(path.resolve(), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            why = f"unreadable ({exc.strerror})"
+        else:
+            with os.fdopen(fd, "rb") as fh:
+                if not os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
+                    why = "changed while it was read"
+                else:
+                    return fh.read()
+    skipped.append(f"{path.relative_to(root) if root in path.parents else path.name}: left out of the bundle: {why}")
+    return None
+
+
 def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
                     include_screenshots: bool, nvidia_bug_report: Path | None,
                     include_thumbnails: bool = False) -> tuple[list[Member], bytes, list[str]]:
     """Everything the bundle may hold, and the redacted journal (kept apart: it may be thinned later)."""
     members: list[Member] = []
     warnings: list[str] = []
+    root = run_dir.resolve()
+    skipped: list[str] = []     # links out of the run directory, and other files not read: README notes
     for name, path in report_files.items():
         if path and path.is_file():
             members.append(Member(name, path.read_bytes(), {"report.json": "the report's data (schema in "
                                   "docs/report-format.md)", "report.html": "the report, self-contained",
                                   "ticket.md": "text for the driver bug form"}.get(name, name), "report"))
-    journal = run_dir / "journal.jsonl"
-    journal_text = redact_journal(journal.read_bytes(), redactor) if journal.is_file() else b""
+    journal = root / "journal.jsonl"
+    raw_journal = _read_inside(root, journal, skipped) if os.path.lexists(journal) else None
+    journal_text = redact_journal(raw_journal, redactor) if raw_journal is not None else b""
     for name, what in (("scenario.resolved.json", "the scenario as run, every default filled in"),
                        ("environment.json", "OS, kernel, driver, GPUs, libraries, display session"),
                        ("run.json", "summary of the run derived from the journal")):
-        data = _redacted_json_file(run_dir / name, redactor)
+        if not os.path.lexists(root / name) or _read_inside(root, root / name, skipped) is None:
+            continue
+        data = _redacted_json_file(root / name, redactor)
         if data is not None:
             members.append(Member(name, data, what, "run"))
     images = [i for i in report.get("images") or [] if i.get("sha256") and i.get("file")]
@@ -231,24 +284,38 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
         lines = "".join(f"{i['sha256']}  outputs/{i['file']}\n" for i in images)
         members.append(Member("outputs.sha256", lines.encode(), "sha256 of every output image (sha256sum format, "
                               "as recorded when each image was saved)", "run"))
-    outputs = run_dir / "outputs"
+    outputs = root / "outputs"
     # Thumbnails show what was generated, which hashed prompts hide: opt-in, like screenshots.
-    if include_thumbnails and outputs.is_dir():
+    if include_thumbnails and _folder_inside(root, outputs, skipped):
         for p in sorted(outputs.iterdir()):
-            if p.suffix.lower() in _IMAGE_EXT and p.is_file():
+            if p.suffix.lower() in _IMAGE_EXT and (p.is_file() or p.is_symlink()):
+                if _contained(root, p) is not None:
+                    skipped.append(f"outputs/{p.name}: left out of the bundle: {_contained(root, p)}")
+                    continue
                 thumb = thumbnail(p)
                 if thumb is not None:
                     members.append(Member(f"thumbnails/{p.stem}.jpg", thumb, f"{THUMB_PX}px thumbnails of the "
                                           "outputs (pixels only, no embedded parameters)", "thumbnail"))
-    probes = run_dir / "probes"
-    if include_screenshots and probes.is_dir():
-        for p in sorted(probes.rglob("*")):
-            if p.is_file():
-                members.append(Member(f"probes/{p.relative_to(probes).as_posix()}", p.read_bytes(),
+    probes = root / "probes"
+    if include_screenshots and _folder_inside(root, probes, skipped):
+        found = []
+        for top, dirs, files in os.walk(probes, followlinks=False):   # links to folders are not entered
+            for d in dirs:
+                if os.path.islink(os.path.join(top, d)):
+                    skipped.append(f"{Path(top, d).relative_to(root)}: left out of the bundle: a link to a folder")
+            found += [Path(top, f) for f in files]
+        for p in sorted(found):
+            data = _read_inside(root, p, skipped)
+            if data is not None:
+                members.append(Member(f"probes/{p.relative_to(probes).as_posix()}", data,
                                       "desktop screenshots kept by the probes (included on request)", "screenshot"))
-    logs = run_dir / "logs"
-    if logs.is_dir():
+    logs = root / "logs"
+    if _folder_inside(root, logs, skipped):
         for p in sorted(logs.glob("*.log")):
+            why = _contained(root, p)
+            if why is not None:
+                skipped.append(f"logs/{p.name}: left out of the bundle: {why}")
+                continue
             try:
                 text = _tail(p, LOG_TAIL_BYTES).decode("utf-8", "replace")
             except OSError:
@@ -258,6 +325,7 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
     if nvidia_bug_report is not None and nvidia_bug_report.is_file():
         members.append(Member("nvidia-bug-report.log.gz", nvidia_bug_report.read_bytes(),
                               "nvidia-bug-report.sh --safe-mode output, captured after the run (redacted)", "nvidia"))
+    warnings.extend(skipped)
     return members, journal_text, warnings
 
 
@@ -278,6 +346,17 @@ def _readme(run_id: str, members: list[Member], notes: list[str]) -> bytes:
 def _write_tar(path: Path, run_id: str, members: list[Member], mtime: float) -> int:
     manifest = "".join(f"{hashlib.sha256(m.data).hexdigest()}  {m.name}\n" for m in members).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        return _write_tar_to(tmp, path, run_id, members, manifest, mtime)
+    except BaseException:   # a full disk: never leave the partial temp file behind
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def _write_tar_to(tmp: Path, path: Path, run_id: str, members: list[Member], manifest: bytes, mtime: float) -> int:
     # gzip's header would carry the file name; the tar headers carry no user or group names (see below)
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6,
                                                 mtime=int(mtime)) as gz, \
@@ -304,7 +383,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
     members, journal_text, warnings = collect_members(
         run_dir, report_files, report, redactor, include_screenshots=include_screenshots,
         nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails)
-    notes = list(extra_notes or [])
+    notes = list(extra_notes or []) + warnings     # what was left out (links out of the run directory)
     mtime = report.get("generated_at") or time.time()
     keep_every = 1
     journal_gz = 0
