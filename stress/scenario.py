@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stress.workload.models import BUILTINS
 from stress.errors import Problem, ScenarioError
 from stress.hw.config import MonitorsConfig
 from stress.probes.config import ProbesConfig
@@ -30,8 +31,7 @@ SAMPLERS = (
     "dpmpp_2m_karras", "dpmpp_2m", "dpmpp_sde_karras", "euler", "euler_a", "ddim", "unipc", "heun",
     "lms", "pndm", "ddpm",
 )
-BUILTIN_MODELS = ("builtin:tiny-sdxl", "builtin:tiny-sdxl-refiner", "builtin:tiny-sd15",
-                  "builtin:sdxl", "builtin:sdxl-refiner", "builtin:sd15")
+BUILTIN_MODELS = tuple(BUILTINS)      # the names the worker can build (stress.workload.models)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
