@@ -167,6 +167,6 @@ def missing(rec: RunRecord) -> list[str]:
     if rec.verdict is None:
         out.append("no verdict event: the run did not reach its conclusion")
     c = counts(rec)
-    if c.planned is not None and c.started < c.planned and rec.run_end is None:
+    if c.planned is not None and c.started < c.planned:
         out.append(f"{c.planned - c.started} of {c.planned} planned images have no record")
     return out
