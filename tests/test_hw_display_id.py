@@ -160,3 +160,18 @@ def test_without_a_display_another_jobs_x_server_exiting_is_never_reproduced() -
     v = verdict(events, ProbesConfig(kinds=["screenshot", "display"]))
     assert v["verdict"] == "inconclusive", v["reasons"]
     assert not any("exited" in r for r in v["reasons"])
+
+
+def test_compositing_manager_killed_is_evidence_even_when_pixels_still_match() -> None:
+    """On X11 the screen keeps working when picom dies (windows are unredirected): only the monitors
+    can tell, and they must, since that compositor is the one under test."""
+    with compositors.xvfb_composited(manager="picom") as comp:
+        sampler = host.HostSampler(rescan_every=1, display_env=comp.env_vars)
+        events = [{"ev": "phase", "phase": "workload", "state": "start", "t": 0.0},
+                  {"ev": "host", "t": 0.5, **sampler.sample(0)}]
+        comp.kill()
+        events += [{"ev": "host", "t": 1.0 + i, **sampler.sample(1 + i)} for i in range(3)]
+        assert comp.xserver is not None and comp.xserver.alive
+    gone = [item for e in events for item in e.get("dsgone", [])]
+    assert gone == [[comp.proc.pid, "picom", "compositor"]]
+    assert monitor_evidence(events)[0] == [f"the display process picom (pid {comp.proc.pid}) exited during the run"]
