@@ -110,13 +110,18 @@ class Connection:
 
 
 class Window:
-    """A mapped xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8)."""
+    """An xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8), configured and ready;
+    :meth:`show` maps it (``show=True``: at once)."""
 
-    def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0):
+    def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0,
+                 show: bool = True):
         deadline = time.monotonic() + timeout
+        self._timeout = timeout
         self.conn = c = Connection(path, timeout)
         try:
             self._setup(c, rgb, title, deadline)
+            if show:
+                self.show()
         except BaseException:
             c.close()
             raise
@@ -182,10 +187,16 @@ class Window:
         if serial is None:
             raise WaylandError("the compositor did not configure the window in time")
         c.request(self.xdg_surface, 4, struct.pack("<I", serial))   # ack_configure
-        c.request(self.surface, 1, struct.pack("<Iii", buffer, 0, 0))  # attach
-        c.request(self.surface, 2, struct.pack("<iiii", 0, 0, w, h))   # damage
-        c.request(self.surface, 6)                                     # commit: now it is mapped
-        c.roundtrip(deadline, self._on_event)
+        self._buffer, self._size = buffer, (w, h)
+
+    def show(self) -> None:
+        """Attach the buffer and commit (the window is mapped from here), then wait until the
+        compositor has processed it (wl_display.sync)."""
+        c, (w, h) = self.conn, self._size
+        c.request(self.surface, 1, struct.pack("<Iii", self._buffer, 0, 0))  # attach
+        c.request(self.surface, 2, struct.pack("<iiii", 0, 0, w, h))         # damage
+        c.request(self.surface, 6)                                           # commit
+        c.roundtrip(time.monotonic() + self._timeout, self._on_event)
 
     def _on_event(self, obj: int, op: int, payload: bytes) -> None:
         if obj == self.wm_base and op == 0:
