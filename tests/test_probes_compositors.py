@@ -150,6 +150,8 @@ def test_every_probe_kind_passes_on_a_healthy_compositor(desktop, run):
         e = got[("display-wayland", 0)]
         # The window was found where the compositor put it, and it went away once closed.
         assert e["metrics"]["mismatch_fraction"] == 0 and e["metrics"]["hidden_s"] is not None
+        if name == "weston":   # weston sends wp_presentation feedback: when that frame reached the screen
+            assert 0 < e["metrics"]["presented_s"] < 1.0
     if "screenshot" in kinds:
         assert got[("screenshot", 0)]["metrics"]["black_frames"] == 0
     assert comp.alive

@@ -6,8 +6,12 @@ Unlike the ``display`` kind (Tk on X11 or Xwayland), this window goes through th
 Wayland path. A Wayland client cannot choose where its window goes, so the probe finds the window in
 the captured desktop by the seeded noise at the bottom of what it shows (different for every probe,
 so a stale frame of an earlier probe can never match), then compares the whole window there. The
-time from the commit that maps the window to the first matching capture is the latency; then the
-window is closed and its place must stop showing it (a frozen compositor keeps showing it).
+latency runs from the commit that maps the window (connection, buffer and configure are set up
+before: ``setup_s``) to the start of the first capture that shows it matching (the capture's own
+duration, ``capture_s``, is the screenshot probe's concern). Where the compositor sends
+``wp_presentation`` feedback, the time from that commit to the presented frame is recorded too
+(``presented_s``; weston 10 does, sway 1.7 headless and KWin 5.27 here do not). Then the window is
+closed and its place must stop showing it (a frozen compositor keeps showing it).
 """
 from __future__ import annotations
 
@@ -66,9 +70,13 @@ def probe(ctx: ProbeContext) -> dict:
         if stale_at is not None:   # cannot happen unless the screen shows a frame of this very probe
             return result("fail", reason="the probe's pattern was on screen before its window was mapped",
                           stale=True, at=list(stale_at), backend=cap.name)
-        t_show = time.perf_counter()
+        t0 = time.perf_counter()
         try:
-            win = Window(path, expected, title=WINDOW_TITLE, timeout=max(0.5, min(cfg.display_wait, ctx.remaining())))
+            win = Window(path, expected, title=WINDOW_TITLE, timeout=max(0.5, min(cfg.display_wait, ctx.remaining())),
+                         show=False)
+            setup_s = time.perf_counter() - t0
+            t_show = time.perf_counter()
+            win.show()
         except WaylandError as exc:
             return result("fail", reason=f"cannot map a Wayland window: {exc}", connect_failed=True,
                           backend=cap.name)
@@ -76,6 +84,7 @@ def probe(ctx: ProbeContext) -> dict:
         deadline = t_show + max(0.05, min(cfg.display_wait, ctx.remaining()))
         polls, visible_s, at, cmp, got = 0, None, None, {"fraction": 1.0, "max_diff": 255}, before
         while True:
+            t_grab = time.perf_counter()
             got = cap.grab(mon)
             polls += 1
             at = locate(expected, got, cfg.pixel_tolerance)
@@ -83,14 +92,25 @@ def probe(ctx: ProbeContext) -> dict:
                 region = got[at[1]:at[1] + h, at[0]:at[0] + w]
                 cmp = compare(expected, region, cfg.pixel_tolerance)
                 if cmp["fraction"] <= cfg.mismatch_threshold:
-                    visible_s = time.perf_counter() - t_show
+                    # When the capture that showed it *started*: the pixels were on screen by then. The
+                    # capture's own duration (tens of ms for a whole desktop) is the screenshot probe's.
+                    visible_s = t_grab - t_show
+                    capture_s = time.perf_counter() - t_grab
                     break
             if time.perf_counter() >= deadline:
                 break
             win.dispatch(0.002)
 
+        presented_s = None
+        if visible_s is not None and win.presentation is not None:
+            stop = time.monotonic() + max(0.05, min(1.0, ctx.remaining()))
+            while win.presented is None and not win.discarded and time.monotonic() < stop:
+                win.dispatch(0.01)
+            presented_s = win.presentation_s()
         metrics: dict = {"backend": cap.name, "source": source, "size": f"{w}x{h}",
-                         "at": None if at is None else list(at), "polls": polls, "mapped_s": round(mapped_s, 6),
+                         "presented_s": None if presented_s is None else round(presented_s, 6),
+                         "at": None if at is None else list(at), "polls": polls, "setup_s": round(setup_s, 6),
+                         "mapped_s": round(mapped_s, 6),
                          "mismatch_fraction": round(cmp["fraction"], 6), "max_diff": cmp["max_diff"],
                          "visible_s": None if visible_s is None else round(visible_s, 6)}
         if visible_s is None:
@@ -122,11 +142,14 @@ def probe(ctx: ProbeContext) -> dict:
             if time.perf_counter() >= hide_deadline:
                 break
             time.sleep(0.002)
-        metrics.update(mismatch=False, hidden_s=None if hidden_s is None else round(hidden_s, 6))
+        metrics.update(mismatch=False, hidden_s=None if hidden_s is None else round(hidden_s, 6),
+                       capture_s=round(capture_s, 6))
         if hidden_s is None:
             metrics["stale"] = True
             return result("fail", visible_s, "the window stayed on screen after it was closed "
                           f"(stale frame for {hide_deadline - t_hide:.1f} s)", **metrics)
+        # One definition for every probe of a run: the start of the matching capture. The compositor's
+        # own presentation time, where it gives one, is kept beside it (not every frame gets one in time).
         return result("ok", visible_s, None, **metrics)
     except CaptureError as exc:
         return result("fail", reason=str(exc), backend=cap.name)

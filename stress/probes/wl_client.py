@@ -110,13 +110,18 @@ class Connection:
 
 
 class Window:
-    """A mapped xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8)."""
+    """An xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8), configured and ready;
+    :meth:`show` maps it (``show=True``: at once)."""
 
-    def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0):
+    def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0,
+                 show: bool = True):
         deadline = time.monotonic() + timeout
+        self._timeout = timeout
         self.conn = c = Connection(path, timeout)
         try:
             self._setup(c, rgb, title, deadline)
+            if show:
+                self.show()
         except BaseException:
             c.close()
             raise
@@ -146,6 +151,13 @@ class Window:
             return oid
 
         compositor, shm, self.wm_base = bind("wl_compositor", 4), bind("wl_shm", 1), bind("xdg_wm_base", 1)
+        # wp_presentation: when the frame with our commit reached the screen, in the compositor's clock.
+        self.presentation = bind("wp_presentation", 1) if "wp_presentation" in globals_ else None
+        self.clock_id: int | None = None
+        self._feedback: int | None = None
+        self.presented: float | None = None    # seconds, in clock ``clock_id``
+        self.discarded = False
+        self.committed: float | None = None    # the commit that mapped the window, same clock
         h, w = rgb.shape[:2]
         stride = w * 4
         size = stride * h
@@ -174,24 +186,52 @@ class Window:
         c.request(self.surface, 6)                           # commit without a buffer: ask for configure
         serial = None
         for obj, op, payload in c.events(deadline):
-            if obj == self.wm_base and op == 0:              # ping -> pong
-                c.request(self.wm_base, 3, payload[:4])
-            elif obj == self.xdg_surface and op == 0:        # configure(serial)
+            if obj == self.xdg_surface and op == 0:          # configure(serial)
                 serial = struct.unpack_from("<I", payload)[0]
                 break
+            self._on_event(obj, op, payload)                 # ping -> pong, presentation clock
         if serial is None:
             raise WaylandError("the compositor did not configure the window in time")
         c.request(self.xdg_surface, 4, struct.pack("<I", serial))   # ack_configure
-        c.request(self.surface, 1, struct.pack("<Iii", buffer, 0, 0))  # attach
-        c.request(self.surface, 2, struct.pack("<iiii", 0, 0, w, h))   # damage
-        c.request(self.surface, 6)                                     # commit: now it is mapped
-        c.roundtrip(deadline, self._on_event)
+        self._buffer, self._size = buffer, (w, h)
+
+    def show(self) -> None:
+        """Attach the buffer and commit (the window is mapped from here), then wait until the
+        compositor has processed it (wl_display.sync)."""
+        c, (w, h) = self.conn, self._size
+        if self.presentation is not None and self.clock_id is not None:
+            self._feedback = c.new_id("wp_presentation_feedback")
+            c.request(self.presentation, 1, struct.pack("<II", self.surface, self._feedback))
+        c.request(self.surface, 1, struct.pack("<Iii", self._buffer, 0, 0))  # attach
+        c.request(self.surface, 2, struct.pack("<iiii", 0, 0, w, h))         # damage
+        self.committed = time.clock_gettime(self.clock_id) if self.clock_id is not None else None
+        c.request(self.surface, 6)                                           # commit
+        c.roundtrip(time.monotonic() + self._timeout, self._on_event)
+
+    def presentation_s(self) -> float | None:
+        """Seconds from the mapping commit to the compositor presenting that frame, if it said so."""
+        if self.presented is None or self.committed is None:
+            return None
+        return max(0.0, self.presented - self.committed)
 
     def _on_event(self, obj: int, op: int, payload: bytes) -> None:
-        if obj == self.wm_base and op == 0:
+        if obj == self.presentation and op == 0:          # clock_id(u32)
+            self.clock_id = struct.unpack_from("<I", payload)[0]
+        elif obj == self._feedback and op == 1:           # presented(tv_sec_hi, tv_sec_lo, tv_nsec, ...)
+            hi, lo, nsec = struct.unpack_from("<III", payload)
+            self.presented = ((hi << 32) | lo) + nsec / 1e9
+        elif obj == self._feedback and op == 2:           # discarded
+            self.discarded = True
+        elif obj == self.wm_base and op == 0:
             self.conn.request(self.wm_base, 3, payload[:4])
         elif obj == self.xdg_surface and op == 0:
             self.conn.request(self.xdg_surface, 4, payload[:4])
+            if self.committed is not None and self.presented is None and self.presentation is not None:
+                # A re-configure (a tiling compositor sizing the new window) makes us commit again, which
+                # discards the first commit's feedback: ask again; the same pixels, first presentation wins.
+                self._feedback = self.conn.new_id("wp_presentation_feedback")
+                self.conn.request(self.presentation, 1, struct.pack("<II", self.surface, self._feedback))
+                self.discarded = False
             self.conn.request(self.surface, 6)
 
     def dispatch(self, seconds: float = 0.0) -> None:
