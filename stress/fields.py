@@ -122,6 +122,10 @@ GPU_STATIC = ("gpu", "name", "uuid", "serial", "vbios", "bus_id", "persistence_m
               "bar1_total", "pcie_max_gen", "pcie_max_width", "power_default_limit_w", "rebar_active",
               "pci_bar_sizes")
 
+# Keys of a ``host`` event that say a display process went away or took another's place (evidence the
+# judge reads): a journal on a full disk and the bundle's thinning never drop them.
+DISPLAY_EVENT_KEYS = frozenset({"dsgone", "dsnew", "ctxgone"})
+
 # Envelope keys of a sample event: never a metric.
 ENVELOPE = frozenset({"ev", "t", "gpu", "worker", "pid", "index", "at"})
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from stress.fields import DISPLAY_EVENT_KEYS
 from stress.events import RUN, Kind
 
 
@@ -92,7 +93,7 @@ class Journal:
         with self._lock:
             if self._fd < 0:
                 raise ValueError("journal is closed")
-            if self.low_space and ev in _SHED_WHEN_FULL and "dsgone" not in fields:   # a display process gone: kept
+            if self.low_space and ev in _SHED_WHEN_FULL and not DISPLAY_EVENT_KEYS & fields.keys():  # kept
                 self.shed += 1
                 return rec
             self.unwritten.append(data)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stress.fields import DISPLAY_EVENT_KEYS, HOST, NVML_CHANGE_ONLY
 from stress.report.redact import Redactor
 
 BUNDLE_CAP_BYTES = 25 * 1000 * 1000
@@ -36,11 +37,9 @@ LOG_TAIL_BYTES = 256 * 1024
 NVIDIA_BUG_REPORT_TIMEOUT_S = 300.0
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp")
 _SAMPLE_RE = re.compile(rb'"ev":\s*"(nvml|host)"')
-try:  # the sampler's own list, when importable (it does not import pynvml at import time)
-    from stress.hw.nvml import CHANGE_ONLY_KEYS as _NVML_CHANGE_ONLY
-except Exception:  # noqa: BLE001 - fall back to the documented list
-    _NVML_CHANGE_ONLY = frozenset({"mr", "mt", "b1t", "pl", "pg", "pwd", "prc", "rr", "rp", "da", "dm", "gp", "cp"})
-_HOST_CHANGE_ONLY = frozenset({"mt", "st"})
+# Change-only sampler keys (the field table's): a thinned tick's values are carried into the next kept one.
+_NVML_CHANGE_ONLY = NVML_CHANGE_ONLY
+_HOST_CHANGE_ONLY = frozenset(k for k, f in HOST.items() if f.carry)
 _GPU_RE = re.compile(rb'"gpu":(\d+)')
 
 
@@ -119,8 +118,10 @@ def thin_journal(raw: bytes, keep_every: int) -> bytes:
         if n % keep_every:
             carry = pending.setdefault(key, {})
             carry.update({k: v for k, v in ev.items() if k in change_only})
-            if kind == b"host" and "dsgone" in ev:    # a display process went away: never lose it
-                carry.setdefault("dsgone", []).extend(ev["dsgone"])
+            if kind == b"host":    # a display process went away or took another's place: never lose it
+                for k in DISPLAY_EVENT_KEYS:
+                    if isinstance(ev.get(k), list):
+                        carry.setdefault(k, []).extend(ev[k])
             continue
         carry = pending.pop(key, None)
         if carry:
