@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from stress.planner.architectures import Architecture, Component, config_key
-from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline
+from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHUNK_TOKENS = 77
@@ -93,11 +93,15 @@ def _no_init() -> Iterator[None]:
 def build_module(comp: Component) -> torch.nn.Module:
     """The component's network on the meta device (no memory, no initialisation cost)."""
     with quiet_libraries(), torch.device("meta"), _no_init():
-        if comp.library == "diffusers":
+        if comp.cls == "StableDiffusionSafetyChecker":
+            from stress.workload.components import build_safety_checker
+
+            module = build_safety_checker(comp.config, device="meta")[0]
+        elif comp.library == "diffusers":
             import diffusers
 
             cls = getattr(diffusers, comp.cls)
-            module = cls.from_config({k: v for k, v in comp.config.items()})
+            module = cls.from_config({k: v for k, v in comp.config.items() if k != "_class_name"})
         else:
             import transformers
 
@@ -141,6 +145,8 @@ def apply_attention(module: torch.nn.Module, comp: Component, attention: str) ->
     if comp.library != "diffusers":
         return
     with quiet_libraries():
+        if not hasattr(module, "set_default_attn_processor"):
+            return   # AutoencoderTiny has no attention; the safety checker's CLIP tower is transformers'
         if attention == "math":
             module.set_default_attn_processor()
         elif attention == "sliced" and hasattr(module, "set_attention_slice"):
@@ -218,25 +224,35 @@ class ImageTrace:
 
 
 class Residency:
-    """Which weights are on the GPU when, as events on the timeline (see module docstring)."""
+    """Which weights are on the GPU when, as events on the timeline (see module docstring).
 
-    def __init__(self, timeline: Timeline, sizes: dict[str, list[int]], offload: bool):
+    ``mode``: ``resident`` (everything on the GPU for the session), ``model`` (``cpu_offload``: one
+    model at a time) or ``sequential`` (``sequential_offload``: each module's own weights while its
+    forward runs, through :meth:`sequential_hooks`). ``pinned``: models on the GPU in every mode
+    (diffusers' ``_exclude_from_cpu_offload``: the SD 1.x safety checker). ``never``: models that
+    never go to the GPU (the text encoders with ``precomputed_embeds``)."""
+
+    def __init__(self, timeline: Timeline, sizes: dict[str, list[int]], offload: bool | str,
+                 pinned: frozenset = frozenset(), never: frozenset = frozenset()):
         self.tl = timeline
         self.sizes = sizes                          # "base.unet" -> per-tensor bytes
-        self.offload = offload
+        self.mode = offload if isinstance(offload, str) else ("model" if offload else "resident")
+        self.offload = self.mode != "resident"
+        self.pinned, self.never = pinned, never
         self.resident: dict[str, list[int]] = {}    # name -> timeline keys
 
     def continue_on(self, timeline: Timeline) -> "Residency":
         """The same residency state, recording on a forked timeline."""
-        r = Residency(timeline, self.sizes, self.offload)
+        r = Residency(timeline, self.sizes, self.mode, self.pinned, self.never)
         r.resident = {k: list(v) for k, v in self.resident.items()}
         return r
 
     def load_all(self, names: list[str]) -> None:
-        if self.offload:
-            return
         for n in names:
-            self._load(n)
+            if n in self.never:
+                continue
+            if n in self.pinned or not self.offload:
+                self._load(n)
 
     def _load(self, name: str) -> None:
         self.resident[name] = [self.tl.alloc(b, weight=True) for b in self.sizes[name]]
@@ -247,11 +263,12 @@ class Residency:
 
     def use(self, name: str) -> None:
         """``name`` is about to run."""
-        if name in self.resident:
+        if name in self.resident or name in self.never or self.mode == "sequential":
             return
-        if self.offload:
+        if self.mode == "model":
             for other in list(self.resident):
-                self._unload(other)
+                if other not in self.pinned:
+                    self._unload(other)
         self._load(name)
 
     def swap_dtype(self, name: str, new_sizes: list[int]) -> Callable[[], None]:
@@ -276,9 +293,42 @@ class Residency:
 
     def finish_image(self) -> None:
         """diffusers' ``maybe_free_model_hooks`` offloads every model after each pipeline call."""
-        if self.offload:
+        if self.mode == "model":
             for n in list(self.resident):
-                self._unload(n)
+                if n not in self.pinned:
+                    self._unload(n)
+
+    @contextlib.contextmanager
+    def sequential_hooks(self, roots: list[torch.nn.Module]) -> Iterator[None]:
+        """accelerate's ``AlignDevicesHook`` as ``enable_sequential_cpu_offload`` installs it: a module
+        with parameters of its own gets them on the GPU before its forward and loses them after
+        (``place_submodules=False``: only its direct parameters); buffers stay where they are."""
+        if self.mode != "sequential":
+            yield
+            return
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        ids = {id(m) for r in roots for m in r.modules()}
+        held: dict[int, list[list[int]]] = {}
+
+        def pre(mod, args):  # noqa: ANN001, ANN202
+            if id(mod) in ids and mod._parameters:
+                keys = [self.tl.alloc(p.numel() * p.element_size(), weight=True)
+                        for p in mod._parameters.values() if p is not None]
+                held.setdefault(id(mod), []).append(keys)
+
+        def post(mod, args, out):  # noqa: ANN001, ANN202
+            stack = held.get(id(mod))
+            if stack:
+                for k in stack.pop():
+                    self.tl.free(k)
+
+        handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +352,22 @@ class TraceSettings:
     upcast_vae: bool | None = None         # None: as the SDXL pipelines decide (fp16 + force_upcast)
     conv_workspace: float = 1.0            # cuDNN workspace estimate per convolution (x its input)
     img2img: bool = False                  # sd15-img2img: VAE-encode an input image first
+    sequential_offload: bool = False       # enable_sequential_cpu_offload
+    precomputed_embeds: bool = False       # prompts encoded on the CPU; text encoders never on the GPU
+
+
+def vae_decode_upcasts(kind: str, dtype: torch.dtype, vae: Component) -> bool:
+    """Whether the pipeline casts the VAE to fp32 for the decode, as the installed diffusers does
+    (tests/test_planner_components.py reads its source to hold this to it): the SDXL pipelines
+    (``pipeline_stable_diffusion_xl*.py``: ``needs_upcasting = self.vae.dtype == torch.float16 and
+    self.vae.config.force_upcast``) do, for an fp16 VAE whose config says ``force_upcast`` (an
+    AutoencoderKL config without the key means True, its default; AutoencoderTiny registers False);
+    the SD 1.x pipelines never upcast (bf16 never either)."""
+    if kind not in ("sdxl", "sdxl-refiner") or dtype != torch.float16:
+        return False
+    if vae.cls == "AutoencoderTiny":
+        return False
+    return bool(vae.config.get("force_upcast", True))
 
 
 class _SdpaAsOnGpu(TorchFunctionMode):
@@ -360,6 +426,19 @@ class PipelineTracer:
         self._cache: dict[tuple[int, int], ImageTrace] = {}
         self._prefix_state: Any = None
 
+    def _offload_mode(self) -> str:
+        if self.s.sequential_offload:
+            return "sequential"
+        return "model" if self.s.cpu_offload else "resident"
+
+    def _pinned(self) -> frozenset:
+        return frozenset(k for k in self.modules if k.endswith(".safety_checker"))
+
+    def _never(self) -> frozenset:
+        if not self.s.precomputed_embeds:
+            return frozenset()
+        return frozenset(k for k in self.modules if k.split(".")[-1] in ("text_encoder", "text_encoder_2"))
+
     # ---- facts used by accounting ----
     @property
     def decoder_key(self) -> str:
@@ -369,8 +448,7 @@ class PipelineTracer:
         vae = self.components[self.decoder_key]
         upcast = self.s.upcast_vae
         if upcast is None:
-            sdxl_pipeline = (self.refiner or self.base).kind in ("sdxl", "sdxl-refiner")
-            upcast = sdxl_pipeline and self.dtype == torch.float16 and bool(vae.config.get("force_upcast", True))
+            upcast = vae_decode_upcasts((self.refiner or self.base).kind, self.dtype, vae)
         return torch.float32 if upcast else self.dtype
 
     def weights_bytes(self) -> dict[str, int]:
@@ -411,22 +489,47 @@ class PipelineTracer:
         once and keeps the embeddings on the GPU for every later image."""
         if self._prefix_state is None:
             tl = Timeline()
-            res = Residency(tl, self.sizes, self.s.cpu_offload)
+            res = Residency(tl, self.sizes, self._offload_mode(), pinned=self._pinned(), never=self._never())
             tl.mark("load")
             res.load_all(list(self.modules))
             stages: dict[str, StageInfo] = {}
             tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
                                      conv_workspace=self.s.conv_workspace)
-            with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
-                cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
-                if self.refiner is not None:
-                    cached["refiner"] = self._encode(tl, res, stages, "refiner", self.refiner,
-                                                     self.s.refiner_chunks)
-                res.finish_image()
-            tracker.detach_all()   # the cached embeddings live as long as the session
-            self._finish_stages(tl, stages)
+            if self.s.precomputed_embeds:
+                # Encoded on the CPU (its own timeline, not the GPU's); the embeddings then move to
+                # the GPU and stay there, cached, like the worker's.
+                enc_tl = Timeline()
+                enc_res = Residency(enc_tl, self.sizes, "resident")
+                enc_tracker = StorageTracker(enc_tl, self._all_weights(), count_flops=True)
+                with torch.no_grad(), self._ctx(), enc_tracker, self._labels(enc_tl):
+                    cached = self._encode_all(enc_tl, enc_res, stages)
+                enc_tracker.detach_all()
+                self._finish_stages(enc_tl, stages)
+                for name in stages:
+                    tl.mark(name)
+                for d in cached.values():
+                    tl.alloc(storage_bytes(d.values()))
+                for info in stages.values():
+                    info.peak, info.weights_at_peak, info.peak_module = tl.live, tl.weights_live, ""
+            else:
+                tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
+                                         conv_workspace=self.s.conv_workspace)
+                with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
+                    cached = self._encode_all(tl, res, stages)
+                    res.finish_image()
+                tracker.detach_all()   # the cached embeddings live as long as the session
+                self._finish_stages(tl, stages)
             self._prefix_state = (tl, res, cached, stages)
         return self._prefix_state
+
+    def _encode_all(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo]) -> dict:
+        cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
+        if self.refiner is not None:
+            cached["refiner"] = self._encode(tl, res, stages, "refiner", self.refiner, self.s.refiner_chunks)
+        return cached
+
+    def _roots(self) -> list[torch.nn.Module]:
+        return list(self.modules.values()) + ([self.upcast_vae] if self.upcast_vae is not None else [])
 
     def _trace(self, width: int, height: int) -> ImageTrace:
         t0 = time.perf_counter()
@@ -436,7 +539,7 @@ class PipelineTracer:
         stages: dict[str, StageInfo] = {}
         existing = list(self._all_weights()) + [t for d in cached.values() for t in d.values()]
         tracker = StorageTracker(tl, existing, count_flops=True, conv_workspace=self.s.conv_workspace)
-        with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
+        with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
             self._run_image(tl, res, stages, width, height, cached)
             res.finish_image()
         tracker.detach_all()
@@ -587,10 +690,17 @@ class PipelineTracer:
         vae = self.modules[key]
         with self._stage(tl, stages, f"{prefix}:vae_encode", key, vae):
             image = torch.zeros(self.s.batch, 3, height, width, dtype=self.dtype)
-            dist = vae.encode(image).latent_dist
+            # The worker passes one generator per image, so prepare_latents encodes image[i:i+1]
+            # one at a time and concatenates (diffusers' img2img ``prepare_latents``).
+            parts = []
+            for i in range(self.s.batch):
+                out = vae.encode(image[i:i + 1])
+                parts.append(out.latent_dist.sample() if hasattr(out, "latent_dist") else out.latents)
+                del out
             del image
-            latents = dist.sample() * float(vae.config.get("scaling_factor", 0.18215))
-            del dist
+            latents = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            del parts
+            latents = latents * float(vae.config.get("scaling_factor", 0.18215))
         return latents
 
     def _decode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], latents: torch.Tensor) -> None:
@@ -606,6 +716,7 @@ class PipelineTracer:
                 vae.enable_tiling()
             if self.s.vae_slicing:
                 vae.enable_slicing()
+            latents_batch = latents.shape[0]
             z = latents.to(self.vae_decode_dtype) / float(vae.config.get("scaling_factor", 0.13025))
             del latents
             image = vae.decode(z, return_dict=False)[0]
@@ -615,6 +726,28 @@ class PipelineTracer:
             # VaeImageProcessor.postprocess: denormalize on the device, then .cpu().
             image = (image * 0.5 + 0.5).clamp(0, 1)
             del image
+            self._safety_check(tl, res, latents_batch)
+
+    def _safety_check(self, tl: Timeline, res: Residency, batch: int) -> None:
+        """``run_safety_checker``: the feature extractor on the CPU, then on the GPU the CLIP vision
+        tower on (B, 3, S, S) pixels, the projection and the two cosine-distance matmuls; the rest of
+        ``StableDiffusionSafetyChecker.forward`` is numpy on the CPU. Part of the decode stage."""
+        key = "base.safety_checker"
+        checker = self.modules.get(key)
+        if checker is None:
+            return
+        res.use(key)
+        size = int(self.components[key].config["vision_config"]["image_size"])
+        clip_input = torch.zeros(batch, 3, size, size, dtype=self.dtype)
+        pooled = checker.vision_model(clip_input)[1]
+        del clip_input
+        embeds = checker.visual_projection(pooled)
+        del pooled
+        from diffusers.pipelines.stable_diffusion.safety_checker import cosine_distance
+
+        a = cosine_distance(embeds, checker.special_care_embeds)
+        b = cosine_distance(embeds, checker.concept_embeds)
+        del a, b, embeds
 
     def _run_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int,
                    cached: dict[str, dict[str, torch.Tensor]]) -> None:
