@@ -121,7 +121,7 @@ def _harness_run(dry: bool, images: int, tmp: Path) -> float:
     run_dir = sorted(out.iterdir())[-1]
     data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     imgs = [im for im in data.get("images", []) if im.get("outcome") == "ok"]
-    return sum(sum(im["timings"][s] for s in ("base", "refiner", "vae_decode", "save")) for im in imgs) / max(len(imgs), 1)
+    return sum(sum(im["timings"][s] for s in ("text_encode", "base", "refiner", "vae_decode", "save")) for im in imgs) / max(len(imgs), 1)
 
 
 def step_overhead(dry: bool, images: int, rounds: int) -> dict:
@@ -206,6 +206,26 @@ def _measure_one(cfg: dict, device: str) -> dict:
     return out
 
 
+def sdpa_backends_for_vae_attention() -> dict:
+    """Which SDPA kernels accept the VAE mid-block attention at ~2 MP (one head of 512 channels,
+    176 x 176 = 30,976 positions, fp16 and fp32): the question behind the img2img gap (docs/plan.md)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    out = {}
+    for dt in (torch.float16, torch.float32):
+        q = torch.zeros(1, 1, 30976, 512, device="cuda", dtype=dt)
+        for be in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            try:
+                with sdpa_kernel([be]):
+                    torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                out[f"{str(dt)[6:]} {be.name}"] = "ok"
+            except RuntimeError as exc:
+                out[f"{str(dt)[6:]} {be.name}"] = f"refused: {str(exc).splitlines()[0][:120]}"
+        del q
+    return out
+
+
 def step_peaks(dry: bool, only: int | None = None) -> dict:
     device = "cpu" if dry else "cuda"
     rows = []
@@ -214,7 +234,13 @@ def step_peaks(dry: bool, only: int | None = None) -> dict:
             rows.append(_measure_one(cfg, device))
         except Exception as exc:  # noqa: BLE001 - an OOM or a failure is a row, not the end
             rows.append({"name": cfg["name"], "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-    return {"device": device, "rows": rows,
+    extra = {}
+    if not dry:
+        try:
+            extra["sdpa_vae_2mp"] = sdpa_backends_for_vae_attention()
+        except Exception as exc:  # noqa: BLE001
+            extra["sdpa_vae_2mp"] = f"{type(exc).__name__}: {exc}"
+    return {"device": device, "rows": rows, **extra,
             "measured_as": "torch.cuda.max_memory_allocated" if not dry else "real CPU allocations (torch.profiler)"}
 
 
