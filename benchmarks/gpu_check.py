@@ -147,7 +147,8 @@ def configurations(dry: bool) -> list[dict]:
         dict(name="sdxl fp32 sdpa", base=sdxl, dtype="fp32", res=(big, big)),
         dict(name=f"sdxl {half} math", base=sdxl, dtype=half, res=(big, big), attention="math"),
         dict(name=f"sdxl {half} vae slicing batch 2", base=sdxl, dtype=half, res=(big, big), vae_slicing=True, batch=2),
-        dict(name=f"sdxl {half} vae tiling", base=sdxl, dtype=half, res=(big * 3 // 2, big * 3 // 2), vae_tiling=True),
+        dict(name=f"sdxl {half} vae tiling", base=sdxl, dtype=half, res=(384, 384) if dry else (1536, 1536),
+             vae_tiling=True),   # the tiny VAE tiles above 256 px
         dict(name=f"sdxl {half} model offload", base=sdxl, dtype=half, res=(big, big), cpu_offload=True),
         dict(name=f"sdxl {half} sequential offload", base=sdxl, dtype=half, res=(big, big), sequential_offload=True),
     ] + [dict(name=f"sd15 {half} img2img {s}", base=sd15, dtype=half, res=(s, s), img2img=True) for s in sizes]

@@ -81,3 +81,16 @@ def test_stop_at_oom_reports_the_oom():
     a = CachingAllocatorModel(4 * MiB)
     r = a.replay([(1, 3 * MiB), (2, 3 * MiB), (3, 1)], stop_at_oom=True)
     assert r.oom and r.oom_request == 3 * MiB
+
+
+def test_cached_synthetic_vocabulary_equals_a_fresh_one(tmp_path, monkeypatch):
+    from stress.workload import models
+
+    monkeypatch.setenv("STRESS_CACHE", str(tmp_path))
+    fresh = models.synthetic_vocab()
+    first = models._cached_synthetic_vocab()      # trains and writes the cache
+    assert len(list(tmp_path.glob("synthetic-vocab-*.json"))) == 1
+    second = models._cached_synthetic_vocab()     # reads it
+    assert first == fresh and second[0] == fresh[0] and [tuple(m) for m in second[1]] == fresh[1]
+    next(tmp_path.glob("synthetic-vocab-*.json")).write_text("{broken", encoding="utf-8")
+    assert models._cached_synthetic_vocab()[0] == fresh[0]   # a corrupt cache is trained again

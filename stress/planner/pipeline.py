@@ -33,10 +33,9 @@ then softmax), as the worker sets it; ``sliced`` is ``set_attention_slice("auto"
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -44,113 +43,11 @@ from torch.overrides import TorchFunctionMode
 
 from stress.planner.architectures import Architecture, Component, config_key
 from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
+from stress.planner.networks import apply_attention, build_module, materialize, quiet_libraries, weight_sizes
+from stress.planner.residency import Residency
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHUNK_TOKENS = 77
-
-
-# --------------------------------------------------------------------------------------------
-# Building networks without memory
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Silence diffusers' and transformers' warnings meant for users of real weights ("should be
-    kept in float32", "sequence length is longer than 77": compel chunks long prompts on purpose)."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    before = (dlog.get_verbosity(), tlog.get_verbosity())
-    dlog.set_verbosity(logging.ERROR)
-    tlog.set_verbosity(logging.ERROR)
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(before[0])
-        tlog.set_verbosity(before[1])
-
-
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "eye_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
-
-
-@contextlib.contextmanager
-def _no_init() -> Iterator[None]:
-    """``torch.nn.init`` as no-ops while meta modules are built: initialising tensors that have no
-    memory only costs time (a third of building full-size SDXL: every Linear's ``reset_parameters``)."""
-    import torch.nn.init as init
-
-    saved = {n: getattr(init, n) for n in _INIT_FUNCTIONS if hasattr(init, n)}
-    for n in saved:
-        setattr(init, n, lambda tensor, *a, **k: tensor)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(init, n, f)
-
-
-def build_module(comp: Component) -> torch.nn.Module:
-    """The component's network on the meta device (no memory, no initialisation cost)."""
-    with quiet_libraries(), torch.device("meta"), _no_init():
-        if comp.cls == "StableDiffusionSafetyChecker":
-            from stress.workload.components import build_safety_checker
-
-            module = build_safety_checker(comp.config, device="meta")[0]
-        elif comp.library == "diffusers":
-            import diffusers
-
-            cls = getattr(diffusers, comp.cls)
-            module = cls.from_config({k: v for k, v in comp.config.items() if k != "_class_name"})
-        else:
-            import transformers
-
-            cfg = transformers.CLIPTextConfig.from_dict(
-                {k: v for k, v in comp.config.items() if k not in ("architectures", "_class_name")})
-            cfg._attn_implementation = "sdpa"   # transformers' default where torch has SDPA
-            module = getattr(transformers, comp.cls)(cfg)
-    return module.eval().requires_grad_(False)
-
-
-def materialize(module: torch.nn.Module, dtype: torch.dtype, device: str = "meta",
-                *, channels_last: bool = False) -> torch.nn.Module:
-    """Give a meta-built module its weights in ``dtype``: still on the meta device (shapes only), or
-    real random ones on the CPU (``device="cpu"``, for the tests that measure real allocations)."""
-    with quiet_libraries():
-        if device == "cpu":
-            module = module.to_empty(device="cpu")
-            with torch.no_grad():
-                for t in list(module.parameters()) + list(module.buffers()):
-                    if t.is_floating_point():
-                        t.normal_(0, 0.02)
-                    else:
-                        t.zero_()
-        module = module.to(dtype)
-        if channels_last:
-            module = module.to(memory_format=torch.channels_last)
-    return module
-
-
-def weight_sizes(module: torch.nn.Module) -> list[int]:
-    """Bytes of each parameter and buffer, in module order: one device allocation each when the
-    model is moved to the GPU."""
-    out = []
-    for t in list(module.parameters()) + list(module.buffers()):
-        out.append(t.numel() * t.element_size())
-    return out
-
-
-def apply_attention(module: torch.nn.Module, comp: Component, attention: str) -> None:
-    """Configure the attention backend the way the worker does (see module docstring)."""
-    if comp.library != "diffusers":
-        return
-    with quiet_libraries():
-        if not hasattr(module, "set_default_attn_processor"):
-            return   # AutoencoderTiny has no attention; the safety checker's CLIP tower is transformers'
-        if attention == "math":
-            module.set_default_attn_processor()
-        elif attention == "sliced" and hasattr(module, "set_attention_slice"):
-            module.set_attention_slice("auto")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,118 +114,6 @@ class ImageTrace:
     @property
     def events_without_workspace(self) -> list[tuple[int, int]]:
         return self.prefix.events_without_workspace() + self.image.events_without_workspace()
-
-
-# --------------------------------------------------------------------------------------------
-# Residency of weights
-
-
-class Residency:
-    """Which weights are on the GPU when, as events on the timeline (see module docstring).
-
-    ``mode``: ``resident`` (everything on the GPU for the session), ``model`` (``cpu_offload``: one
-    model at a time) or ``sequential`` (``sequential_offload``: each module's own weights while its
-    forward runs, through :meth:`sequential_hooks`). ``pinned``: models on the GPU in every mode
-    (diffusers' ``_exclude_from_cpu_offload``: the SD 1.x safety checker). ``never``: models that
-    never go to the GPU (the text encoders with ``precomputed_embeds``)."""
-
-    def __init__(self, timeline: Timeline, sizes: dict[str, list[int]], offload: bool | str,
-                 pinned: frozenset = frozenset(), never: frozenset = frozenset()):
-        self.tl = timeline
-        self.sizes = sizes                          # "base.unet" -> per-tensor bytes
-        self.mode = offload if isinstance(offload, str) else ("model" if offload else "resident")
-        self.offload = self.mode != "resident"
-        self.pinned, self.never = pinned, never
-        self.resident: dict[str, list[int]] = {}    # name -> timeline keys
-
-    def continue_on(self, timeline: Timeline) -> "Residency":
-        """The same residency state, recording on a forked timeline."""
-        r = Residency(timeline, self.sizes, self.mode, self.pinned, self.never)
-        r.resident = {k: list(v) for k, v in self.resident.items()}
-        return r
-
-    def load_all(self, names: list[str]) -> None:
-        for n in names:
-            if n in self.never:
-                continue
-            if n in self.pinned or not self.offload:
-                self._load(n)
-
-    def _load(self, name: str) -> None:
-        self.resident[name] = [self.tl.alloc(b, weight=True) for b in self.sizes[name]]
-
-    def _unload(self, name: str) -> None:
-        for k in self.resident.pop(name, []):
-            self.tl.free(k)
-
-    def use(self, name: str) -> None:
-        """``name`` is about to run."""
-        if name in self.resident or name in self.never or self.mode == "sequential":
-            return
-        if self.mode == "model":
-            for other in list(self.resident):
-                if other not in self.pinned:
-                    self._unload(other)
-        self._load(name)
-
-    def swap_dtype(self, name: str, new_sizes: list[int]) -> Callable[[], None]:
-        """``module.to(dtype)``: each tensor gets a new copy, then the old one is freed; returns the
-        undo (the pipeline casts the VAE back after decoding)."""
-        old_keys = self.resident.get(name, [])
-        old_sizes = self.sizes[name]
-        new_keys = []
-        for i, b in enumerate(new_sizes):
-            new_keys.append(self.tl.alloc(b, weight=True))
-            if i < len(old_keys):
-                self.tl.free(old_keys[i])
-        self.resident[name] = new_keys
-
-        def undo() -> None:
-            back = []
-            for i, k in enumerate(self.resident.get(name, [])):
-                back.append(self.tl.alloc(old_sizes[i], weight=True))
-                self.tl.free(k)
-            self.resident[name] = back
-        return undo
-
-    def finish_image(self) -> None:
-        """diffusers' ``maybe_free_model_hooks`` offloads every model after each pipeline call."""
-        if self.mode == "model":
-            for n in list(self.resident):
-                if n not in self.pinned:
-                    self._unload(n)
-
-    @contextlib.contextmanager
-    def sequential_hooks(self, roots: list[torch.nn.Module]) -> Iterator[None]:
-        """accelerate's ``AlignDevicesHook`` as ``enable_sequential_cpu_offload`` installs it: a module
-        with parameters of its own gets them on the GPU before its forward and loses them after
-        (``place_submodules=False``: only its direct parameters); buffers stay where they are."""
-        if self.mode != "sequential":
-            yield
-            return
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
-        ids = {id(m) for r in roots for m in r.modules()}
-        held: dict[int, list[list[int]]] = {}
-
-        def pre(mod, args):  # noqa: ANN001, ANN202
-            if id(mod) in ids and mod._parameters:
-                keys = [self.tl.alloc(p.numel() * p.element_size(), weight=True)
-                        for p in mod._parameters.values() if p is not None]
-                held.setdefault(id(mod), []).append(keys)
-
-        def post(mod, args, out):  # noqa: ANN001, ANN202
-            stack = held.get(id(mod))
-            if stack:
-                for k in stack.pop():
-                    self.tl.free(k)
-
-        handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
 
 
 # --------------------------------------------------------------------------------------------
@@ -773,4 +558,5 @@ class PipelineTracer:
 
 
 __all__ = ["PipelineTracer", "TraceSettings", "ImageTrace", "StageInfo", "AttentionCall", "DTYPES",
-           "build_module", "materialize", "weight_sizes", "config_key"]
+           "build_module", "materialize", "weight_sizes", "config_key", "quiet_libraries", "apply_attention",
+           "Residency", "vae_decode_upcasts"]
