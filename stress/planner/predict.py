@@ -193,6 +193,8 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             "vae_decode_dtype": str(tracer.vae_decode_dtype).replace("torch.", ""),
             "channels_last": s.channels_last, "vae_tiling": s.vae_tiling, "vae_slicing": s.vae_slicing,
             "cpu_offload": s.cpu_offload, "compile": sc.optimizations.compile,
+            "sequential_offload": s.sequential_offload, "precomputed_embeds": s.precomputed_embeds,
+            "vae": sc.model.vae, "safety_checker": sc.model.safety_checker, "workload": sc.workload,
             "traced_unet_steps": s.traced_steps,
         },
         "prompts": {"prompt": prompts["prompt"].as_dict(), "negative": prompts["negative"].as_dict(),
