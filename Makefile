@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.yaml
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean gpu-check
 
 setup: $(STAMP)
 
@@ -38,3 +38,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# On a machine with an NVIDIA GPU: doctor, real NVML sampler, harness overhead, predicted vs measured
+# peaks; appends the result to docs/gpu-validation.md (+ .json). Without a GPU: GPU_CHECK_ARGS=--dry-run.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --out docs/gpu-validation.md $(GPU_CHECK_ARGS)

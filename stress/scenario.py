@@ -67,6 +67,12 @@ class ModelSpec(_Strict):
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     clip_skip: int = Field(1, ge=1, le=12, description="as SD.Next: 1 takes the penultimate layer for SDXL")
+    vae: Literal["default", "tiny"] = Field("default", description=(
+        "default: the model's AutoencoderKL; tiny: diffusers' AutoencoderTiny (TAESD architecture, random "
+        "weights: a tiny config for the tiny built-ins, the published TAESD config otherwise)"))
+    safety_checker: bool = Field(False, description=(
+        "SD 1.x: load the safety checker + feature extractor a default diffusers pipeline loads, and run "
+        "it on every decoded image (diffusers keeps it on the GPU under model offload)"))
 
     @field_validator("base", "refiner")
     @classmethod
@@ -138,6 +144,11 @@ class Optimizations(_Strict):
     vae_tiling: bool = False
     vae_slicing: bool = False
     cpu_offload: bool = False
+    sequential_offload: bool = Field(False, description=(
+        "enable_sequential_cpu_offload: every leaf module's weights go to the GPU only while it runs "
+        "(distinct from cpu_offload, which moves whole models)"))
+    precomputed_embeds: bool = Field(False, description=(
+        "encode the prompts on the CPU and pass prompt_embeds: the text encoders never go to the GPU"))
 
 
 class SessionSpec(_Strict):
@@ -206,7 +217,7 @@ class Scenario(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(..., min_length=1, max_length=80)
     description: str = ""
-    workload: Literal["sdxl", "sd15-img2img"] = "sdxl"
+    workload: Literal["sdxl", "sd15-img2img", "sd15-txt2img"] = "sdxl"
     model: ModelSpec = Field(default_factory=ModelSpec)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     steps: int = Field(38, ge=1, le=1000)
@@ -260,19 +271,24 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
-        if self.workload == "sd15-img2img":
+        if self.workload in ("sd15-img2img", "sd15-txt2img"):
             if "base" not in self.model.model_fields_set:
                 self.model.base = "builtin:tiny-sd15"   # the default model follows the workload
             elif self.model.base.startswith("builtin:") and "sd15" not in self.model.base:
-                raise ValueError(f"model.base: {self.model.base} is not an SD 1.5 model; the sd15-img2img "
+                raise ValueError(f"model.base: {self.model.base} is not an SD 1.5 model; the {self.workload} "
                                  "workload needs builtin:tiny-sd15, builtin:sd15 or an SD 1.5 checkpoint")
             if self.model.refiner:
-                raise ValueError("model.refiner: the sd15-img2img workload has no refiner; remove it")
+                raise ValueError(f"model.refiner: the {self.workload} workload has no refiner; remove it")
         elif self.model.base.startswith("builtin:") and ("sd15" in self.model.base or "refiner" in self.model.base):
             raise ValueError(f"model.base: {self.model.base} cannot be the base of the sdxl workload; "
                              "use builtin:tiny-sdxl or builtin:sdxl (or set workload: sd15-img2img)")
         if self.model.refiner and self.model.refiner.startswith("builtin:") and "sd15" in self.model.refiner:
             raise ValueError(f"model.refiner: {self.model.refiner} is not an SDXL model")
+        if self.model.safety_checker and self.workload == "sdxl":
+            raise ValueError("model.safety_checker: SDXL pipelines have no safety checker; it is an SD 1.x "
+                             "component (workload sd15-img2img or sd15-txt2img)")
+        if self.optimizations.cpu_offload and self.optimizations.sequential_offload:
+            raise ValueError("optimizations: cpu_offload and sequential_offload exclude each other; choose one")
         return self
 
     # ---- derived values used by the plan and the worker ----

@@ -34,7 +34,8 @@ def _settings_for(sc: Scenario, prompts: dict, traced_steps: int) -> Any:
                          vae_tiling=o.vae_tiling, vae_slicing=o.vae_slicing, cpu_offload=o.cpu_offload,
                          cfg=sc.cfg > 1, batch=sc.batch_size, base_chunks=prompts["padded_chunks"],
                          refiner_chunks=prompts["padded_chunks"], clip_skip=sc.model.clip_skip,
-                         traced_steps=traced_steps, img2img=sc.workload == "sd15-img2img")
+                         traced_steps=traced_steps, img2img=sc.workload == "sd15-img2img",
+                         sequential_offload=o.sequential_offload, precomputed_embeds=o.precomputed_embeds)
 
 
 def _tracer(base: Any, refiner: Any, settings: Any) -> Any:
@@ -57,8 +58,13 @@ def _tracer(base: Any, refiner: Any, settings: Any) -> Any:
 def _architectures(sc: Scenario, base_dir: Path | None) -> tuple[Any, Any]:
     from stress.planner.architectures import load_architecture
 
+    from stress.planner.architectures import with_scenario_components
+
     base = load_architecture(sc.model.base, base_dir)
     refiner = load_architecture(sc.model.refiner, base_dir) if (sc.model.refiner and sc.workload == "sdxl") else None
+    base = with_scenario_components(base, sc.model.vae, sc.model.safety_checker)
+    if refiner is not None:
+        refiner = with_scenario_components(refiner, sc.model.vae, False)
     return base, refiner
 
 

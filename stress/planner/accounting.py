@@ -83,13 +83,40 @@ def _text_of(spec: Any, base_dir: Path | None) -> str:
     return p.read_text(encoding="utf-8").strip()
 
 
+def _compel_embeddings_provider() -> Any:
+    """compel's ``embeddings_provider`` module, the same file the worker runs, without the package's
+    ``__init__``: that imports ``compel.convenience_wrappers``, which imports diffusers' Flux pipeline and
+    scipy (3.5 s of the plan's start-up, docs/benchmarks.md). The module imports only torch and
+    transformers, so it loads on its own, under a private name (``compel`` itself stays untouched)."""
+    import importlib.util
+    import sys
+
+    name = "stress.planner._compel_embeddings_provider"
+    mod = sys.modules.get(name)
+    if mod is None:
+        full = sys.modules.get("compel.embeddings_provider")
+        if full is not None:      # compel already imported in this process: use it
+            return full
+        spec = importlib.util.find_spec("compel")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("compel is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / "embeddings_provider.py"
+        file_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(file_spec)
+        sys.modules[name] = mod
+        try:
+            file_spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+    return mod
+
+
 def _compel_counter(tokenizer: Any) -> Callable[[list[str], list[float]], tuple[int, int]]:
     """(tokens, chunks) of one section, split exactly as the worker's compel provider splits it:
     compel cuts long text at sentence / phrase / word ends, so a chunk can hold fewer than 75
     tokens and the count is not ``ceil(tokens / 75)``."""
-    from compel.embeddings_provider import EmbeddingsProvider
-
-    provider = EmbeddingsProvider(tokenizer=tokenizer, text_encoder=None, truncate=False, device="cpu")
+    provider = _compel_embeddings_provider().EmbeddingsProvider(tokenizer=tokenizer, text_encoder=None, truncate=False, device="cpu")
 
     def count(fragments: list[str], weights: list[float]) -> tuple[int, int]:
         ids, _w, _m = provider.get_token_ids_and_expand_weights(list(fragments), list(weights), device="cpu")

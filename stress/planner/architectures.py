@@ -33,7 +33,7 @@ _DEFAULT_CLASS = {
     "text_encoder": "CLIPTextModel",
     "text_encoder_2": "CLIPTextModelWithProjection",
 }
-_DIFFUSERS_CLASSES = ("UNet2DConditionModel", "AutoencoderKL")
+_DIFFUSERS_CLASSES = ("UNet2DConditionModel", "AutoencoderKL", "AutoencoderTiny", "StableDiffusionSafetyChecker")
 _TRANSFORMERS_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 
 # --------------------------------------------------------------------------------------------
@@ -265,3 +265,16 @@ def config_key(comp: Component) -> str:
     return comp.cls + json.dumps(clean, sort_keys=True, default=str)
 
 
+def with_scenario_components(arch: Architecture, vae: str, safety_checker: bool) -> Architecture:
+    """The architecture as the worker runs it (stress.workload.components): ``vae: tiny`` swaps in
+    AutoencoderTiny; ``safety_checker`` adds the SD 1.x safety checker (SD only)."""
+    from stress.workload import components as C
+
+    comps = dict(arch.components)
+    full = C.is_full_size(arch.source)
+    if vae == "tiny":
+        comps["vae"] = Component("vae", "AutoencoderTiny", C.tiny_vae_config(full))
+    if safety_checker and arch.kind == "sd":
+        comps["safety_checker"] = Component("safety_checker", "StableDiffusionSafetyChecker",
+                                            C.safety_checker_config(full))
+    return Architecture(arch.source, arch.origin, comps)

@@ -139,6 +139,100 @@ class Timeline:
         return [e for e in self.events if e[0] not in ws] if ws else list(self.events)
 
 
+_NO_KEY = object()
+_PLAIN = (int, float, bool, str, torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
+def _tensor_sig(t: torch.Tensor) -> tuple:
+    return (tuple(t.shape), t.stride(), t.dtype, t.storage_offset(), t.layout)
+
+
+class MetaOutputCache:
+    """Meta kernels, memoised: the outputs' shapes, dtypes and strides of a functional op depend only
+    on its inputs' and its other arguments, so the second call with the same signature builds empty
+    meta tensors with the recorded layout instead of running the kernel again. Many ATen meta kernels
+    are Python (``torch._refs`` decompositions: ``native_layer_norm``, ``native_group_norm``, most
+    elementwise ops with type promotion) and were the largest part of a full-size trace; a UNet runs
+    the same block with the same shapes dozens of times. Only ops whose schema has no aliasing and no
+    mutation (outputs are new storages, never views of or writes to an input), only when every tensor
+    argument is on the meta device, only tensor (or tuple-of-tensor) results: everything else runs the
+    real kernel. The tracker sees the same storages either way: one new storage per output."""
+
+    def __init__(self) -> None:
+        self.enabled = True          # tests switch it off to check that it changes nothing
+        self._outputs: dict[tuple, Any] = {}
+        self._functional: dict[Any, bool] = {}
+        self.hits = self.misses = 0
+
+    def _is_functional(self, func: Any) -> bool:
+        ok = self._functional.get(func)
+        if ok is None:
+            schema = func._schema
+            ok = (not any(a.alias_info is not None for a in schema.arguments)
+                  and not any(r.alias_info is not None for r in schema.returns)
+                  and len(schema.returns) >= 1
+                  and all(str(r.type) == "Tensor" for r in schema.returns))
+            self._functional[func] = ok
+        return ok
+
+    @staticmethod
+    def _leaf(v: Any) -> Any:
+        """A hashable stand-in for one argument, or ``_NO_KEY`` when there is none."""
+        if isinstance(v, torch.Tensor):
+            return _tensor_sig(v) if v.device.type == "meta" else _NO_KEY
+        if v is None or isinstance(v, _PLAIN):
+            return (type(v), v)
+        if isinstance(v, (list, tuple)):
+            sub = tuple(MetaOutputCache._leaf(x) for x in v)
+            return _NO_KEY if any(x is _NO_KEY for x in sub) else sub
+        return _NO_KEY
+
+    def _key(self, func: Any, args: tuple, kwargs: dict) -> tuple | None:
+        parts: list[Any] = [func]
+        for v in args:
+            parts.append(self._leaf(v))
+        for k in sorted(kwargs):
+            parts.append(k)
+            parts.append(self._leaf(kwargs[k]))
+        if any(p is _NO_KEY for p in parts):
+            return None
+        return tuple(parts)
+
+    def run(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if not self.enabled or not self._is_functional(func):
+            return func(*args, **kwargs)
+        key = self._key(func, args, kwargs)
+        if key is None:
+            return func(*args, **kwargs)
+        layout = self._outputs.get(key)
+        if layout is not None:
+            self.hits += 1
+            outs = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+                         for shape, stride, dtype in layout)
+            return outs[0] if len(outs) == 1 else outs
+        out = func(*args, **kwargs)
+        single = isinstance(out, torch.Tensor)
+        outs = (out,) if single else out
+        if (isinstance(outs, tuple) and all(isinstance(o, torch.Tensor) and o.device.type == "meta"
+                                            and o.storage_offset() == 0 for o in outs)
+                and len(outs) == len(func._schema.returns)):
+            self.misses += 1
+            layout = tuple((tuple(o.shape), o.stride(), o.dtype) for o in outs)
+            inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            if any(o.untyped_storage()._cdata in inputs for o in outs):
+                # No alias annotation but the input's storage (``_unsafe_view``): never memoised.
+                self._functional[func] = False
+                return out
+            same = all(torch.empty_strided(sh, st, dtype=dt, device="meta").untyped_storage().nbytes()
+                       == o.untyped_storage().nbytes() for (sh, st, dt), o in zip(layout, outs))
+            if same:      # a kernel whose output storage is larger than its shape is never memoised
+                self._outputs[key] = layout
+        return out
+
+
+META_OUTPUTS = MetaOutputCache()
+
+
 class StorageTracker(TorchDispatchMode):
     """Records storage allocations and frees of every op into a :class:`Timeline` (see module doc)."""
 
@@ -164,7 +258,7 @@ class StorageTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = META_OUTPUTS.run(func, args, kwargs)
         if func in _SKIP:
             return out
         if self._flop_formulas:

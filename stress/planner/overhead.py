@@ -146,12 +146,36 @@ class CachingAllocatorModel:
             self._free[small] = keep
 
     # ---- the allocator API ----
+    def clone(self, capacity: int | None) -> "CachingAllocatorModel":
+        """A copy of this allocator's state (blocks, free lists, peaks) that goes on with ``capacity``.
+        Exact when no segment was refused or released so far, i.e. ``peak_reserved <= capacity``:
+        the allocator then did the same with either capacity (the planner replays the session's
+        prefix once and continues every bisection step from it)."""
+        c = CachingAllocatorModel.__new__(CachingAllocatorModel)
+        c.__dict__.update(self.__dict__)
+        c.capacity = capacity
+        new: dict[int, _Block] = {}
+        for b in self._by_addr.values():
+            nb = _Block(b.addr, b.size, b.small)
+            nb.allocated = b.allocated
+            new[id(b)] = nb
+        for b in self._by_addr.values():
+            nb = new[id(b)]
+            nb.prev = new.get(id(b.prev)) if b.prev is not None else None
+            nb.next = new.get(id(b.next)) if b.next is not None else None
+        c._by_addr = {addr: new[id(b)] for addr, b in self._by_addr.items()}
+        c._live = {k: new[id(b)] for k, b in self._live.items()}
+        c._free = {True: list(self._free[True]), False: list(self._free[False])}
+        return c
+
     def malloc(self, key: int, nbytes: int) -> bool:
         """Allocate ``nbytes`` for ``key``; False when it would not fit in ``capacity``."""
         self._event += 1
-        size = round_size(nbytes)
+        size = K_MIN_BLOCK if nbytes < K_MIN_BLOCK else K_MIN_BLOCK * ((nbytes + K_MIN_BLOCK - 1) // K_MIN_BLOCK)
         small = size <= K_SMALL_SIZE
-        block = self._best_fit(small, size)
+        lst = self._free[small]
+        i = bisect.bisect_left(lst, (size, -1))
+        block = self._by_addr[lst.pop(i)[1]] if i < len(lst) else None
         if block is None:
             block = self._new_segment(small, size)
             if block is None:
@@ -176,7 +200,8 @@ class CachingAllocatorModel:
         self._by_addr[block.addr] = block
         self._live[key] = block
         self.allocated += block.size
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        if self.allocated > self.peak_allocated:
+            self.peak_allocated = self.allocated
         return not (self.oom and self.oom_event == self._event - 1)
 
     def free(self, key: int) -> None:
@@ -206,12 +231,16 @@ class CachingAllocatorModel:
                 self._by_addr[block.addr] = block
         self._insert_free(block)
 
-    def replay(self, events: Iterable[tuple[int, int]]) -> ReplayResult:
+    def replay(self, events: Iterable[tuple[int, int]], *, stop_at_oom: bool = False) -> ReplayResult:
+        """Replay ``events``; ``stop_at_oom``: return at the first OOM (the peaks are then partial;
+        for the bisection in :func:`stress.planner.predict.minimum_capacity`, which needs only ``oom``)."""
+        malloc, free = self.malloc, self.free
         for key, nbytes in events:
             if nbytes > 0:
-                self.malloc(key, nbytes)
+                if not malloc(key, nbytes) and stop_at_oom:
+                    break
             else:
-                self.free(key)
+                free(key)
         return self.result()
 
     def result(self) -> ReplayResult:

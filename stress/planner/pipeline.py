@@ -33,98 +33,21 @@ then softmax), as the worker sets it; ``sliced`` is ``set_attention_slice("auto"
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from stress.planner.architectures import Architecture, Component, config_key
-from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline
+from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
+from stress.planner.networks import apply_attention, build_module, materialize, quiet_libraries, weight_sizes
+from stress.planner.residency import Residency
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHUNK_TOKENS = 77
-
-
-# --------------------------------------------------------------------------------------------
-# Building networks without memory
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Silence diffusers' and transformers' warnings meant for users of real weights ("should be
-    kept in float32", "sequence length is longer than 77": compel chunks long prompts on purpose)."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    before = (dlog.get_verbosity(), tlog.get_verbosity())
-    dlog.set_verbosity(logging.ERROR)
-    tlog.set_verbosity(logging.ERROR)
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(before[0])
-        tlog.set_verbosity(before[1])
-
-
-def build_module(comp: Component) -> torch.nn.Module:
-    """The component's network on the meta device (no memory, no initialisation cost)."""
-    with quiet_libraries(), torch.device("meta"):
-        if comp.library == "diffusers":
-            import diffusers
-
-            cls = getattr(diffusers, comp.cls)
-            module = cls.from_config({k: v for k, v in comp.config.items()})
-        else:
-            import transformers
-
-            cfg = transformers.CLIPTextConfig.from_dict(
-                {k: v for k, v in comp.config.items() if k not in ("architectures", "_class_name")})
-            cfg._attn_implementation = "sdpa"   # transformers' default where torch has SDPA
-            module = getattr(transformers, comp.cls)(cfg)
-    return module.eval().requires_grad_(False)
-
-
-def materialize(module: torch.nn.Module, dtype: torch.dtype, device: str = "meta",
-                *, channels_last: bool = False) -> torch.nn.Module:
-    """Give a meta-built module its weights in ``dtype``: still on the meta device (shapes only), or
-    real random ones on the CPU (``device="cpu"``, for the tests that measure real allocations)."""
-    with quiet_libraries():
-        if device == "cpu":
-            module = module.to_empty(device="cpu")
-            with torch.no_grad():
-                for t in list(module.parameters()) + list(module.buffers()):
-                    if t.is_floating_point():
-                        t.normal_(0, 0.02)
-                    else:
-                        t.zero_()
-        module = module.to(dtype)
-        if channels_last:
-            module = module.to(memory_format=torch.channels_last)
-    return module
-
-
-def weight_sizes(module: torch.nn.Module) -> list[int]:
-    """Bytes of each parameter and buffer, in module order: one device allocation each when the
-    model is moved to the GPU."""
-    out = []
-    for t in list(module.parameters()) + list(module.buffers()):
-        out.append(t.numel() * t.element_size())
-    return out
-
-
-def apply_attention(module: torch.nn.Module, comp: Component, attention: str) -> None:
-    """Configure the attention backend the way the worker does (see module docstring)."""
-    if comp.library != "diffusers":
-        return
-    with quiet_libraries():
-        if attention == "math":
-            module.set_default_attn_processor()
-        elif attention == "sliced" and hasattr(module, "set_attention_slice"):
-            module.set_attention_slice("auto")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,74 +117,6 @@ class ImageTrace:
 
 
 # --------------------------------------------------------------------------------------------
-# Residency of weights
-
-
-class Residency:
-    """Which weights are on the GPU when, as events on the timeline (see module docstring)."""
-
-    def __init__(self, timeline: Timeline, sizes: dict[str, list[int]], offload: bool):
-        self.tl = timeline
-        self.sizes = sizes                          # "base.unet" -> per-tensor bytes
-        self.offload = offload
-        self.resident: dict[str, list[int]] = {}    # name -> timeline keys
-
-    def continue_on(self, timeline: Timeline) -> "Residency":
-        """The same residency state, recording on a forked timeline."""
-        r = Residency(timeline, self.sizes, self.offload)
-        r.resident = {k: list(v) for k, v in self.resident.items()}
-        return r
-
-    def load_all(self, names: list[str]) -> None:
-        if self.offload:
-            return
-        for n in names:
-            self._load(n)
-
-    def _load(self, name: str) -> None:
-        self.resident[name] = [self.tl.alloc(b, weight=True) for b in self.sizes[name]]
-
-    def _unload(self, name: str) -> None:
-        for k in self.resident.pop(name, []):
-            self.tl.free(k)
-
-    def use(self, name: str) -> None:
-        """``name`` is about to run."""
-        if name in self.resident:
-            return
-        if self.offload:
-            for other in list(self.resident):
-                self._unload(other)
-        self._load(name)
-
-    def swap_dtype(self, name: str, new_sizes: list[int]) -> Callable[[], None]:
-        """``module.to(dtype)``: each tensor gets a new copy, then the old one is freed; returns the
-        undo (the pipeline casts the VAE back after decoding)."""
-        old_keys = self.resident.get(name, [])
-        old_sizes = self.sizes[name]
-        new_keys = []
-        for i, b in enumerate(new_sizes):
-            new_keys.append(self.tl.alloc(b, weight=True))
-            if i < len(old_keys):
-                self.tl.free(old_keys[i])
-        self.resident[name] = new_keys
-
-        def undo() -> None:
-            back = []
-            for i, k in enumerate(self.resident.get(name, [])):
-                back.append(self.tl.alloc(old_sizes[i], weight=True))
-                self.tl.free(k)
-            self.resident[name] = back
-        return undo
-
-    def finish_image(self) -> None:
-        """diffusers' ``maybe_free_model_hooks`` offloads every model after each pipeline call."""
-        if self.offload:
-            for n in list(self.resident):
-                self._unload(n)
-
-
-# --------------------------------------------------------------------------------------------
 # The tracer
 
 
@@ -282,6 +137,22 @@ class TraceSettings:
     upcast_vae: bool | None = None         # None: as the SDXL pipelines decide (fp16 + force_upcast)
     conv_workspace: float = 1.0            # cuDNN workspace estimate per convolution (x its input)
     img2img: bool = False                  # sd15-img2img: VAE-encode an input image first
+    sequential_offload: bool = False       # enable_sequential_cpu_offload
+    precomputed_embeds: bool = False       # prompts encoded on the CPU; text encoders never on the GPU
+
+
+def vae_decode_upcasts(kind: str, dtype: torch.dtype, vae: Component) -> bool:
+    """Whether the pipeline casts the VAE to fp32 for the decode, as the installed diffusers does
+    (tests/test_planner_components.py reads its source to hold this to it): the SDXL pipelines
+    (``pipeline_stable_diffusion_xl*.py``: ``needs_upcasting = self.vae.dtype == torch.float16 and
+    self.vae.config.force_upcast``) do, for an fp16 VAE whose config says ``force_upcast`` (an
+    AutoencoderKL config without the key means True, its default; AutoencoderTiny registers False);
+    the SD 1.x pipelines never upcast (bf16 never either)."""
+    if kind not in ("sdxl", "sdxl-refiner") or dtype != torch.float16:
+        return False
+    if vae.cls == "AutoencoderTiny":
+        return False
+    return bool(vae.config.get("force_upcast", True))
 
 
 class _SdpaAsOnGpu(TorchFunctionMode):
@@ -340,6 +211,19 @@ class PipelineTracer:
         self._cache: dict[tuple[int, int], ImageTrace] = {}
         self._prefix_state: Any = None
 
+    def _offload_mode(self) -> str:
+        if self.s.sequential_offload:
+            return "sequential"
+        return "model" if self.s.cpu_offload else "resident"
+
+    def _pinned(self) -> frozenset:
+        return frozenset(k for k in self.modules if k.endswith(".safety_checker"))
+
+    def _never(self) -> frozenset:
+        if not self.s.precomputed_embeds:
+            return frozenset()
+        return frozenset(k for k in self.modules if k.split(".")[-1] in ("text_encoder", "text_encoder_2"))
+
     # ---- facts used by accounting ----
     @property
     def decoder_key(self) -> str:
@@ -349,8 +233,7 @@ class PipelineTracer:
         vae = self.components[self.decoder_key]
         upcast = self.s.upcast_vae
         if upcast is None:
-            sdxl_pipeline = (self.refiner or self.base).kind in ("sdxl", "sdxl-refiner")
-            upcast = sdxl_pipeline and self.dtype == torch.float16 and bool(vae.config.get("force_upcast", True))
+            upcast = vae_decode_upcasts((self.refiner or self.base).kind, self.dtype, vae)
         return torch.float32 if upcast else self.dtype
 
     def weights_bytes(self) -> dict[str, int]:
@@ -391,22 +274,47 @@ class PipelineTracer:
         once and keeps the embeddings on the GPU for every later image."""
         if self._prefix_state is None:
             tl = Timeline()
-            res = Residency(tl, self.sizes, self.s.cpu_offload)
+            res = Residency(tl, self.sizes, self._offload_mode(), pinned=self._pinned(), never=self._never())
             tl.mark("load")
             res.load_all(list(self.modules))
             stages: dict[str, StageInfo] = {}
             tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
                                      conv_workspace=self.s.conv_workspace)
-            with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
-                cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
-                if self.refiner is not None:
-                    cached["refiner"] = self._encode(tl, res, stages, "refiner", self.refiner,
-                                                     self.s.refiner_chunks)
-                res.finish_image()
-            tracker.detach_all()   # the cached embeddings live as long as the session
-            self._finish_stages(tl, stages)
+            if self.s.precomputed_embeds:
+                # Encoded on the CPU (its own timeline, not the GPU's); the embeddings then move to
+                # the GPU and stay there, cached, like the worker's.
+                enc_tl = Timeline()
+                enc_res = Residency(enc_tl, self.sizes, "resident")
+                enc_tracker = StorageTracker(enc_tl, self._all_weights(), count_flops=True)
+                with torch.no_grad(), self._ctx(), enc_tracker, self._labels(enc_tl):
+                    cached = self._encode_all(enc_tl, enc_res, stages)
+                enc_tracker.detach_all()
+                self._finish_stages(enc_tl, stages)
+                for name in stages:
+                    tl.mark(name)
+                for d in cached.values():
+                    tl.alloc(storage_bytes(d.values()))
+                for info in stages.values():
+                    info.peak, info.weights_at_peak, info.peak_module = tl.live, tl.weights_live, ""
+            else:
+                tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
+                                         conv_workspace=self.s.conv_workspace)
+                with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
+                    cached = self._encode_all(tl, res, stages)
+                    res.finish_image()
+                tracker.detach_all()   # the cached embeddings live as long as the session
+                self._finish_stages(tl, stages)
             self._prefix_state = (tl, res, cached, stages)
         return self._prefix_state
+
+    def _encode_all(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo]) -> dict:
+        cached = {"base": self._encode(tl, res, stages, "base", self.base, self.s.base_chunks)}
+        if self.refiner is not None:
+            cached["refiner"] = self._encode(tl, res, stages, "refiner", self.refiner, self.s.refiner_chunks)
+        return cached
+
+    def _roots(self) -> list[torch.nn.Module]:
+        return list(self.modules.values()) + ([self.upcast_vae] if self.upcast_vae is not None else [])
 
     def _trace(self, width: int, height: int) -> ImageTrace:
         t0 = time.perf_counter()
@@ -416,7 +324,7 @@ class PipelineTracer:
         stages: dict[str, StageInfo] = {}
         existing = list(self._all_weights()) + [t for d in cached.values() for t in d.values()]
         tracker = StorageTracker(tl, existing, count_flops=True, conv_workspace=self.s.conv_workspace)
-        with torch.no_grad(), self._ctx(), tracker, self._labels(tl):
+        with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
             self._run_image(tl, res, stages, width, height, cached)
             res.finish_image()
         tracker.detach_all()
@@ -567,10 +475,17 @@ class PipelineTracer:
         vae = self.modules[key]
         with self._stage(tl, stages, f"{prefix}:vae_encode", key, vae):
             image = torch.zeros(self.s.batch, 3, height, width, dtype=self.dtype)
-            dist = vae.encode(image).latent_dist
+            # The worker passes one generator per image, so prepare_latents encodes image[i:i+1]
+            # one at a time and concatenates (diffusers' img2img ``prepare_latents``).
+            parts = []
+            for i in range(self.s.batch):
+                out = vae.encode(image[i:i + 1])
+                parts.append(out.latent_dist.sample() if hasattr(out, "latent_dist") else out.latents)
+                del out
             del image
-            latents = dist.sample() * float(vae.config.get("scaling_factor", 0.18215))
-            del dist
+            latents = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            del parts
+            latents = latents * float(vae.config.get("scaling_factor", 0.18215))
         return latents
 
     def _decode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], latents: torch.Tensor) -> None:
@@ -586,6 +501,7 @@ class PipelineTracer:
                 vae.enable_tiling()
             if self.s.vae_slicing:
                 vae.enable_slicing()
+            latents_batch = latents.shape[0]
             z = latents.to(self.vae_decode_dtype) / float(vae.config.get("scaling_factor", 0.13025))
             del latents
             image = vae.decode(z, return_dict=False)[0]
@@ -595,6 +511,28 @@ class PipelineTracer:
             # VaeImageProcessor.postprocess: denormalize on the device, then .cpu().
             image = (image * 0.5 + 0.5).clamp(0, 1)
             del image
+            self._safety_check(tl, res, latents_batch)
+
+    def _safety_check(self, tl: Timeline, res: Residency, batch: int) -> None:
+        """``run_safety_checker``: the feature extractor on the CPU, then on the GPU the CLIP vision
+        tower on (B, 3, S, S) pixels, the projection and the two cosine-distance matmuls; the rest of
+        ``StableDiffusionSafetyChecker.forward`` is numpy on the CPU. Part of the decode stage."""
+        key = "base.safety_checker"
+        checker = self.modules.get(key)
+        if checker is None:
+            return
+        res.use(key)
+        size = int(self.components[key].config["vision_config"]["image_size"])
+        clip_input = torch.zeros(batch, 3, size, size, dtype=self.dtype)
+        pooled = checker.vision_model(clip_input)[1]
+        del clip_input
+        embeds = checker.visual_projection(pooled)
+        del pooled
+        from diffusers.pipelines.stable_diffusion.safety_checker import cosine_distance
+
+        a = cosine_distance(embeds, checker.special_care_embeds)
+        b = cosine_distance(embeds, checker.concept_embeds)
+        del a, b, embeds
 
     def _run_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int,
                    cached: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -620,4 +558,5 @@ class PipelineTracer:
 
 
 __all__ = ["PipelineTracer", "TraceSettings", "ImageTrace", "StageInfo", "AttentionCall", "DTYPES",
-           "build_module", "materialize", "weight_sizes", "config_key"]
+           "build_module", "materialize", "weight_sizes", "config_key", "quiet_libraries", "apply_attention",
+           "Residency", "vae_decode_upcasts"]

@@ -31,23 +31,46 @@ from stress.scenario import Scenario
 _BISECT_STEP = 16 * MiB
 
 
-def _replay(events: list[tuple[int, int]], overhead: OverheadModel, capacity: int | None = None) -> Any:
+def _replay(events: list[tuple[int, int]], overhead: OverheadModel, capacity: int | None = None,
+            *, stop_at_oom: bool = False) -> Any:
     alloc = CachingAllocatorModel(capacity)
     alloc.malloc(-(1 << 62), overhead.cublas_workspace)   # kept for the process's life
-    return alloc.replay(events)
+    return alloc.replay(events, stop_at_oom=stop_at_oom)
+
+
+class Replayer:
+    """Replays of one event prefix (the session's weights and prompt encoding, the same for every
+    resolution) followed by different rests, the prefix replayed once: each replay continues from a
+    copy of the allocator after the prefix (:meth:`CachingAllocatorModel.clone`), which is exact
+    whenever the capacity is at least the prefix's reserved peak, and replays from scratch otherwise."""
+
+    def __init__(self, prefix: list[tuple[int, int]], overhead: OverheadModel):
+        self.prefix, self.overhead = prefix, overhead
+        self.after_prefix = CachingAllocatorModel(None)
+        self.after_prefix.malloc(-(1 << 62), overhead.cublas_workspace)
+        self.after_prefix.replay(prefix)
+
+    def replay(self, rest: list[tuple[int, int]], capacity: int | None = None, *, stop_at_oom: bool = False) -> Any:
+        if capacity is None or self.after_prefix.peak_reserved <= capacity:
+            return self.after_prefix.clone(capacity).replay(rest, stop_at_oom=stop_at_oom)
+        return _replay(self.prefix + rest, self.overhead, capacity, stop_at_oom=stop_at_oom)
+
+    def minimum_capacity(self, rest: list[tuple[int, int]], low: int, high: int) -> int:
+        """Smallest allocator capacity (to ``_BISECT_STEP``) at which prefix + ``rest`` does not OOM."""
+        if self.replay(rest, low, stop_at_oom=True).oom is False:
+            return low
+        while high - low > _BISECT_STEP:
+            mid = (low + high) // 2
+            if self.replay(rest, mid, stop_at_oom=True).oom:
+                low = mid
+            else:
+                high = mid
+        return high
 
 
 def minimum_capacity(events: list[tuple[int, int]], overhead: OverheadModel, low: int, high: int) -> int:
     """Smallest allocator capacity (to ``_BISECT_STEP``) at which the sequence does not OOM."""
-    if _replay(events, overhead, low).oom is False:
-        return low
-    while high - low > _BISECT_STEP:
-        mid = (low + high) // 2
-        if _replay(events, overhead, mid).oom:
-            low = mid
-        else:
-            high = mid
-    return high
+    return Replayer([], overhead).minimum_capacity(events, low, high)
 
 
 def _steps(sc: Scenario) -> tuple[int, int]:
@@ -88,14 +111,19 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
     res_rows = []
     acc_rows = []
     fixed = overhead.cuda_context
+    first = traces[order[0]]
+    full_prefix = Replayer(first.prefix.events, overhead)
+    lean_prefix = Replayer(first.prefix.events_without_workspace(), overhead)
     for (w, h) in order:
         tr = traces[(w, h)]
         # With the estimated conv workspaces: what a big GPU shows. Without (plus the minimum the
         # fallback plans need): what the run needs, since PyTorch falls back when memory is short.
-        big = _replay(tr.events, overhead)
-        lean_events = tr.events_without_workspace
-        lean = _replay(lean_events, overhead)
-        required_cap = minimum_capacity(lean_events, overhead, lean.peak_allocated, lean.peak_reserved)
+        # Every trace shares the prefix (the tracer traces it once).
+        assert tr.prefix is first.prefix
+        big = full_prefix.replay(tr.image.events)
+        lean_rest = tr.image.events_without_workspace()
+        lean = lean_prefix.replay(lean_rest)
+        required_cap = lean_prefix.minimum_capacity(lean_rest, lean.peak_allocated, lean.peak_reserved)
         required = required_cap + overhead.cudnn_min_workspace + fixed
         predicted = max(big.peak_reserved + fixed, required)   # never below what it needs
         fits = None if available is None else required <= available
@@ -131,15 +159,14 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
                                         per_res_images.get((w, h), 0)))
 
     # The session: prefix once, then one image of each resolution in order (one cycle).
-    first = traces[order[0]]
-    session_events = list(first.prefix.events)
-    lean_session = first.prefix.events_without_workspace()
+    session_events: list[tuple[int, int]] = []
+    lean_session: list[tuple[int, int]] = []
     for key in order:
         session_events.extend(traces[key].image.events)
         lean_session.extend(traces[key].image.events_without_workspace())
-    srep = _replay(session_events, overhead)
-    slean = _replay(lean_session, overhead)
-    s_required = minimum_capacity(lean_session, overhead, slean.peak_allocated, slean.peak_reserved)
+    srep = full_prefix.replay(session_events)
+    slean = lean_prefix.replay(lean_session)
+    s_required = lean_prefix.minimum_capacity(lean_session, slean.peak_allocated, slean.peak_reserved)
     s_required += overhead.cudnn_min_workspace + fixed
     worst = max(res_rows, key=lambda r: r["predicted_peak"])
     session_mem = {
@@ -166,6 +193,8 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             "vae_decode_dtype": str(tracer.vae_decode_dtype).replace("torch.", ""),
             "channels_last": s.channels_last, "vae_tiling": s.vae_tiling, "vae_slicing": s.vae_slicing,
             "cpu_offload": s.cpu_offload, "compile": sc.optimizations.compile,
+            "sequential_offload": s.sequential_offload, "precomputed_embeds": s.precomputed_embeds,
+            "vae": sc.model.vae, "safety_checker": sc.model.safety_checker, "workload": sc.workload,
             "traced_unet_steps": s.traced_steps,
         },
         "prompts": {"prompt": prompts["prompt"].as_dict(), "negative": prompts["negative"].as_dict(),

@@ -43,6 +43,10 @@ def render_text(plan: dict) -> str:
     mem = plan["memory"]
     out.append(f"plan: {plan['scenario']}  ({plan['workload']}, {st['dtype']}, attention {st['attention']}, "
                f"VAE decode in {st['vae_decode_dtype']}, batch {st['batch_size']}, CFG {st['cfg']})")
+    placed = [k for k in ("cpu_offload", "sequential_offload", "precomputed_embeds") if st.get(k)]
+    if placed or st.get("vae", "default") != "default" or st.get("safety_checker"):
+        out.append("  settings " + ", ".join(placed + ([f"vae {st['vae']}"] if st.get("vae", "default") != "default" else [])
+                                             + (["safety checker (on the GPU in every mode)"] if st.get("safety_checker") else [])))
     for role, m in plan["models"].items():
         parts = ", ".join(f"{n} {c['parameters'] / 1e6:,.0f}M" for n, c in m["components"].items())
         out.append(f"  {role:8} {m['source']} [{m['kind']}]: {parts} = {gib(m['bytes'])} of weights")

@@ -28,6 +28,7 @@ from stress.workload.pipelines import (
     load_input,
     output_name,
     pixel_digest,
+    run_safety_checker,
     step_plan,
     sync,
     test_pattern,
@@ -130,12 +131,13 @@ class WorkloadSession:
         self._model_sched_config: dict[str, dict] = {}
         self._inputs: list[Path] | None = None
         self._image_peaks: dict[str, int] = {}
+        self._tiny_vae: Any = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     @property
     def kind(self) -> str:
-        return "sd15" if self.scenario.workload == "sd15-img2img" else "sdxl"
+        return "sd15" if self.scenario.workload in ("sd15-img2img", "sd15-txt2img") else "sdxl"
 
     def load(self) -> dict:
         """Load the models onto the device. Returns ``{"load_s", "device", "dtype", "models", ...}``."""
@@ -153,11 +155,13 @@ class WorkloadSession:
         build_on = "cpu" if sc.optimizations.cpu_offload else self.device
         common = dict(base_dir=self.base_dir, cache_dir=self.cache_dir, device=build_on, dtype=self.dtype)
         self.base = load_model(sc.model.base, self.kind, role="base", **common)
+        self._components(self.base, build_on)
         self._prepare(self.base, "base")
         if self.kind == "sdxl" and sc.model.refiner:
             self.refiner = load_model(sc.model.refiner, "sdxl-refiner", role="refiner", **common)
+            self._components(self.refiner, build_on)
             self._prepare(self.refiner, "refiner")
-        if self.kind == "sd15" and sc.img2img.inputs:
+        if sc.workload == "sd15-img2img" and sc.img2img.inputs:
             p = Path(sc.img2img.inputs).expanduser()
             self._inputs = list_inputs(p if p.is_absolute() else self.base_dir / p)
         tok = getattr(self.base.pipe, "tokenizer", None) or getattr(self.base.pipe, "tokenizer_2", None)
@@ -186,6 +190,28 @@ class WorkloadSession:
         }
         return info
 
+    def _components(self, model: LoadedModel, build_on: str) -> None:
+        """The scenario's pipeline settings that change the pipeline itself (stress.workload.components):
+        SD 1.x text-to-image, the tiny VAE, the safety checker."""
+        from stress.workload import components as C
+
+        sc = self.scenario
+        full = C.is_full_size(sc.model.base)
+        if sc.workload == "sd15-txt2img" and model.kind == "sd15":
+            import diffusers
+
+            model.pipe = diffusers.StableDiffusionPipeline.from_pipe(model.pipe, requires_safety_checker=False)
+            model.info["pipeline"] = "StableDiffusionPipeline"
+        if sc.model.vae == "tiny":
+            if self._tiny_vae is None:   # one instance for base and refiner, as SD.Next shares its VAE
+                self._tiny_vae = C.build_tiny_vae(C.tiny_vae_config(full), device=build_on, dtype=self.dtype)
+            C.replace_vae(model.pipe, self._tiny_vae)
+            model.info["vae"] = "AutoencoderTiny"
+        if sc.model.safety_checker and model.kind == "sd15":
+            checker, fe = C.build_safety_checker(C.safety_checker_config(full), device=build_on, dtype=self.dtype)
+            C.attach_safety_checker(model.pipe, checker, fe)
+            model.info["safety_checker"] = "StableDiffusionSafetyChecker"
+
     def _prepare(self, model: LoadedModel, role: str) -> None:
         """Sampler, optimizations, device placement and the prompt encoder for one pipeline."""
         self.notes.extend(model.notes)
@@ -193,8 +219,9 @@ class WorkloadSession:
         self._model_sched_config[role] = dict(pipe.scheduler.config)
         pipe.scheduler = make_scheduler(self.scenario.sampler.name, self._model_sched_config[role])
         self.applied[role] = apply_optimizations(pipe, self.scenario.optimizations, self.device, self.notes, role)
+        enc_device = "cpu" if self.scenario.optimizations.precomputed_embeds else self.device
         self._encoders[role] = PromptEncoder(pipe, model.kind, clip_skip=self.scenario.model.clip_skip,
-                                             device=self.device, attention=attention_mode(self.scenario))
+                                             device=enc_device, attention=attention_mode(self.scenario))
 
     def reload_models(self) -> dict:
         """Drop the pipelines (and the embeddings cached for them) and load them again."""
@@ -202,6 +229,7 @@ class WorkloadSession:
         return self.load()
 
     def _drop(self) -> None:
+        self._tiny_vae = None
         self._encoders.clear()
         self._embeds.clear()
         self.base = self.refiner = None
@@ -242,6 +270,13 @@ class WorkloadSession:
         if hit is not None:
             return hit, True
         enc = self._encoders[role].encode(self.prompt, self.negative)
+        if self.scenario.optimizations.precomputed_embeds and self.device != "cpu":
+            import dataclasses
+
+            # Encoded on the CPU; only the embeddings go to the GPU (and stay there, cached).
+            enc = dataclasses.replace(enc, **{f: getattr(enc, f).to(self.device) for f in
+                                              ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                               "negative_pooled_prompt_embeds") if getattr(enc, f) is not None})
         self._embeds[key] = enc
         return enc, False
 
@@ -291,7 +326,10 @@ class WorkloadSession:
         t0 = time.perf_counter()
         common = dict(guidance_scale=sc.cfg, generator=gens, output_type="latent", callback_on_step_end=base_counter)
         extra: dict[str, Any] = {}
-        if self.kind == "sd15":
+        if sc.workload == "sd15-txt2img":
+            latents = self.base.pipe(width=width, height=height, num_inference_steps=plan.base_num_inference_steps,
+                                     **repeat_batch(enc, n), **common).images
+        elif self.kind == "sd15":
             init = [self._input_image(i, width, height) for i in indices]
             extra["input"] = [self._input_name(i) for i in indices]
             kw = repeat_batch(enc, n)
@@ -318,7 +356,9 @@ class WorkloadSession:
         t0 = time.perf_counter()
         rgb = decode_latents(decode_pipe, latents, decode_kind)
         del latents
-        self._stage_end("vae_decode", t0, first, indices, timings)
+        flagged = run_safety_checker(decode_pipe, rgb, self.dtype)   # diffusers runs it right after the decode
+        self._stage_end("vae_decode", t0, first, indices, timings,
+                        **({"safety_checked": len(flagged), "nsfw_flagged": sum(flagged)} if flagged is not None else {}))
 
         t0 = time.perf_counter()
         fmt, quality = sc.output.format, sc.output.quality
@@ -362,7 +402,7 @@ class WorkloadSession:
             if ref_sched is not None:
                 rec["refiner_scheduler"] = ref_sched
                 rec["refiner_prompt_chunks"] = renc.prompt_chunks if renc else None
-            if self.kind == "sd15":
+            if self.kind == "sd15" and sc.workload == "sd15-img2img":
                 rec["strength"] = sc.img2img.strength
                 rec["input"] = extra["input"][k]
             records.append(rec)
@@ -399,7 +439,7 @@ class WorkloadSession:
             ("Steps", sc.steps), ("Sampler", sampler_label(sc.sampler.name)), ("CFG scale", sc.cfg),
             ("Seed", seed), ("Size", f"{width}x{height}"), ("Model", _model_label(sc.model.base)),
         ]
-        if self.kind == "sd15":
+        if sc.workload == "sd15-img2img":
             params.append(("Denoising strength", sc.img2img.strength))
         if self.refiner is not None:
             params += [("Refiner", _model_label(sc.model.refiner)), ("Refiner switch", sc.refiner.switch),

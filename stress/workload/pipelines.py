@@ -70,12 +70,15 @@ def apply_optimizations(pipe: Any, opts: Any, device: Any, notes: list[str], rol
 
     dev = torch.device(device)
     applied: dict[str, Any] = {}
+    vae_attn = hasattr(pipe.vae, "set_attn_processor")   # AutoencoderTiny has no attention
     if opts.attention == "sdpa":
         pipe.unet.set_attn_processor(AttnProcessor2_0())
-        pipe.vae.set_attn_processor(AttnProcessor2_0())
+        if vae_attn:
+            pipe.vae.set_attn_processor(AttnProcessor2_0())
     elif opts.attention == "math":
         pipe.unet.set_attn_processor(AttnProcessor())
-        pipe.vae.set_attn_processor(AttnProcessor())
+        if vae_attn:
+            pipe.vae.set_attn_processor(AttnProcessor())
     elif opts.attention == "sliced":
         pipe.enable_attention_slicing()
     applied["attention"] = opts.attention
@@ -95,6 +98,14 @@ def apply_optimizations(pipe: Any, opts: Any, device: Any, notes: list[str], rol
         pipe.vae.enable_slicing()
         applied["vae_slicing"] = True
     offloaded = False
+    if getattr(opts, "sequential_offload", False):
+        if dev.type == "cuda":
+            pipe.enable_sequential_cpu_offload(device=dev)
+            offloaded = True
+            applied["sequential_offload"] = True
+        else:
+            applied["sequential_offload"] = "ignored"
+            notes.append(f"{role}: sequential_offload ignored: it only means something on CUDA (device is {dev.type})")
     if opts.cpu_offload:
         if dev.type == "cuda":
             pipe.enable_model_cpu_offload(device=dev)
@@ -105,6 +116,18 @@ def apply_optimizations(pipe: Any, opts: Any, device: Any, notes: list[str], rol
             notes.append(f"{role}: cpu_offload ignored: it only means something on CUDA (device is {dev.type})")
     if not offloaded:
         pipe.to(dev)
+    if getattr(opts, "precomputed_embeds", False):
+        # The prompts are encoded on the CPU (the worker's PromptEncoder runs there); the text
+        # encoders never go to the GPU, with or without offload hooks.
+        for name in ("text_encoder", "text_encoder_2"):
+            te = getattr(pipe, name, None)
+            if te is not None:
+                if offloaded:
+                    from accelerate.hooks import remove_hook_from_module
+
+                    remove_hook_from_module(te, recurse=True)
+                te.to("cpu")
+        applied["precomputed_embeds"] = True
     if opts.compile:
         # Compiled lazily, on the first call: the first image pays for it (its base time shows it).
         pipe.unet = torch.compile(pipe.unet)
@@ -164,6 +187,25 @@ def decode_latents(pipe: Any, latents: Any, kind: str) -> Any:
             vae.to(dtype=torch.float16)
         arr = pipe.image_processor.postprocess(image, output_type="np")
     return (np.asarray(arr) * 255).round().astype("uint8")
+
+
+def run_safety_checker(pipe: Any, rgb: Any, dtype: Any) -> list[bool] | None:
+    """The pipeline's own ``run_safety_checker`` on the decoded images (SD 1.x with a safety checker;
+    None otherwise): the feature extractor on the CPU, the checker on its device. Flagged images are
+    blacked out in ``rgb``, as diffusers does. Returns the per-image flags."""
+    import numpy as np
+
+    if getattr(pipe, "safety_checker", None) is None or not hasattr(pipe, "run_safety_checker"):
+        return None
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    images = rgb.astype(np.float32) / 255.0
+    checked, flags = pipe.run_safety_checker(images, get_module_execution_device(pipe.safety_checker), dtype)
+    flags = [bool(f) for f in (flags or [])]
+    for k, f in enumerate(flags):
+        if f:
+            rgb[k] = (np.asarray(checked[k]) * 255).round().astype("uint8")
+    return flags
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 and deterministically, so the long-prompt chunking runs on real tokenizer code with no download."""
 from __future__ import annotations
 
+import hashlib
 import heapq
+import json
+import os
 from typing import Any
 
 VOCAB_SIZE = 49408          # CLIP's
@@ -119,13 +122,42 @@ def synthetic_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
 _TOKENIZER_CACHE: dict[str, Any] = {}
 
 
+def _cached_synthetic_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """:func:`synthetic_vocab`, kept as JSON in the model cache (training it costs ~1 s of every
+    ``plan`` and worker start). The file name carries a digest of everything the vocabulary is made
+    from (the word list, the merge count, the format version), so a change to any of them trains a
+    new one; an unwritable or corrupt cache only means training it again."""
+    from stress.workload.models import default_cache_dir
+    from stress.workload.prompts import vocabulary_words
+
+    digest = hashlib.sha256(json.dumps([_VOCAB_VERSION, N_MERGES, VOCAB_SIZE, list(vocabulary_words())])
+                            .encode()).hexdigest()[:16]
+    path = default_cache_dir() / f"synthetic-vocab-{digest}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab, merges = data["vocab"], [tuple(m) for m in data["merges"]]
+        if len(vocab) == VOCAB_SIZE and len(merges) == N_MERGES:
+            return vocab, merges
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    vocab, merges = synthetic_vocab()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"vocab": vocab, "merges": merges}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return vocab, merges
+
+
 def synthetic_tokenizer(pad_token: str = EOS) -> Any:
     """A CLIPTokenizer on the synthetic vocabulary. ``pad_token``: ``<|endoftext|>`` as CLIP's
     tokenizer, or ``"!"`` (id 0) as SDXL's tokenizer_2."""
     from transformers import CLIPTokenizer
 
     if "vm" not in _TOKENIZER_CACHE:
-        _TOKENIZER_CACHE["vm"] = synthetic_vocab()
+        _TOKENIZER_CACHE["vm"] = _cached_synthetic_vocab()
     vocab, merges = _TOKENIZER_CACHE["vm"]
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77, pad_token=pad_token,
                          clean_up_tokenization_spaces=False)

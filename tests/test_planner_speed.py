@@ -1,0 +1,96 @@
+"""The plan's speed-ups change no figure: memoised meta kernels, the prefix replayed once, no-op
+init while building (docs/benchmarks.md has the times)."""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from stress.planner.architectures import load_architecture
+from stress.planner.memtrace import META_OUTPUTS
+from stress.planner.overhead import MiB, CachingAllocatorModel, OverheadModel
+from stress.planner.pipeline import PipelineTracer, TraceSettings, build_module
+from stress.planner.predict import Replayer, _replay
+
+
+def _trace(settings: TraceSettings, res=(256, 320)):
+    b, r = load_archs()
+    return PipelineTracer(b, r, settings).trace(*res)
+
+
+def load_archs():
+    return load_architecture("builtin:tiny-sdxl"), load_architecture("builtin:tiny-sdxl-refiner")
+
+
+def test_memoised_meta_kernels_give_the_same_trace():
+    s = TraceSettings(dtype="fp16", base_chunks=2, refiner_chunks=2, vae_tiling=False)
+    META_OUTPUTS.enabled = False
+    try:
+        plain = _trace(s)
+    finally:
+        META_OUTPUTS.enabled = True
+    hits = META_OUTPUTS.hits
+    fast = _trace(s)
+    assert META_OUTPUTS.hits > hits, "the cache was never used"
+    assert [n for _, n in plain.events] == [n for _, n in fast.events]
+    assert plain.peak == fast.peak and plain.peak_stage == fast.peak_stage
+    assert {k: v.flops for k, v in plain.stages.items()} == {k: v.flops for k, v in fast.stages.items()}
+
+
+def test_a_view_without_alias_annotation_is_not_memoised():
+    """``_unsafe_view`` shares its input's storage although its schema says nothing: a memoised
+    copy would count a new storage."""
+    x = torch.empty(4, 6, device="meta")
+    for _ in range(2):
+        y = META_OUTPUTS.run(torch.ops.aten._unsafe_view.default, (x, [6, 4]), {})
+        assert y.untyped_storage()._cdata == x.untyped_storage()._cdata
+
+
+def test_no_init_build_has_the_same_parameters():
+    comp = load_architecture("builtin:tiny-sdxl").components["unet"]
+    m = build_module(comp)
+    assert all(p.device.type == "meta" for p in m.parameters())
+    assert torch.nn.init.kaiming_uniform_.__module__ == "torch.nn.init"   # restored after the build
+    assert sum(p.numel() for p in m.parameters()) > 0
+
+
+def test_replaying_from_a_cloned_prefix_equals_a_full_replay():
+    rng = random.Random(7)
+    events, live = [], []
+    for i in range(3000):
+        if live and rng.random() < 0.45:
+            events.append((live.pop(rng.randrange(len(live))), -1))
+        else:
+            events.append((i, rng.choice([rng.randrange(1, 600_000), rng.randrange(1, 40 * MiB)])))
+            live.append(i)
+    prefix, rest = events[:1200], events[1200:]
+    ov = OverheadModel()
+    rp = Replayer(prefix, ov)
+    for cap in (None, 300 * MiB, 600 * MiB, 2000 * MiB):
+        a = rp.replay(rest, cap)
+        b = _replay(prefix + rest, ov, cap)
+        assert (a.peak_allocated, a.peak_reserved, a.segments, a.oom) == \
+            (b.peak_allocated, b.peak_reserved, b.segments, b.oom), cap
+    lo, hi = _replay(events, ov).peak_allocated, _replay(events, ov).peak_reserved
+    from stress.planner.predict import minimum_capacity
+
+    assert rp.minimum_capacity(rest, lo, hi) == minimum_capacity(events, ov, lo, hi)
+
+
+def test_stop_at_oom_reports_the_oom():
+    a = CachingAllocatorModel(4 * MiB)
+    r = a.replay([(1, 3 * MiB), (2, 3 * MiB), (3, 1)], stop_at_oom=True)
+    assert r.oom and r.oom_request == 3 * MiB
+
+
+def test_cached_synthetic_vocabulary_equals_a_fresh_one(tmp_path, monkeypatch):
+    from stress.workload import models
+
+    monkeypatch.setenv("STRESS_CACHE", str(tmp_path))
+    fresh = models.synthetic_vocab()
+    first = models._cached_synthetic_vocab()      # trains and writes the cache
+    assert len(list(tmp_path.glob("synthetic-vocab-*.json"))) == 1
+    second = models._cached_synthetic_vocab()     # reads it
+    assert first == fresh and second[0] == fresh[0] and [tuple(m) for m in second[1]] == fresh[1]
+    next(tmp_path.glob("synthetic-vocab-*.json")).write_text("{broken", encoding="utf-8")
+    assert models._cached_synthetic_vocab()[0] == fresh[0]   # a corrupt cache is trained again
