@@ -54,7 +54,7 @@ RUN: dict[str, Kind] = {
     "run_end": _k("runner", "status images_ok images_skipped images_failed wall_s"),
     "signal_deferred": _k("runner", "signal"),
     "warning": _k("runner", "message"),
-    "journal_low_space": _k("journal", "reserve_released shed"),
+    "journal_low_space": _k("journal", "reserve_released note shed_ticks unwritten"),
     "evidence_boot": _k("evidence", "boot_id resumed"),
     "previous_boot": _k("evidence", "boot_id current_boot_id items"),
     "capture": _k("evidence", "trigger dir items wall_s"),
