@@ -11,7 +11,7 @@ Steps, each recorded (with its time, or why it was skipped) in one JSON and a Ma
 4. predicted against measured peaks for >= 8 configurations (dtype, attention, VAE slicing/tiling,
    model and sequential offload, batch 2, SD 1.5 img2img at 3 sizes, the new pipeline settings):
    on a GPU, ``max_memory_allocated`` / ``max_memory_reserved`` / NVML used from the real pipeline
-   replica the planner traces (:class:`stress.planner.pipeline.PipelineTracer` on ``cuda``), next to
+   replica the planner traces (:class:`stress.memory.pipeline.PipelineTracer` on ``cuda``), next to
    the meta-device prediction of the same; |error| per row.
 
 ``--dry-run`` (no GPU): the same steps on the CPU with the tiny models; step 2 with the scripted NVML
@@ -161,9 +161,9 @@ def configurations(dry: bool) -> list[dict]:
 def _measure_one(cfg: dict, device: str) -> dict:
     import torch
 
-    from stress.planner.architectures import load_architecture, with_scenario_components
-    from stress.planner.memtrace import tensor_peak
-    from stress.planner.pipeline import PipelineTracer, TraceSettings
+    from stress.memory.architectures import load_architecture, with_scenario_components
+    from stress.memory.memtrace import tensor_peak
+    from stress.memory.pipeline import PipelineTracer, TraceSettings
 
     arch = with_scenario_components(load_architecture(cfg["base"]), cfg.get("vae", "default"), cfg.get("safety", False))
     kw = {k: cfg[k] for k in ("attention", "vae_slicing", "vae_tiling", "cpu_offload", "sequential_offload",

@@ -294,7 +294,7 @@ class Supervisor:
         The prediction traces the models (torch), so it runs in a subprocess."""
         if self.sc.session.on_predicted_oom != "skip":
             return jobs
-        cmd = [sys.executable, "-m", "stress.planner.preflight_cli", "--scenario", str(self.rd.scenario),
+        cmd = [sys.executable, "-m", "stress.memory.preflight_cli", "--scenario", str(self.rd.scenario),
                "--base-dir", str(self.base_dir)]
         if self.sc.session.gpu_memory:
             cmd += ["--gpu-memory", self.sc.session.gpu_memory]

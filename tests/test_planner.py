@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stress.planner.overhead import MiB, CachingAllocatorModel, round_size, segment_size
+from stress.memory.overhead import MiB, CachingAllocatorModel, round_size, segment_size
 from stress.scenario import Scenario
 
 from conftest import ROOT, run_cli
@@ -74,8 +74,8 @@ def _scenario(**kw) -> Scenario:
 def test_prompt_chunks_match_the_workers_encoder():
     """Chunk counts from the plan's arithmetic and the synthetic tokenizer, against what the worker's
     PromptEncoder (SD.Next through compel) actually produces on the tiny SDXL pipeline."""
-    from stress.planner.accounting import count_prompts
-    from stress.planner.architectures import load_architecture
+    from stress.memory.accounting import count_prompts
+    from stress.memory.architectures import load_architecture
     from stress.workload.models import build_builtin_pipeline
     from stress.workload.prompts import PromptEncoder, resolve_prompt_text
 
@@ -101,14 +101,14 @@ def test_prompt_chunks_match_the_workers_encoder():
 
 
 def test_img2img_steps_follow_diffusers():
-    from stress.planner.accounting import img2img_steps_run
+    from stress.memory.accounting import img2img_steps_run
 
     assert img2img_steps_run(30, 0.6) == 18 and img2img_steps_run(38, 0.6) == 23 and img2img_steps_run(10, 1.0) == 10
 
 
 def test_plan_accounting_and_memory_for_a_tiny_session():
-    from stress.planner import make_plan, preflight, render_text
-    from stress.planner.gpu import GpuMemory
+    from stress.memory import make_plan, preflight, render_text
+    from stress.memory.gpu import GpuMemory
     from stress.plan import base_steps_run, refiner_steps_run
 
     sc = _scenario(prompt={"tokens": 300}, negative_prompt={"tokens": 10})
@@ -141,7 +141,7 @@ def test_plan_accounting_and_memory_for_a_tiny_session():
 
 
 def test_offload_keeps_one_model_on_the_gpu():
-    from stress.planner import make_plan
+    from stress.memory import make_plan
 
     on = make_plan(_scenario(optimizations={"cpu_offload": True}))
     off = make_plan(_scenario())
@@ -158,7 +158,7 @@ def test_offload_keeps_one_model_on_the_gpu():
 
 def test_parse_size():
     from stress.errors import StressError
-    from stress.planner.gpu import parse_size
+    from stress.memory.gpu import parse_size
 
     assert parse_size("24GiB") == 24 << 30 and parse_size("24G") == 24 << 30 and parse_size("24GB") == 24 * 10**9
     assert parse_size("12000MiB") == 12000 << 20 and parse_size("8G") == 8 << 30
@@ -187,7 +187,7 @@ def test_cli_plan_json_and_bad_input(tmp_path):
 
 def test_gpu_memory_is_asked_from_nvml_in_a_subprocess(monkeypatch):
     """fake_nvml stands in for the driver: a 24 GiB GPU of which other processes use ~900 MiB."""
-    from stress.planner.gpu import detect_gpu, resolve_gpu_memory
+    from stress.memory.gpu import detect_gpu, resolve_gpu_memory
 
     monkeypatch.setenv("STRESS_NVML_MODULE", "fake_nvml")
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{TESTS}")
@@ -202,8 +202,8 @@ def test_gpu_memory_is_asked_from_nvml_in_a_subprocess(monkeypatch):
 
 
 def test_without_a_gpu_the_plan_says_how_to_give_one():
-    from stress.planner import make_plan, render_text
-    from stress.planner.gpu import GpuMemory
+    from stress.memory import make_plan, render_text
+    from stress.memory.gpu import GpuMemory
 
     sc = Scenario.model_validate({"name": "t", "workload": "sd15-img2img", "model": {"base": "builtin:tiny-sd15"},
                                   "steps": 4, "resolutions": ["256x256"]})
@@ -237,8 +237,8 @@ def test_compare_puts_a_runs_journal_next_to_the_prediction(tmp_path):
     """A CUDA run's journal, written here through the real Journal (this machine has no GPU): its
     allocator peaks are the plan's own x 1.05, so the table must say -4.8% everywhere."""
     from stress.journal import Journal
-    from stress.planner import make_plan
-    from stress.planner.compare import compare_text, measured_from_run
+    from stress.memory import make_plan
+    from stress.memory.measured import compare_text, measured_from_run
 
     sc = _scenario(images=2, resolutions=["256x256"])
     plan = make_plan(sc)
@@ -269,8 +269,8 @@ def test_builtin_architectures_match_the_published_configurations():
     (Stability-AI/generative-models sd_xl_base.yaml / sd_xl_refiner.yaml, v1-inference.yaml) and
     the parameter counts of the released checkpoints (SDXL UNet 2,567,463,684; SD 1.5 UNet
     859,520,964; CLIP ViT-L text 123,060,480; OpenCLIP bigG text 694,659,840; VAE 83,653,863)."""
-    from stress.planner.architectures import _FALLBACK, _from_configs, load_architecture
-    from stress.planner.pipeline import build_module
+    from stress.memory.architectures import _FALLBACK, _from_configs, load_architecture
+    from stress.memory.pipeline import build_module
 
     published = {("builtin:sdxl", "unet"): 2_567_463_684, ("builtin:sd15", "unet"): 859_520_964,
                  ("builtin:sdxl", "text_encoder"): 123_060_480, ("builtin:sdxl", "text_encoder_2"): 694_659_840,
@@ -291,7 +291,7 @@ def test_architectures_from_a_diffusers_folder_and_a_single_file(tmp_path):
     import json as _json
     import struct
 
-    from stress.planner.architectures import load_architecture
+    from stress.memory.architectures import load_architecture
     from stress.workload.models import ensure_builtin
 
     folder, _ = ensure_builtin("builtin:sdxl-refiner", tmp_path / "cache")   # configs + tokenizers, no weights

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from stress.planner.architectures import load_architecture, with_scenario_components
-from stress.planner.memtrace import tensor_peak
-from stress.planner.pipeline import PipelineTracer, TraceSettings, vae_decode_upcasts
+from stress.memory.architectures import load_architecture, with_scenario_components
+from stress.memory.memtrace import tensor_peak
+from stress.memory.pipeline import PipelineTracer, TraceSettings, vae_decode_upcasts
 from stress.scenario import Scenario
 
 
@@ -52,7 +52,7 @@ WORKER_CASES = {
 
 @pytest.mark.parametrize("case", list(WORKER_CASES), ids=list(WORKER_CASES))
 def test_every_new_setting_runs_in_the_worker_and_is_planned(case, tmp_path, model_cache):
-    from stress.planner import make_plan
+    from stress.memory import make_plan
     from stress.workload.engine import WorkloadSession
 
     sc = _sc(**WORKER_CASES[case])
@@ -181,9 +181,9 @@ def test_mid_size_unet_trace_matches_real_cpu_allocations():
     device against real CPU allocations. (The full-size SD VAE decoder was tried too: on the CPU its
     oneDNN convolutions allocate ~50 MiB of scratch at 256x256 that no dispatch-level tracer sees,
     the CPU counterpart of cuDNN's workspace, so it is no check of the trace.)"""
-    from stress.planner.architectures import Component
-    from stress.planner.memtrace import StorageTracker, Timeline
-    from stress.planner.pipeline import _SdpaAsOnGpu, build_module, materialize
+    from stress.memory.architectures import Component
+    from stress.memory.memtrace import StorageTracker, Timeline
+    from stress.memory.pipeline import _SdpaAsOnGpu, build_module, materialize
     from stress.workload.models import _sd15_unet
 
     comp = Component("unet", "UNet2DConditionModel", _sd15_unet([64, 128, 256, 256], 8, 768, 2, 48))

@@ -6,11 +6,11 @@ import random
 
 import torch
 
-from stress.planner.architectures import load_architecture
-from stress.planner.memtrace import META_OUTPUTS
-from stress.planner.overhead import MiB, CachingAllocatorModel, OverheadModel
-from stress.planner.pipeline import PipelineTracer, TraceSettings, build_module
-from stress.planner.predict import Replayer, _replay
+from stress.memory.architectures import load_architecture
+from stress.memory.memtrace import META_OUTPUTS
+from stress.memory.overhead import MiB, CachingAllocatorModel, OverheadModel
+from stress.memory.pipeline import PipelineTracer, TraceSettings, build_module
+from stress.memory.predict import Replayer, _replay
 
 
 def _trace(settings: TraceSettings, res=(256, 320)):
@@ -72,7 +72,7 @@ def test_replaying_from_a_cloned_prefix_equals_a_full_replay():
         assert (a.peak_allocated, a.peak_reserved, a.segments, a.oom) == \
             (b.peak_allocated, b.peak_reserved, b.segments, b.oom), cap
     lo, hi = _replay(events, ov).peak_allocated, _replay(events, ov).peak_reserved
-    from stress.planner.predict import minimum_capacity
+    from stress.memory.predict import minimum_capacity
 
     assert rp.minimum_capacity(rest, lo, hi) == minimum_capacity(events, ov, lo, hi)
 
@@ -84,7 +84,7 @@ def test_stop_at_oom_reports_the_oom():
 
 
 def test_cached_synthetic_vocabulary_equals_a_fresh_one(tmp_path, monkeypatch):
-    from stress.workload import models
+    from stress.workload import tokenizer as models   # the vocabulary lives in workload/tokenizer.py
 
     monkeypatch.setenv("STRESS_CACHE", str(tmp_path))
     fresh = models.synthetic_vocab()

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from stress.planner.architectures import load_architecture
-from stress.planner.memtrace import StorageTracker, Timeline, tensor_peak
-from stress.planner.pipeline import PipelineTracer, TraceSettings, apply_attention, build_module, materialize
+from stress.memory.architectures import load_architecture
+from stress.memory.memtrace import StorageTracker, Timeline, tensor_peak
+from stress.memory.pipeline import PipelineTracer, TraceSettings, apply_attention, build_module, materialize
 
 
 def _measured_peak(fn) -> int:
@@ -47,7 +47,7 @@ def _close(predicted: int, measured: int) -> bool:
 def test_unet_forward_trace_matches_measured_allocations():
     """Per attention backend; math builds the (heads x queries x keys) score matrix, sliced builds it
     half the heads at a time, SDPA never: the traced peaks must order that way, and each must match."""
-    from stress.planner.pipeline import _SdpaAsOnGpu
+    from stress.memory.pipeline import _SdpaAsOnGpu
 
     arch = load_architecture("builtin:tiny-sdxl")
     comp = arch.components["unet"]
@@ -111,7 +111,7 @@ def test_traced_attention_matches_the_architecture():
     b = load_architecture("builtin:sdxl")
     meta = PipelineTracer(b, None, TraceSettings(dtype="fp16", base_chunks=32))
     st = meta.trace(1024, 1024).stages["base:denoise"]
-    from stress.planner.accounting import attention_totals
+    from stress.memory.accounting import attention_totals
 
     att = attention_totals(st.attention)
     assert att.self_calls == 70 and att.cross_calls == 70
@@ -123,7 +123,7 @@ def test_traced_attention_matches_the_architecture():
 def test_flops_match_torch_flop_counter_on_a_real_forward():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stress.planner.memtrace import _flash_cpu_flop
+    from stress.memory.memtrace import _flash_cpu_flop
 
     arch = load_architecture("builtin:tiny-sdxl")
     comp = arch.components["unet"]

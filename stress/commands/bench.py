@@ -20,7 +20,7 @@ def _ints(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stress.planner.bench import PRESETS
+    from stress.memory.bench import PRESETS
 
     p = sub.add_parser("bench", help="compare optimization presets on a scenario by running them",
                        description="Run the scenario once per preset (and batch size), several times, through "
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from stress.planner.bench import as_json, presets_for, render, run_bench
+    from stress.memory.bench import as_json, presets_for, render, run_bench
     from stress.scenario import load_scenario
 
     if not 1 <= args.repeat <= 100:

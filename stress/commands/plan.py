@@ -44,7 +44,7 @@ def _jsonable(measured: dict) -> dict:
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    from stress.planner.gpu import resolve_gpu_memory
+    from stress.memory.gpu import resolve_gpu_memory
     from stress.scenario import load_scenarios
 
     path = Path(args.scenario)
@@ -56,8 +56,8 @@ def plan_command(args: argparse.Namespace) -> int:
         if val is not None and val < 0:
             raise StressError(f"{name} must be >= 0 (got {val})")
 
-    from stress.planner import make_plan, render_text
-    from stress.planner.overhead import MiB, OverheadModel
+    from stress.memory import make_plan, render_text
+    from stress.memory.overhead import MiB, OverheadModel
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -73,7 +73,7 @@ def plan_command(args: argparse.Namespace) -> int:
         plans.append(make_plan(sc, path.parent, gpu=gpu, overhead=overhead, traced_steps=args.traced_steps,
                                progress=say))
     if args.compare:
-        from stress.planner.compare import compare_text, measured_from_run
+        from stress.memory.measured import compare_text, measured_from_run
 
         measured = measured_from_run(Path(args.compare))
         if args.json:

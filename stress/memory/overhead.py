@@ -233,7 +233,7 @@ class CachingAllocatorModel:
 
     def replay(self, events: Iterable[tuple[int, int]], *, stop_at_oom: bool = False) -> ReplayResult:
         """Replay ``events``; ``stop_at_oom``: return at the first OOM (the peaks are then partial;
-        for the bisection in :func:`stress.planner.predict.minimum_capacity`, which needs only ``oom``)."""
+        for the bisection in :func:`stress.memory.predict.minimum_capacity`, which needs only ``oom``)."""
         malloc, free = self.malloc, self.free
         for key, nbytes in events:
             if nbytes > 0:

@@ -1,5 +1,5 @@
 """Building a scenario's networks without memory: on the meta device, no initialisation, the
-attention backend the worker sets (used by :mod:`stress.planner.pipeline`)."""
+attention backend the worker sets (used by :mod:`stress.memory.pipeline`)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from stress.planner.architectures import Component
+from stress.memory.architectures import Component
 
 
 

@@ -1,6 +1,6 @@
 """Preflight for the runner, in a subprocess (the supervisor never imports torch):
 
-    python -m stress.planner.preflight_cli --scenario RESOLVED.json --base-dir DIR [--gpu-memory SIZE]
+    python -m stress.memory.preflight_cli --scenario RESOLVED.json --base-dir DIR [--gpu-memory SIZE]
 
 prints one JSON object: ``{"gpu": {...}, "resolutions": [{"width", "height", "fits",
 "predicted_peak", "required", "peak_stage"}]}``, or ``{"gpu": {...}, "resolutions": [], "reason": ...}``
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     from stress.proc import die_with_parent
 
     die_with_parent()  # preexec_fn is unsafe in the threaded supervisor: the child asks the kernel itself
-    from stress.planner import preflight
-    from stress.planner.gpu import resolve_gpu_memory
+    from stress.memory import preflight
+    from stress.memory.gpu import resolve_gpu_memory
     from stress.scenario import Scenario
 
     sc = Scenario.model_validate(json.loads(Path(args.scenario).read_text(encoding="utf-8")))

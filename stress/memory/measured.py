@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.errors import StressError
-from stress.planner.overhead import CachingAllocatorModel, OverheadModel
+from stress.memory.overhead import CachingAllocatorModel, OverheadModel
 
 
 def stage_peaks(trace: Any, overhead: OverheadModel) -> dict[str, dict[str, int]]:
@@ -106,7 +106,7 @@ def _pct(pred: int | None, meas: int | None) -> str:
 
 def compare_text(plan: dict, measured: dict) -> str:
     """The predicted/measured table (GiB)."""
-    from stress.planner.render import _g, _table
+    from stress.memory.render import _g, _table
 
     lines = [f"predicted vs measured: {plan['scenario']} (measured on {measured.get('device') or '?'})"]
     rows = []

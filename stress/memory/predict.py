@@ -1,7 +1,7 @@
 """From traces to the plan: accounting per image and session, predicted peaks per resolution.
 
 For each distinct resolution of the scenario one image (one batch) is traced (see
-:mod:`stress.planner.pipeline`); the session's prefix (weights, prompt encoding) is traced once.
+:mod:`stress.memory.pipeline`); the session's prefix (weights, prompt encoding) is traced once.
 Memory per resolution:
 
 - the tensor peak (what ``max_memory_allocated`` would show before rounding) with its split into
@@ -23,9 +23,9 @@ import time
 from typing import Any, Callable
 
 from stress.plan import base_steps_run, expand, refiner_steps_run
-from stress.planner.accounting import attention_totals, img2img_steps_run
-from stress.planner.compare import stage_peaks
-from stress.planner.overhead import MiB, CachingAllocatorModel, OverheadModel
+from stress.memory.accounting import attention_totals, img2img_steps_run
+from stress.memory.measured import stage_peaks
+from stress.memory.overhead import MiB, CachingAllocatorModel, OverheadModel
 from stress.scenario import Scenario
 
 _BISECT_STEP = 16 * MiB

@@ -1,7 +1,7 @@
 """Workload accounting: what a session will compute, per image and in total.
 
 Counts come from the resolved plan (:mod:`stress.plan`: jobs, resolutions, steps as actually run)
-and from the traced networks (:mod:`stress.planner.pipeline`: the attention calls each network
+and from the traced networks (:mod:`stress.memory.pipeline`: the attention calls each network
 really makes, with their query and key lengths, and FLOPs counted by ``torch.utils.flop_counter``'s
 formulas on every matmul, convolution and attention op).
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stress.planner.architectures import Architecture
+from stress.memory.architectures import Architecture
 from stress.scenario import Scenario
 
 CHUNK_TOKENS = 75
@@ -91,7 +91,7 @@ def _compel_embeddings_provider() -> Any:
     import importlib.util
     import sys
 
-    name = "stress.planner._compel_embeddings_provider"
+    name = "stress.memory._compel_embeddings_provider"
     mod = sys.modules.get(name)
     if mod is None:
         full = sys.modules.get("compel.embeddings_provider")
@@ -130,7 +130,7 @@ def count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None) -> di
     """Tokens and chunks of prompt and negative as the worker encodes them, and the padded chunk
     count the UNet sees. The prompt text is the worker's: generated prompts (``tokens: N``) are
     generated here the same way, with the same tokenizer and seed."""
-    from stress.planner.pipeline import quiet_libraries
+    from stress.memory.pipeline import quiet_libraries
     from stress.workload.prompts import parse_prompt_attention, resolve_prompt_text, sections_with_weights
 
     with quiet_libraries():

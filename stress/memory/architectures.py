@@ -1,7 +1,7 @@
 """Which networks a scenario runs, as configs: built-in names, local diffusers folders, single files.
 
 The planner needs the architecture, never the weights: a component is a (class, config) pair, built
-on the meta device and traced with fake tensors (:mod:`stress.planner.memtrace`).
+on the meta device and traced with fake tensors (:mod:`stress.memory.memtrace`).
 
 Sources, in the order they are tried:
 
@@ -164,7 +164,7 @@ def _builtin_configs(name: str) -> tuple[dict[str, dict], str]:
         return fn(name), "stress.workload.models.builtin_component_configs"
     if name not in _FALLBACK:
         raise StressError(f"built-in model {name!r} needs stress.workload.models (not importable here)")
-    return copy.deepcopy(_FALLBACK[name]), "stress.planner.architectures (published configs)"
+    return copy.deepcopy(_FALLBACK[name]), "stress.memory.architectures (published configs)"
 
 
 def _class_of(name: str, config: dict) -> str:

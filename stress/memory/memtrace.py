@@ -14,12 +14,12 @@ no memory: that is how the planner walks full-size SDXL at 2048x2048 on a laptop
 Why not ``torch.distributed._tools.mem_tracker.MemTracker``: it answers a training question (params,
 grads, optimizer state, activations per module) and is a private API; an inference plan needs one
 thing, the ordered alloc/free sequence (for the caching-allocator model in
-:mod:`stress.planner.overhead`), labelled with the pipeline stage and the module that was running.
+:mod:`stress.memory.overhead`), labelled with the pipeline stage and the module that was running.
 It uses the same two building blocks (a dispatch mode and storage weak references).
 
 What a dispatch mode cannot see: scratch memory allocated inside a kernel (cuDNN/cuBLAS workspaces,
 on the CPU oneDNN buffers), the CUDA context, and the caching allocator's rounding and caching. Those
-are modelled in :mod:`stress.planner.overhead`.
+are modelled in :mod:`stress.memory.overhead`.
 """
 from __future__ import annotations
 
@@ -370,3 +370,12 @@ def tensor_peak(events: Iterable[tuple[int, int]]) -> int:
     return peak
 
 
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views counted once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[st._cdata] = st.nbytes()
+    return sum(seen.values())

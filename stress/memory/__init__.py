@@ -27,7 +27,7 @@ _TRACERS: dict[str, Any] = {}
 
 
 def _settings_for(sc: Scenario, prompts: dict, traced_steps: int) -> Any:
-    from stress.planner.pipeline import TraceSettings
+    from stress.memory.pipeline import TraceSettings
 
     o = sc.optimizations
     return TraceSettings(dtype=sc.model.dtype, attention=o.attention, channels_last=o.channels_last,
@@ -43,8 +43,8 @@ def _tracer(base: Any, refiner: Any, settings: Any) -> Any:
     import dataclasses
     import json
 
-    from stress.planner.architectures import config_key
-    from stress.planner.pipeline import PipelineTracer
+    from stress.memory.architectures import config_key
+    from stress.memory.pipeline import PipelineTracer
 
     key = json.dumps([sorted(config_key(c) for c in base.components.values()),
                       sorted(config_key(c) for c in refiner.components.values()) if refiner else None,
@@ -56,9 +56,9 @@ def _tracer(base: Any, refiner: Any, settings: Any) -> Any:
 
 
 def _architectures(sc: Scenario, base_dir: Path | None) -> tuple[Any, Any]:
-    from stress.planner.architectures import load_architecture
+    from stress.memory.architectures import load_architecture
 
-    from stress.planner.architectures import with_scenario_components
+    from stress.memory.architectures import with_scenario_components
 
     base = load_architecture(sc.model.base, base_dir)
     refiner = load_architecture(sc.model.refiner, base_dir) if (sc.model.refiner and sc.workload == "sdxl") else None
@@ -70,12 +70,12 @@ def _architectures(sc: Scenario, base_dir: Path | None) -> tuple[Any, Any]:
 
 def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, overhead: Any = None,
               traced_steps: int = 1, progress: Callable[[str], None] | None = None) -> dict:
-    """Plan a scenario (see the module docstring). ``gpu``: a :class:`~stress.planner.gpu.GpuMemory`
-    (None: unknown); ``overhead``: an :class:`~stress.planner.overhead.OverheadModel`."""
-    from stress.planner.accounting import count_prompts
-    from stress.planner.gpu import GpuMemory
-    from stress.planner.overhead import OverheadModel
-    from stress.planner.predict import predict
+    """Plan a scenario (see the module docstring). ``gpu``: a :class:`~stress.memory.gpu.GpuMemory`
+    (None: unknown); ``overhead``: an :class:`~stress.memory.overhead.OverheadModel`."""
+    from stress.memory.accounting import count_prompts
+    from stress.memory.gpu import GpuMemory
+    from stress.memory.overhead import OverheadModel
+    from stress.memory.predict import predict
 
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -84,7 +84,7 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
     gpu = gpu or GpuMemory(None, "not checked")
     if overhead is None:
         overhead = OverheadModel.for_gpu(gpu.compute_capability, cudnn_benchmark=sc.optimizations.cudnn_benchmark)
-    from stress.planner.pipeline import quiet_libraries
+    from stress.memory.pipeline import quiet_libraries
 
     base, refiner = _architectures(sc, base_dir)
     with quiet_libraries():
@@ -106,7 +106,7 @@ def preflight(scenario: Scenario, gpu_memory_bytes: int, *,
     predicted peak (device memory as nvidia-smi would show it for this process).
 
     ``{(w, h): {"fits": bool, "predicted_peak": int, "required": int, "peak_stage": str}}``."""
-    from stress.planner.gpu import GpuMemory
+    from stress.memory.gpu import GpuMemory
 
     plan = make_plan(scenario, base_dir, gpu=GpuMemory(int(gpu_memory_bytes), "preflight"))
     out = {}
@@ -117,6 +117,6 @@ def preflight(scenario: Scenario, gpu_memory_bytes: int, *,
 
 
 def render_text(plan: dict) -> str:
-    from stress.planner.render import render_text as _render
+    from stress.memory.render import render_text as _render
 
     return _render(plan)

@@ -142,7 +142,7 @@ def run_bench(sc: Scenario, scenario_path: Path, *, presets: list[tuple[str, dic
 
 
 def render(results: list[PresetResult]) -> str:
-    from stress.planner.render import _table
+    from stress.memory.render import _table
 
     def fmt(st: dict | None, scale: float = 1.0, digits: int = 2) -> str:
         if st is None:

@@ -3,7 +3,7 @@
 :class:`PipelineTracer` builds the scenario's networks (the diffusers / transformers classes, in the
 scenario's dtype, with its attention backend, VAE tiling/slicing as configured) on the meta device,
 where tensors have shapes, dtypes and strides but no memory, and runs them inside a
-:class:`~stress.planner.memtrace.StorageTracker`, the way the worker (``stress.workload.engine``) runs
+:class:`~stress.memory.memtrace.StorageTracker`, the way the worker (``stress.workload.engine``) runs
 a session:
 
 1. once a session (the worker caches the embeddings of each distinct prompt): the weights are loaded,
@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from stress.planner.architectures import Architecture, Component, config_key
-from stress.planner.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
-from stress.planner.networks import apply_attention, build_module, materialize, quiet_libraries, weight_sizes
-from stress.planner.residency import Residency
+from stress.memory.architectures import Architecture, Component, config_key
+from stress.memory.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
+from stress.memory.networks import apply_attention, build_module, materialize, quiet_libraries, weight_sizes
+from stress.memory.residency import Residency
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHUNK_TOKENS = 77

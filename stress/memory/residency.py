@@ -1,5 +1,5 @@
 """Which weights are on the GPU when: residency events on a trace's timeline (used by
-:mod:`stress.planner.pipeline`; the offload modes are described in docs/plan.md)."""
+:mod:`stress.memory.pipeline`; the offload modes are described in docs/plan.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from stress.planner.memtrace import Timeline
+from stress.memory.memtrace import Timeline
 
 
 
