@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from stress.journal import Journal, read_journal
+from stress.record import fold
+from stress.journal import Journal
 
 
 class EvidenceJournal:
@@ -114,7 +115,8 @@ def write_fingerprint(run_dir: Path) -> dict:
     """``evidence/fingerprint.json`` of a run directory, from its journal (also for ``report``)."""
     from stress.hw.fingerprint import fingerprint
 
-    fp = fingerprint(read_journal(Path(run_dir) / "journal.jsonl").events)
+    rec = fold(Path(run_dir) / "journal.jsonl")
+    fp = fingerprint(sorted([*rec.xids, *rec.kmsg_classified], key=lambda e: e.get("t") or 0.0))
     out = Path(run_dir) / "evidence" / "fingerprint.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

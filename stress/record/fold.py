@@ -132,6 +132,9 @@ class RunRecord:
         self.kmsg_count = 0
         self.kmsg_suppressed = 0
         self.kmsg_tail: deque = deque(maxlen=100)
+        self.kmsg_classified: list[dict] = []   # kernel-log lines of a known class (cls): the fingerprint's steps
+        self.capture: dict | None = None        # what was captured at the first failure (stress.failure_capture)
+        self.previous_boot: dict | None = None  # the records of the boot the run died in (stress.previous_boot)
         self.alloc_events: list[dict] = []     # the allocator events as written (a few per image)
         self.probes: list[dict] = []           # the probe events as written (the judge reads them)
         self.display_events: list[dict] = []   # host events' dsgone / dsnew / ctxgone: display processes that
@@ -411,6 +414,8 @@ class RunRecord:
         self.kmsg_count += 1
         self.kmsg_suppressed += to_int(ev.get("suppressed")) or 0
         self.kmsg_tail.append({"t": t, "line": to_str(ev.get("line")) or ""})
+        if ev.get("cls"):
+            self.kmsg_classified.append(ev)
 
     def _probe(self, ev: dict, t: float) -> None:
         self.probes.append(ev if ev.get("t") == t else dict(ev, t=t))
@@ -460,7 +465,8 @@ _HANDLERS = {
     "source": RunRecord._source, "gpu_static": RunRecord._gpu_static, "xid": RunRecord._xid, "kmsg": RunRecord._kmsg,
     "probe": RunRecord._probe, "run_start": RunRecord._run_start, "environment": _keep_last("env_event"),
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
-    "monitors_summary": _keep_last("monitors_summary"),
+    "monitors_summary": _keep_last("monitors_summary"), "capture": _keep_last("capture"),
+    "previous_boot": _keep_last("previous_boot"),
     "resume": RunRecord._resume,
 }
 

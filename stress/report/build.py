@@ -44,6 +44,20 @@ def _read_json_file(path: Path, notes: list[str]) -> Any:
         return None
 
 
+def _evidence(rec: RunRecord, env: dict) -> dict:
+    """What a driver maintainer acts on: the driver-event fingerprint (stress.hw.fingerprint), what was
+    captured at the first failure, the previous boot's records, and the facts of NVIDIA's template that
+    this machine could not give (each with the command that gets it)."""
+    from stress.environment import missing_facts
+    from stress.hw.fingerprint import fingerprint
+
+    fp = fingerprint(sorted([*rec.xids, *rec.kmsg_classified], key=lambda e: e.get("t") or 0.0))
+    facts = env.get("nvidia_template") if isinstance(env.get("nvidia_template"), dict) else None
+    strip = lambda ev: {k: v for k, v in ev.items() if k not in ("ev",)} if ev else None   # noqa: E731
+    return {"fingerprint": fp, "capture": strip(rec.capture), "previous_boot": strip(rec.previous_boot),
+            "template_facts": facts, "template_missing": missing_facts(facts) if facts is not None else None}
+
+
 def _probes_config(scenario: dict | None):
     from stress.probes.config import ProbesConfig
 
@@ -293,6 +307,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
                      "images": [{"index": r["index"], "start": r["t_start"], "end": r["t_end"],
                                  "outcome": r["outcome"]} for r in images],
                      "marks": marks},
+        "evidence": _evidence(rec, env),
         "completeness": completeness,
         "redaction": redactor.summary(),
         "attachments": [],

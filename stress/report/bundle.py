@@ -323,6 +323,34 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
                 continue
             members.append(Member(f"logs/{p.name}", redactor.text_lines(text).encode("utf-8"),
                                   "worker and probe logs (last 256 KiB of each, redacted)", "log"))
+    evidence = root / "evidence"      # captured at the first failure, the previous boot (stress.evidence)
+    if evidence.is_dir() and _folder_inside(root, evidence, skipped):
+        for p in sorted(x for x in evidence.rglob("*") if x.is_file() or x.is_symlink()):
+            rel = p.relative_to(root).as_posix()
+            why = _contained(root, p)
+            if why is not None:
+                skipped.append(f"{rel}: left out of the bundle: {why}")
+                continue
+            if p.suffix.lower() in _IMAGE_EXT:
+                if include_screenshots:
+                    data = _read_inside(root, p, skipped)
+                    if data is not None:
+                        members.append(Member(rel, data, "screenshot taken at the first failure (on request)",
+                                              "screenshot"))
+                continue
+            if p.suffix == ".gz":     # nvidia-bug-report.log.gz captured at the failure
+                try:
+                    members.append(Member(rel, redact_gzip_text(p.read_bytes(), redactor),
+                                          "nvidia-bug-report.sh output at the first failure (redacted)", "nvidia"))
+                except (OSError, EOFError, ValueError) as exc:
+                    skipped.append(f"{rel}: left out of the bundle: {exc}")
+                continue
+            try:
+                text = _tail(p, LOG_TAIL_BYTES).decode("utf-8", "replace")
+            except OSError:
+                continue
+            members.append(Member(rel, redactor.text_lines(text).encode("utf-8"),
+                                  "evidence: kernel log, compositor log, fingerprint, previous boot (redacted)", "log"))
     if nvidia_bug_report is not None and nvidia_bug_report.is_file():
         members.append(Member("nvidia-bug-report.log.gz", nvidia_bug_report.read_bytes(),
                               "nvidia-bug-report.sh --safe-mode output, captured after the run (redacted)", "nvidia"))

@@ -320,6 +320,8 @@ class Completeness(_Strict):
 
 
 class Report(_Strict):
+    evidence: dict | None = Field(None, description="fingerprint, capture at failure, previous boot, "
+                                                    "NVIDIA template facts (docs/evidence.md)")
     schema_version: Literal[1]
     generated_at: float
     generator: str

@@ -175,35 +175,24 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
         lines += [f"- `{a['name']}`: {a['what']}" for a in included]
     else:
         lines.append(f"- `{bundle_name or 'the bundle'}`: report.html, report.json, journal, scenario, environment")
+    lines += ["", evidence_section(report).rstrip("\n")]
     lines.append("")
     return "\n".join(lines)
 
 
 # ==== Evidence section (issue 13; rendered from the run directory's evidence/ and environment.json) ====
-# A separate function the ticket can append; it renders only what stress.evidence and
-# stress.environment recorded, through the run's Redactor (nothing is written unredacted).
-def evidence_section(run_dir, redactor) -> str:
-    """Markdown: the driver-event fingerprint (meaning and NVIDIA's action per Xid, the matching public
-    report or "new"), what was captured at the first failure, the previous boot's records, and the
-    facts of NVIDIA's template, each filled or named as missing with the command that gets it."""
-    import json as _json
-    from pathlib import Path as _Path
+def evidence_section(report: dict) -> str:
+    """Markdown from report.json's ``evidence``: the driver-event fingerprint (meaning and NVIDIA's action
+    per Xid, the matching public report or "new"), what was captured at the first failure, the previous
+    boot's records, and the facts of NVIDIA's template, each filled or named as missing with the command
+    that gets it. report.json is redacted already; this only renders it."""
+    ev = report.get("evidence") or {}
 
-    from stress.environment import missing_facts
-
-    rd = _Path(run_dir)
-
-    def load(rel: str) -> dict | None:
-        try:
-            return _json.loads((rd / rel).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    r = redactor.text
-    lines = ["### Driver events"]
-    fp = load("evidence/fingerprint.json")
+    r = str
+    lines = ["#### Driver events"]
+    fp = ev.get("fingerprint")
     if fp is None:
-        lines.append("Not computed (no evidence/fingerprint.json; `gpu-stress report RUN_DIR` writes it).")
+        lines.append("Not computed (a report from before the fingerprint existed).")
     else:
         lines.append(r(fp.get("summary") or ""))
         steps = fp.get("steps") or []
@@ -212,8 +201,8 @@ def evidence_section(run_dir, redactor) -> str:
             for s in steps:
                 action = s.get("action") or ("—" if s.get("kind") == "kernel-log" else "not listed")
                 lines.append(f"| `{s.get('step')}` | {s.get('count')} | {r(str(s.get('meaning') or ''))} | {r(action)} |")
-    cap = load("evidence/failure/manifest.json")
-    lines += ["", "### Captured at the first failure"]
+    cap = ev.get("capture")
+    lines += ["", "#### Captured at the first failure"]
     if cap is None:
         lines.append("Nothing: no driver error or desktop probe failure was seen during the run.")
     else:
@@ -229,17 +218,16 @@ def evidence_section(run_dir, redactor) -> str:
                 continue
             lines.append(f"- {name.replace('_', ' ')}: " + (f"`{item.get('file')}`" if item.get("ok")
                                                             else f"none ({r(str(item.get('reason')))})"))
-    prev = load("evidence/previous-boot/manifest.json")
+    prev = ev.get("previous_boot")
     if prev is not None:
         k, p = (prev.get("items") or {}).get("kernel_log") or {}, (prev.get("items") or {}).get("pstore") or {}
-        lines += ["", "### The boot the run died in",
+        lines += ["", "#### The boot the run died in",
                   "- kernel log: " + (f"`evidence/previous-boot/{k.get('file')}` ({k.get('gpu_lines')} GPU lines)"
                                       if k.get("ok") else f"missing ({r(str(k.get('reason')))}); {r(str(k.get('fix')))}"),
                   "- pstore: " + (f"{len(p.get('files') or [])} entries in `evidence/previous-boot/pstore/`"
                                   if p.get("ok") else f"none ({r(str(p.get('reason')))})")]
-    env = load("environment.json") or {}
-    facts = env.get("nvidia_template") if isinstance(env.get("nvidia_template"), dict) else None
-    lines += ["", "### Driver configuration"]
+    facts = ev.get("template_facts")
+    lines += ["", "#### Driver configuration"]
     if facts is None:
         lines.append("Not recorded (a run from before this was collected).")
     else:
@@ -262,7 +250,7 @@ def evidence_section(run_dir, redactor) -> str:
         params = val("nvidia_params")
         if isinstance(params, dict) and params:
             lines.append("- NVIDIA module parameters: " + ", ".join(f"`{k}={r(str(v))}`" for k, v in sorted(params.items())))
-        missing = missing_facts(facts)
+        missing = ev.get("template_missing") or []
         if missing:
             lines += ["", "Missing here (run these on the affected machine and paste the output):"]
             lines += [f"- {m['fact']}: {r(str(m['why']))}: `{m['command']}`" for m in missing]
