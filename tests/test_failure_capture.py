@@ -152,3 +152,11 @@ def test_end_to_end_through_gpu_stress_run(tmp_path: Path, model_cache) -> None:
     assert fp["best"]["link"] == "https://github.com/NVIDIA/open-gpu-kernel-modules/issues/815"
     boot = [e for e in events if e["ev"] == "evidence_boot"]
     assert len(boot) == 1 and boot[0]["boot_id"] and not boot[0]["resumed"]
+    # ... and into the reports the run wrote: report.json's evidence, ticket.md and report.html
+    (rep,) = (tmp_path / "reports").glob("*")
+    report = json.loads((rep / "report.json").read_text())
+    assert report["evidence"]["fingerprint"]["signature"] == fp["signature"]
+    assert report["evidence"]["capture"]["trigger"]["cls"] == "nvidia-drm-flip-timeout"
+    ticket = (rep / "ticket.md").read_text()
+    assert "#### Captured at the first failure" in ticket and "open-gpu-kernel-modules/issues/815" in ticket
+    assert "nvidia-drm-flip-timeout" in (rep / "report.html").read_text()
