@@ -29,6 +29,7 @@ from stress.proc import child_env, describe_returncode, signame, tail_file
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
+from stress.workload import threads
 
 
 class WorkerHandle:
@@ -52,7 +53,7 @@ class WorkerHandle:
 
     def start(self, reason: str) -> None:
         r, w = os.pipe()
-        env = child_env()
+        env = child_env(threads.worker_env())  # passive OpenMP waits, set before torch loads there
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -76,25 +77,21 @@ def resolve_dtype(requested: str, device: str, notes: list[str]) -> Any:
     return getattr(torch, _DTYPES[requested])
 
 
-def set_cpu_threads(notes: list[str]) -> int:
-    """Honour ``STRESS_CPU_THREADS`` for CPU runs. Tiny models are dominated by per-op overhead, and
-    on a loaded machine several OpenMP threads per process wait on each other at every op (measured
-    here: 10-20x slower with 2 threads than with 1 when other processes compete for 2 cores)."""
-    import os
-
+def set_cpu_threads(notes: list[str]) -> tuple[int, str]:
+    """Set torch's CPU threads for the cores actually free (``stress.workload.threads.choose``;
+    ``STRESS_CPU_THREADS`` overrides). Returns ``(threads, why)``."""
     import torch
 
-    raw = os.environ.get("STRESS_CPU_THREADS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-            if n < 1:
-                raise ValueError
-        except ValueError:
-            raise StressError(f"STRESS_CPU_THREADS must be a positive integer (got {raw!r})") from None
-        torch.set_num_threads(n)
+    from stress.workload import threads
+
+    try:
+        n, why = threads.choose()
+    except ValueError as exc:
+        raise StressError(str(exc)) from None
+    torch.set_num_threads(n)
+    if why == "STRESS_CPU_THREADS":
         notes.append(f"cpu threads: {n} (STRESS_CPU_THREADS)")
-    return torch.get_num_threads()
+    return torch.get_num_threads(), why
 
 
 def _model_label(source: str | None) -> str | None:
@@ -146,8 +143,9 @@ class WorkloadSession:
         check_available(sc.sampler.name)  # fail before minutes of loading
         self.device = resolve_device(sc.model.device)
         self.dtype = resolve_dtype(sc.model.dtype, self.device, self.notes)
+        threads_why = "cuda device: torch's default"
         if self.device == "cpu":
-            set_cpu_threads(self.notes)
+            threads_why = set_cpu_threads(self.notes)[1]
         # Full-size built-ins are built where they will live; with offload that is the CPU, so that a
         # GPU too small to hold the whole model can still run it.
         build_on = "cpu" if sc.optimizations.cpu_offload else self.device
@@ -176,6 +174,8 @@ class WorkloadSession:
             "dtype": str(self.dtype).replace("torch.", ""),
             "dtype_requested": sc.model.dtype,
             "cpu_threads": torch.get_num_threads(),
+            "cpu_threads_reason": threads_why,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",
             "workload": sc.workload,
             "models": {"base": self.base.info, **({"refiner": self.refiner.info} if self.refiner else {})},
             "sampler": sc.sampler.name,
