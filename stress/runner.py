@@ -46,6 +46,7 @@ class WorkerHandle:
         self.images_done = 0
         self.since_reload = 0
         self.exit_recorded = False
+        self.on_progress: Any = None   # called with each `progress` message (stage / step)
 
     @property
     def pid(self) -> int | None:
@@ -103,6 +104,10 @@ class WorkerHandle:
                                                            f"kind {str(msg.get('ev'))[:40]!r}; dropped")
                     continue
                 self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
+                continue
+            if kind == "progress":
+                if self.on_progress is not None:
+                    self.on_progress(msg)
                 continue
             if kind == "eof":
                 self.messages.put(msg)  # sticky: every later wait sees that the worker is gone
@@ -196,6 +201,7 @@ class Supervisor:
         self.during_visits = 0
         self._next_start_reason = "start"
         self._baseline_done = False
+        self._progress_journalled = 0.0
 
     # ---- set-up ----
     def _prepare(self) -> set[int]:
@@ -229,6 +235,7 @@ class Supervisor:
     def _start_worker(self, reason: str) -> None:
         self.worker = WorkerHandle(self.worker_count, self.rd, self.base_dir, self.journal)
         self.worker_count += 1
+        self.worker.on_progress = self._on_progress
         self.worker.start(reason)
         self.progress.note(f"worker {self.worker.ordinal} starting (pid {self.worker.pid}, {reason}); loading models")
         msg = self.worker.wait_for(("ready", "load_failed"), self.sc.session.load_timeout)
@@ -250,6 +257,17 @@ class Supervisor:
             raise _Stop(f"load-failed:loading models took longer than {self.sc.session.load_timeout:.0f}s")
         self.worker.reap("crash")
         raise _Stop("load-failed:worker exited while loading models (see logs/)")
+
+    PROGRESS_EVERY = 5.0   # seconds between `progress` journal events (the terminal sees every step)
+
+    def _on_progress(self, msg: dict) -> None:
+        fields = {k: msg.get(k) for k in ("index", "stage", "step", "total")}
+        self.progress.step(**fields)
+        now = time.monotonic()
+        if now - self._progress_journalled >= self.PROGRESS_EVERY and self.journal is not None:
+            self._progress_journalled = now
+            self.journal.append("progress", t=msg.get("t"), worker=self.worker.ordinal if self.worker else None,
+                                **fields)
 
     def _reload_models(self) -> None:
         w = self.worker
@@ -276,6 +294,7 @@ class Supervisor:
         from stress.probes.phases import run_phase
 
         self.progress.note(f"probes: {phase}")
+        self.progress.step(index=None, stage=f"probes {phase}", step=None, total=None)
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
         try:
             run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit)
