@@ -56,8 +56,8 @@ def _gib(v: Any) -> str:
     return f"{v / (1 << 30):.1f}" if isinstance(v, (int, float)) else "?"
 
 
-def _last(cols: Any, name: str) -> tuple[float | None, float | None]:
-    """(latest value, its change over the last TREND_S seconds) of one column."""
+def _last(cols: Any, name: str) -> tuple[float | None, tuple[float, float] | None]:
+    """(latest value, (its change, over how many seconds) within the last TREND_S seconds) of one column."""
     col = cols.cols.get(name) if cols is not None else None
     if not col:
         return None, None
@@ -72,13 +72,14 @@ def _last(cols: Any, name: str) -> tuple[float | None, float | None]:
         j -= 1
     while j < i and col[j] is None:
         j += 1
-    return col[i], (col[i] - col[j] if j < i else None)
+    return col[i], ((col[i] - col[j], t[i] - t[j]) if j < i else None)
 
 
-def _trend(delta: float | None, unit: float, suffix: str) -> str:
-    if delta is None or abs(delta) < unit / 100:
+def _trend(change: tuple[float, float] | None, unit: float, suffix: str) -> str:
+    if change is None or abs(change[0]) < unit / 100:
         return ""
-    return f" ({'+' if delta > 0 else ''}{delta / unit:.2f}{suffix}/min)"
+    delta, dt = change
+    return f" ({'+' if delta > 0 else ''}{delta / unit:.2f}{suffix} in {dt:.0f}s)"
 
 
 def status_line(rec: Any) -> str:
