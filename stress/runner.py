@@ -238,13 +238,16 @@ class Supervisor:
         self.worker.on_progress = self._on_progress
         self.worker.start(reason)
         self.progress.note(f"worker {self.worker.ordinal} starting (pid {self.worker.pid}, {reason}); loading models")
+        self.progress.step(index=None, stage="loading models", step=None, total=None)
         msg = self.worker.wait_for(("ready", "load_failed"), self.sc.session.load_timeout)
         kind = msg["msg"]
         if kind == "ready":
             info = msg.get("info", {})
             self.journal.append("worker_ready", worker=self.worker.ordinal, pid=self.worker.pid, **info)
             self.progress.note(f"worker {self.worker.ordinal} ready on {info.get('device')} "
-                               f"({info.get('dtype')}) in {info.get('load_s', 0):.1f}s")
+                               f"({info.get('dtype')}) in {info.get('load_s', 0):.1f}s"
+                               + (f"; {info.get('cpu_threads')} CPU threads ({info.get('cpu_threads_reason')})"
+                                  if info.get("device") == "cpu" else ""))
             return
         if kind == "load_failed":
             self.worker.reap("load-failed")
