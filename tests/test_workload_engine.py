@@ -196,6 +196,15 @@ def small(**over) -> Scenario:
 
 
 def test_same_job_in_two_sessions_is_byte_identical_and_seeds_matter(model_cache, tmp_path):
+    monkeypatch_threads = pytest.MonkeyPatch()
+    monkeypatch_threads.setenv("STRESS_CPU_THREADS", "1")   # same thread count in both sessions
+    try:
+        _same_job_twice(model_cache, tmp_path)
+    finally:
+        monkeypatch_threads.undo()
+
+
+def _same_job_twice(model_cache, tmp_path):
     sc = small(steps=8, resolutions=["96x96"], seeds=[77])
     out = []
     for name in ("a", "b"):
