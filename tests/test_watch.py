@@ -88,6 +88,13 @@ def test_watch_follows_a_run_to_its_end(tmp_path, model_cache):
     assert "run ended: finished, 3 ok, 0 failed" in out
     assert out.rstrip().splitlines()[-1].startswith("3/3 images"), out       # the final status line
     assert "Traceback" not in out
+    events = read_journal(rd / "journal.jsonl").events
+    ready = next(e for e in events if e["ev"] == "worker_ready")
+    assert ready["omp_wait_policy"] == "PASSIVE" and ready["cpu_threads"] >= 1
+    assert "cores in this process's affinity" in ready["cpu_threads_reason"]
+    # steps reach the terminal, not the journal: `progress` events at most every 5 s
+    wall = events[-1]["t"] - events[0]["t"]
+    assert sum(e["ev"] == "progress" for e in events) <= wall / 5 + 2
 
 
 def test_watch_exits_when_the_supervisor_is_sigkilled(tmp_path, model_cache):
