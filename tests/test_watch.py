@@ -133,3 +133,15 @@ def test_follower_keeps_a_line_being_written_for_the_next_poll(tmp_path):
         fh.write(second[20:] + "\nnot json\n")
     assert [e["ev"] for e in f.poll()] == ["image_start"]
     assert f.bad_lines == 1 and f.record.in_flight == [0] and f.record.last_run_start["pid"] == 42
+
+
+@pytest.mark.parametrize("args, line", [
+    ([], "error: give either RUN_DIR or --latest"),
+    (["/nonexistent-run-dir"], "error: /nonexistent-run-dir: no such run directory"),
+    (["--latest", "--artifacts", "/nonexistent-artifacts"], "no run directory there"),
+])
+def test_watch_bad_input_is_one_line_and_exit_2(args, line):
+    from tests.conftest import run_cli
+
+    res = run_cli("watch", *args, timeout=60)
+    assert res.returncode == 2 and line in res.stderr and "Traceback" not in res.stderr, res.stderr
