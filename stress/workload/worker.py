@@ -7,7 +7,8 @@ Protocol (pyperf-style: stdout and stderr stay free for logs):
 - messages go to the file descriptor ``--msg-fd``, one JSON object per line:
   ``hello``, ``ready`` (or ``load_failed``), ``event`` (a journal event to relay), ``progress`` (a stage
   started or denoising steps ended: ``stage index step total``; shown on the terminal, journalled at
-  most every few seconds by the supervisor), ``done`` (records of one job), ``failed`` (a job that raised: ``kind`` is ``oom`` or ``error``), ``bye``.
+  most every few seconds by the supervisor), ``done`` (records of one job), ``failed`` (a job that
+  raised: ``kind`` is ``oom`` or ``error``), ``bye``.
 
 A crash, a hang or a kill of this process is detected by the supervisor, not here. Injected faults
 (scenario ``faults:``) are applied here, as the real ones would happen: in this process.
