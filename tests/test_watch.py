@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ name: watched
 model: {{base: builtin:tiny-sdxl, refiner: null}}
 steps: {steps}
 images: {images}
-resolutions: [64x64]
+resolutions: [{size}x{size}]
 seeds: 1234
 prompt: "a lighthouse"
 probes: {{enabled: false}}
@@ -36,9 +37,9 @@ def _env(model_cache) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), STRESS_CACHE=str(model_cache))
 
 
-def _start_run(tmp_path: Path, model_cache, images: int, steps: int) -> tuple[subprocess.Popen, Path]:
+def _start_run(tmp_path: Path, model_cache, images: int, steps: int, size: int = 64) -> tuple[subprocess.Popen, Path]:
     scen = tmp_path / "watched.yaml"
-    scen.write_text(SCENARIO.format(images=images, steps=steps))
+    scen.write_text(SCENARIO.format(images=images, steps=steps, size=size))
     log = open(tmp_path / "run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "stress", "run", str(scen), "--out", str(tmp_path / "artifacts"),
                              "--no-report"], cwd=ROOT, env=_env(model_cache), stdout=log, stderr=log)
@@ -98,13 +99,15 @@ def test_watch_follows_a_run_to_its_end(tmp_path, model_cache):
 
 
 def test_watch_exits_when_the_supervisor_is_sigkilled(tmp_path, model_cache):
-    run, rd = _start_run(tmp_path, model_cache, images=20, steps=30)
+    # 256x256: images of seconds even on an idle machine, so that a journalled step (every 5 s) is
+    # still the image in flight when the watcher reads it
+    run, rd = _start_run(tmp_path, model_cache, images=20, steps=30, size=256)
     watch = _start_watch(tmp_path, model_cache, str(rd))
     try:
         def stepping() -> bool:   # a journalled `progress` event with a step: the watcher can show it
             return any(e["ev"] == "progress" and e.get("step") for e in read_journal(rd / "journal.jsonl").events)
         _wait(stepping, 300, "no progress event with a step")
-        _wait(lambda: " step " in (tmp_path / "watch.out").read_text(), 10, "watch showed no step")
+        _wait(lambda: " step " in (tmp_path / "watch.out").read_text(), 60, "watch showed no step")
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert watch.wait(timeout=30) == 12
@@ -116,8 +119,8 @@ def test_watch_exits_when_the_supervisor_is_sigkilled(tmp_path, model_cache):
     out = (tmp_path / "watch.out").read_text()
     assert f"supervisor (pid {run.pid}) is gone and the journal has no run_end" in out, out
     assert f"gpu-stress run --resume {rd}" in out
-    status = [ln for ln in out.splitlines() if ln.startswith("0/20 images") or ln.startswith("1/20 images")]
-    assert any("base step" in ln and "load " in ln for ln in status), out
+    status = [ln for ln in out.splitlines() if re.match(r"\d+/20 images  image \d+ base step \d+/30  ", ln)]
+    assert any("  load " in ln for ln in status), out
     assert "Traceback" not in out
 
 
