@@ -29,10 +29,12 @@ RUN: dict[str, Kind] = {
     "plan": _k("runner", "images batches resolutions steps refiner"),
     "phase": _k("runner", "phase state"),
     "worker_start": _k("runner", "worker pid reason"),
-    "worker_ready": _k("runner", "worker pid load_s device dtype models torch cuda"),
+    "worker_ready": _k("runner", "worker pid load_s device dtype models torch cuda cpu_threads cpu_threads_reason "
+                                  "omp_wait_policy"),
     "worker_exit": _k("runner", "worker pid returncode signal reason stderr_tail"),
     "image_start": _k("runner", "index seed width height worker"),
     "stage": _k("worker", "index stage s"),
+    "progress": _k("runner", "worker index stage step total"),
     "alloc": _k("worker", "index at allocated reserved peak_allocated peak_reserved num_alloc_retries num_ooms "
                           "inactive_split free total rss peak_rss"),
     "image": _k("runner", "index outcome error seed width height steps refiner_steps cfg timings file"),

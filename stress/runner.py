@@ -30,6 +30,7 @@ from stress.proc import child_env, describe_returncode, signame, tail_file
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
+from stress.workload import threads
 
 
 class WorkerHandle:
@@ -47,6 +48,7 @@ class WorkerHandle:
         self.since_reload = 0
         self.exit_recorded = False
         self.oom_watch: OomWatch | None = None
+        self.on_progress: Any = None   # called with each `progress` message (stage / step)
 
     @property
     def pid(self) -> int | None:
@@ -54,7 +56,7 @@ class WorkerHandle:
 
     def start(self, reason: str) -> None:
         r, w = os.pipe()
-        env = child_env()
+        env = child_env(threads.worker_env())  # passive OpenMP waits, set before torch loads there
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),
@@ -105,6 +107,10 @@ class WorkerHandle:
                                                            f"kind {str(msg.get('ev'))[:40]!r}; dropped")
                     continue
                 self.journal.append(msg["ev"], t=msg.get("t"), worker=self.ordinal, **msg.get("fields", {}))
+                continue
+            if kind == "progress":
+                if self.on_progress is not None:
+                    self.on_progress(msg)
                 continue
             if kind == "eof":
                 self.messages.put(msg)  # sticky: every later wait sees that the worker is gone
@@ -198,6 +204,7 @@ class Supervisor:
         self.during_visits = 0
         self._next_start_reason = "start"
         self._baseline_done = False
+        self._progress_journalled = 0.0
 
     # ---- set-up ----
     def _prepare(self) -> set[int]:
@@ -231,15 +238,19 @@ class Supervisor:
     def _start_worker(self, reason: str) -> None:
         self.worker = WorkerHandle(self.worker_count, self.rd, self.base_dir, self.journal)
         self.worker_count += 1
+        self.worker.on_progress = self._on_progress
         self.worker.start(reason)
         self.progress.note(f"worker {self.worker.ordinal} starting (pid {self.worker.pid}, {reason}); loading models")
+        self.progress.step(index=None, stage="loading models", step=None, total=None)
         msg = self.worker.wait_for(("ready", "load_failed"), self.sc.session.load_timeout)
         kind = msg["msg"]
         if kind == "ready":
             info = msg.get("info", {})
             self.journal.append("worker_ready", worker=self.worker.ordinal, pid=self.worker.pid, **info)
             self.progress.note(f"worker {self.worker.ordinal} ready on {info.get('device')} "
-                               f"({info.get('dtype')}) in {info.get('load_s', 0):.1f}s")
+                               f"({info.get('dtype')}) in {info.get('load_s', 0):.1f}s"
+                               + (f"; {info.get('cpu_threads')} CPU threads ({info.get('cpu_threads_reason')})"
+                                  if info.get("device") == "cpu" else ""))
             return
         if kind == "load_failed":
             self.worker.reap("load-failed")
@@ -254,6 +265,17 @@ class Supervisor:
             raise _Stop(f"load-failed:loading models took longer than {self.sc.session.load_timeout:.0f}s")
         self.worker.reap("crash")
         raise _Stop("load-failed:worker exited while loading models (see logs/)")
+
+    PROGRESS_EVERY = 5.0   # seconds between `progress` journal events (the terminal sees every step)
+
+    def _on_progress(self, msg: dict) -> None:
+        fields = {k: msg.get(k) for k in ("index", "stage", "step", "total")}
+        self.progress.step(**fields)
+        now = time.monotonic()
+        if now - self._progress_journalled >= self.PROGRESS_EVERY and self.journal is not None:
+            self._progress_journalled = now
+            self.journal.append("progress", t=msg.get("t"), worker=self.worker.ordinal if self.worker else None,
+                                **fields)
 
     def _reload_models(self) -> None:
         w = self.worker
@@ -280,6 +302,7 @@ class Supervisor:
         from stress.probes.phases import run_phase
 
         self.progress.note(f"probes: {phase}")
+        self.progress.step(index=None, stage=f"probes {phase}", step=None, total=None)
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
         try:
             run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit)

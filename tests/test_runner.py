@@ -68,6 +68,9 @@ def cache_env(model_cache) -> dict:
 
 
 def test_run_directory_and_records(tmp_path, cache_env):
+    # CPU outputs are byte-identical for the same thread count: pinned, since the worker otherwise
+    # follows the machine's load (stress.workload.threads)
+    cache_env = dict(cache_env, STRESS_CPU_THREADS="1")
     res, rd = run(tmp_path, scenario(tmp_path, refiner="builtin:tiny-sdxl-refiner"), env=cache_env)
     assert "Traceback" not in res.stderr, res.stderr
     for name in ("journal.jsonl", "run.json", "environment.json", "scenario.resolved.json"):

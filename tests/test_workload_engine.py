@@ -196,6 +196,15 @@ def small(**over) -> Scenario:
 
 
 def test_same_job_in_two_sessions_is_byte_identical_and_seeds_matter(model_cache, tmp_path):
+    monkeypatch_threads = pytest.MonkeyPatch()
+    monkeypatch_threads.setenv("STRESS_CPU_THREADS", "1")   # same thread count in both sessions
+    try:
+        _same_job_twice(model_cache, tmp_path)
+    finally:
+        monkeypatch_threads.undo()
+
+
+def _same_job_twice(model_cache, tmp_path):
     sc = small(steps=8, resolutions=["96x96"], seeds=[77])
     out = []
     for name in ("a", "b"):
@@ -447,9 +456,24 @@ def test_stress_cpu_threads(monkeypatch):
     try:
         monkeypatch.setenv("STRESS_CPU_THREADS", "1")
         notes: list[str] = []
-        assert set_cpu_threads(notes) == 1 and notes == ["cpu threads: 1 (STRESS_CPU_THREADS)"]
+        assert set_cpu_threads(notes) == (1, "STRESS_CPU_THREADS") and notes == ["cpu threads: 1 (STRESS_CPU_THREADS)"]
         monkeypatch.setenv("STRESS_CPU_THREADS", "two")
         with pytest.raises(StressError, match="STRESS_CPU_THREADS must be a positive integer"):
             set_cpu_threads([])
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_follow_the_free_cores():
+    from stress.workload import threads
+
+    assert threads.choose({}, cores=2, load=0.0) == (2, "2 cores in this process's affinity, 1-min load 0.0: 2 free")
+    assert threads.choose({}, cores=2, load=1.2)[0] == 1
+    assert threads.choose({}, cores=2, load=7.0)[0] == 1          # never fewer than one
+    assert threads.choose({}, cores=16, load=3.4)[0] == 13
+    assert threads.choose({}, cores=4, load=None)[0] == 4
+    assert threads.choose({"STRESS_CPU_THREADS": "3"}, cores=2, load=9.0) == (3, "STRESS_CPU_THREADS")
+    with pytest.raises(ValueError, match="positive integer"):
+        threads.choose({"STRESS_CPU_THREADS": "0"})
+    assert threads.worker_env({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.worker_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}   # the user's choice stands

@@ -12,7 +12,7 @@ from stress.errors import ExitCode
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="list recorded runs and trends (per scenario, machine, GPU, driver)",
                        description="List the runs recorded in the history database, oldest first, and the trend "
-                                   "of each scenario/machine/GPU/driver group: runs, reproductions with a 95%% "
+                                   "of each scenario/machine/GPU/driver group: runs, reproductions with a 95% "
                                    "Wilson interval, median images/min. Filters match exactly; * and ? glob.")
     p.add_argument("--scenario", help="scenario name")
     p.add_argument("--machine", help="host name")

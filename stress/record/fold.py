@@ -158,6 +158,7 @@ class RunRecord:
         self.prompts: list[str] = []
         self.resumes: list[dict] = []
         self.monitors_summary: dict | None = None
+        self.progress: dict | None = None      # the last `progress` event (stage / step of the image now)
 
     def feed(self, ev: dict) -> None:
         kind = ev.get("ev")
@@ -466,7 +467,7 @@ _HANDLERS = {
     "probe": RunRecord._probe, "run_start": RunRecord._run_start, "environment": _keep_last("env_event"),
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
     "monitors_summary": _keep_last("monitors_summary"), "capture": _keep_last("capture"),
-    "previous_boot": _keep_last("previous_boot"),
+    "previous_boot": _keep_last("previous_boot"), "progress": _keep_last("progress"),
     "resume": RunRecord._resume,
 }
 

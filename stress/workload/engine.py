@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -77,25 +78,21 @@ def resolve_dtype(requested: str, device: str, notes: list[str]) -> Any:
     return getattr(torch, _DTYPES[requested])
 
 
-def set_cpu_threads(notes: list[str]) -> int:
-    """Honour ``STRESS_CPU_THREADS`` for CPU runs. Tiny models are dominated by per-op overhead, and
-    on a loaded machine several OpenMP threads per process wait on each other at every op (measured
-    here: 10-20x slower with 2 threads than with 1 when other processes compete for 2 cores)."""
-    import os
-
+def set_cpu_threads(notes: list[str]) -> tuple[int, str]:
+    """Set torch's CPU threads for the cores actually free (``stress.workload.threads.choose``;
+    ``STRESS_CPU_THREADS`` overrides). Returns ``(threads, why)``."""
     import torch
 
-    raw = os.environ.get("STRESS_CPU_THREADS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-            if n < 1:
-                raise ValueError
-        except ValueError:
-            raise StressError(f"STRESS_CPU_THREADS must be a positive integer (got {raw!r})") from None
-        torch.set_num_threads(n)
+    from stress.workload import threads
+
+    try:
+        n, why = threads.choose()
+    except ValueError as exc:
+        raise StressError(str(exc)) from None
+    torch.set_num_threads(n)
+    if why == "STRESS_CPU_THREADS":
         notes.append(f"cpu threads: {n} (STRESS_CPU_THREADS)")
-    return torch.get_num_threads()
+    return torch.get_num_threads(), why
 
 
 def _model_label(source: str | None) -> str | None:
@@ -107,12 +104,37 @@ def _model_label(source: str | None) -> str | None:
     return p.stem if p.suffix else p.name
 
 
+class _Steps(StepCounter):
+    """Counts the steps a pipeline ran and reports each one (``progress``), at most every
+    ``every`` seconds except the last."""
+
+    def __init__(self, report: Callable[..., None], stage: str, index: int, every: float = 0.2) -> None:
+        super().__init__()
+        self.report, self.stage, self.index, self.every = report, stage, index, every
+        self._last = 0.0
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+        out = super().__call__(pipe, step, timestep, kwargs)
+        total = getattr(pipe, "_num_timesteps", None)
+        now = time.monotonic()
+        if now - self._last >= self.every or (total and self.count >= total):
+            self._last = now
+            self.report(self.stage, self.index, step=self.count, total=total)
+        return out
+
+
 class WorkloadSession:
-    """Models loaded once, batches generated on demand. Not thread-safe; one per worker process."""
+    """Models loaded once, batches generated on demand. Not thread-safe; one per worker process.
+
+    ``progress`` (optional) is called with ``{"stage", "index", "step", "total"}`` as each stage starts
+    and as denoising steps end (``step``/``total`` None outside the denoising stages): the worker relays
+    it to the supervisor's terminal display; it is not journalled per step."""
 
     def __init__(self, scenario: "Scenario", run_dir: Path, emit: Callable[[str, dict], None],
-                 base_dir: Path, cache_dir: Path | None = None):
+                 base_dir: Path, cache_dir: Path | None = None,
+                 progress: Callable[[dict], None] | None = None):
         self.scenario = scenario
+        self.progress = progress
         self.run_dir = Path(run_dir)
         self.emit = emit
         self.base_dir = Path(base_dir)
@@ -148,8 +170,9 @@ class WorkloadSession:
         check_available(sc.sampler.name)  # fail before minutes of loading
         self.device = resolve_device(sc.model.device)
         self.dtype = resolve_dtype(sc.model.dtype, self.device, self.notes)
+        threads_why = "cuda device: torch's default"
         if self.device == "cpu":
-            set_cpu_threads(self.notes)
+            threads_why = set_cpu_threads(self.notes)[1]
         # Full-size built-ins are built where they will live; with offload that is the CPU, so that a
         # GPU too small to hold the whole model can still run it.
         build_on = "cpu" if sc.optimizations.cpu_offload else self.device
@@ -180,6 +203,8 @@ class WorkloadSession:
             "dtype": str(self.dtype).replace("torch.", ""),
             "dtype_requested": sc.model.dtype,
             "cpu_threads": torch.get_num_threads(),
+            "cpu_threads_reason": threads_why,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",
             "workload": sc.workload,
             "models": {"base": self.base.info, **({"refiner": self.refiner.info} if self.refiner else {})},
             "sampler": sc.sampler.name,
@@ -280,6 +305,10 @@ class WorkloadSession:
         self._embeds[key] = enc
         return enc, False
 
+    def _report(self, stage: str, index: int, step: int | None = None, total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress({"stage": stage, "index": index, "step": step, "total": total})
+
     def _stage_end(self, name: str, t0: float, first: int, indices: list[int], timings: dict, **extra: Any) -> None:
         sync(self.device)
         s = time.perf_counter() - t0 if t0 else 0.0
@@ -312,6 +341,7 @@ class WorkloadSession:
         plan = step_plan(sc.steps, sc.refiner_steps, sc.refiner.switch, sc.refiner.semantics, has_refiner)
 
         # text encode (cached per distinct prompt; 0 s when cached)
+        self._report("text_encode", first)
         t0 = time.perf_counter()
         enc, cached = self._encoded("base")
         renc = None
@@ -322,7 +352,8 @@ class WorkloadSession:
 
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         self._seed_sde_noise(self.base.pipe, seeds[0])
-        base_counter = StepCounter()
+        base_counter = _Steps(self._report, "base", first)
+        self._report("base", first)
         t0 = time.perf_counter()
         common = dict(guidance_scale=sc.cfg, generator=gens, output_type="latent", callback_on_step_end=base_counter)
         extra: dict[str, Any] = {}
@@ -340,11 +371,12 @@ class WorkloadSession:
                                      denoising_end=plan.denoising_end, **repeat_batch(enc, n), **common).images
         self._stage_end("base", t0, first, indices, timings, steps=base_counter.count)
 
-        refiner_counter = StepCounter()
+        refiner_counter = _Steps(self._report, "refiner", first)
         decode_pipe, decode_kind = self.base.pipe, self.base.kind
         if has_refiner:
             assert self.refiner is not None and renc is not None
             self._seed_sde_noise(self.refiner.pipe, seeds[0])
+            self._report("refiner", first)
             t0 = time.perf_counter()
             latents = self.refiner.pipe(image=latents, num_inference_steps=plan.refiner_num_inference_steps,
                                         denoising_start=plan.denoising_start, guidance_scale=sc.cfg, generator=gens,
@@ -353,6 +385,7 @@ class WorkloadSession:
             self._stage_end("refiner", t0, first, indices, timings, steps=refiner_counter.count)
             decode_pipe, decode_kind = self.refiner.pipe, self.refiner.kind
 
+        self._report("vae_decode", first)
         t0 = time.perf_counter()
         rgb = decode_latents(decode_pipe, latents, decode_kind)
         del latents
@@ -360,6 +393,7 @@ class WorkloadSession:
         self._stage_end("vae_decode", t0, first, indices, timings,
                         **({"safety_checked": len(flagged), "nsfw_flagged": sum(flagged)} if flagged is not None else {}))
 
+        self._report("save", first)
         t0 = time.perf_counter()
         fmt, quality = sc.output.format, sc.output.quality
         saved = []

@@ -5,8 +5,10 @@ Protocol (pyperf-style: stdout and stderr stay free for logs):
   ``{"cmd": "generate", "job_id": N, "job": {...}}``, ``{"cmd": "reload"}``,
   ``{"cmd": "exit"}``;
 - messages go to the file descriptor ``--msg-fd``, one JSON object per line:
-  ``hello``, ``ready`` (or ``load_failed``), ``event`` (a journal event to relay), ``done`` (records of
-  one job), ``failed`` (a job that raised: ``kind`` is ``oom`` or ``error``), ``bye``.
+  ``hello``, ``ready`` (or ``load_failed``), ``event`` (a journal event to relay), ``progress`` (a stage
+  started or denoising steps ended: ``stage index step total``; shown on the terminal, journalled at
+  most every few seconds by the supervisor), ``done`` (records of one job), ``failed`` (a job that
+  raised: ``kind`` is ``oom`` or ``error``), ``bye``.
 
 A crash, a hang or a kill of this process is detected by the supervisor, not here. Injected faults
 (scenario ``faults:``) are applied here, as the real ones would happen: in this process.
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from stress.workload.engine import WorkloadSession
 
-        session = WorkloadSession(scenario, Path(args.run_dir), emit, base_dir=Path(args.base_dir))
+        session = WorkloadSession(scenario, Path(args.run_dir), emit, base_dir=Path(args.base_dir),
+                                  progress=lambda p: chan.send("progress", **p))
         info = session.load()
         import torch
 
