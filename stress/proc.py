@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -59,3 +60,35 @@ def tail_file(path: str | os.PathLike, limit: int = 2000) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+class SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP stop the run (as KeyboardInterrupt) while it works; once it is
+    writing its record (``critical``), they are only noted, so a second Ctrl-C or a service manager's
+    SIGTERM can never leave a run without its verdict and run.json."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.critical = False
+        self.received: int | None = None
+        self._prev: dict = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.received = signum
+        if not self.critical:
+            raise Interrupt()
+
+    def __enter__(self) -> "SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._prev[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._prev.items():
+            signal.signal(sig, handler)

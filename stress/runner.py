@@ -26,7 +26,7 @@ from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
 from stress.oom import OomWatch, allocator_failure, last_own_line, oom_kill_evidence
 from stress.record import derived, fold, load
 from stress.plan import Job, accounting, expand
-from stress.proc import child_env, describe_returncode, signame, tail_file
+from stress.proc import SignalGuard, child_env, describe_returncode, signame, tail_file
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
@@ -439,7 +439,7 @@ class Supervisor:
                             if self.worker and self.worker.pid else [], display_env=probe_env(self.sc.probes))
         status = "finished"
         warnings: list[str] = []
-        with _SignalGuard() as guard:
+        with SignalGuard() as guard:
             try:
                 if self.sc.monitors.enabled:
                     monitors.start()
@@ -517,38 +517,6 @@ class Supervisor:
             warnings.append(f"run.json not written ({exc.strerror or exc}); the journal has the whole record: "
                             f"run 'gpu-stress report {self.rd.root} --out DIR' with DIR on a disk with space")
         return RunResult(self.rd.root, exit_code, v, status, warnings=warnings)
-
-
-class _Interrupt(KeyboardInterrupt):
-    pass
-
-
-class _SignalGuard:
-    """SIGINT, SIGTERM and SIGHUP stop the run (as KeyboardInterrupt) while it works; once it is
-    writing its record (``critical``), they are only noted, so a second Ctrl-C or a service manager's
-    SIGTERM can never leave a run without its verdict and run.json."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.critical = False
-        self.received: int | None = None
-        self._prev: dict = {}
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        self.received = signum
-        if not self.critical:
-            raise _Interrupt()
-
-    def __enter__(self) -> "_SignalGuard":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._prev[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._prev.items():
-            signal.signal(sig, handler)
 
 
 def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports: Path | None,
