@@ -73,7 +73,7 @@ def test_a_witness_that_is_down_never_blocks_and_gets_the_backlog_later(tmp_path
     client.start()
     t0 = time.monotonic()
     for i in range(200):
-        journal.append("tick", i=i)
+        journal.append("warning", i=i)
         client.notify()
     assert time.monotonic() - t0 < 1.0                       # writing never waits for the witness
     assert wait_for(lambda: states, 3) and states[0][0] == "unreachable" and "cannot connect" in states[0][1]
@@ -84,7 +84,7 @@ def test_a_witness_that_is_down_never_blocks_and_gets_the_backlog_later(tmp_path
         copy = tmp_path / "witness" / "run-a" / "journal.jsonl"
         # retried with a back-off of at most 5 s: the whole backlog arrives, in order
         assert wait_for(lambda: copy.exists() and copy.read_bytes() == jpath.read_bytes(), 10)
-        journal.append("tick", i=200)
+        journal.append("warning", i=200)
         client.notify()
         assert wait_for(lambda: copy.read_bytes() == jpath.read_bytes(), 3)
         assert client.stop(3)
