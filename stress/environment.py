@@ -8,6 +8,8 @@ from __future__ import annotations
 import getpass
 import os
 import platform
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -205,7 +207,55 @@ def nvidia_template_facts(proc: Path = Path("/proc"), sys_root: Path = Path("/sy
     facts["suspend_services"] = services
     out, why = command(["nvidia-smi", "-L"])
     facts["nvidia_smi_L"] = _fact(out.splitlines() if out else None, why=why, command="nvidia-smi -L")
+    facts["displays"] = _displays(command)
     return facts
+
+
+_XRANDR_OUTPUT = re.compile(r"^(\S+) connected(?: primary)? (\d+)x(\d+)\+\d+\+\d+")
+_XRANDR_MODE = re.compile(r"^\s+(\d+)x(\d+)\S*\s+(.*)$")
+
+
+def parse_xrandr(text: str) -> list[dict]:
+    """Connected outputs of ``xrandr --query``: name, current size and refresh rate (the ``*`` mode)."""
+    out: list[dict] = []
+    cur: dict | None = None
+    for line in text.splitlines():
+        m = _XRANDR_OUTPUT.match(line)
+        if m:
+            cur = {"name": m.group(1), "width": int(m.group(2)), "height": int(m.group(3)), "refresh_hz": None}
+            out.append(cur)
+            continue
+        if not line.startswith(" "):
+            cur = None
+            continue
+        mm = _XRANDR_MODE.match(line)
+        if cur is not None and mm and "*" in mm.group(3):
+            rate = next((float(x.rstrip("*+")) for x in mm.group(3).split() if "*" in x), None)
+            cur["refresh_hz"] = rate if rate else None     # Xvfb reports 0.00: no refresh rate
+    return out
+
+
+def _displays(command: Callable[[list[str]], tuple[str | None, str | None]]) -> dict:
+    """The displays and their refresh rates, as the display server reports them (X11: xrandr; sway:
+    swaymsg); missing, with the command, where neither can answer."""
+    if os.environ.get("DISPLAY"):
+        out, why = command(["xrandr", "--query"])
+        if out:
+            return _fact(parse_xrandr(out))
+    elif os.environ.get("SWAYSOCK"):
+        out, why = command(["swaymsg", "-t", "get_outputs", "-r"])
+        if out:
+            try:
+                outs = json.loads(out)
+                return _fact([{"name": o.get("name"), "width": (o.get("current_mode") or {}).get("width"),
+                               "height": (o.get("current_mode") or {}).get("height"),
+                               "refresh_hz": round(((o.get("current_mode") or {}).get("refresh") or 0) / 1000, 3)
+                               or None} for o in outs if isinstance(o, dict) and o.get("active")])
+            except ValueError:
+                why = "swaymsg gave no JSON"
+    else:
+        why = "no DISPLAY or SWAYSOCK in the environment"
+    return _fact(why=why, command="xrandr --query   (X11; on Wayland: wlr-randr, or the desktop's display settings)")
 
 
 def missing_facts(facts: dict, prefix: str = "") -> list[dict]:

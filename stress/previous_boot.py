@@ -42,21 +42,13 @@ def current_boot_id(path: Path = BOOT_ID) -> str | None:
 
 def last_recorded_boot(journal_path: Path) -> str | None:
     """The boot id of the last ``evidence_boot`` event of a journal (a run may span several boots)."""
-    boot = None
+    from stress.record import fold
+
     try:
-        with open(journal_path, encoding="utf-8", errors="replace") as fh:
-            for raw in fh:
-                if "evidence_boot" not in raw:
-                    continue
-                try:
-                    e = json.loads(raw)
-                except ValueError:
-                    continue
-                if e.get("ev") == "evidence_boot" and e.get("boot_id"):
-                    boot = str(e["boot_id"])
+        ev = fold(journal_path).evidence_boot
     except OSError:
         return None
-    return boot
+    return str(ev["boot_id"]) if ev and ev.get("boot_id") else None
 
 
 def _journal(argv: list[str]) -> tuple[str | None, str | None]:

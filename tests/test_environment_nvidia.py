@@ -55,9 +55,13 @@ def tools(tmp_path: Path, monkeypatch) -> None:
                                  "  is-enabled*) echo 'Failed to get unit file state for '\"$2\"': No such file or directory' >&2; exit 1 ;;\n"
                                  "  is-active*) echo inactive; exit 3 ;;\n"
                                  "esac\n")
+    (b / "xrandr").write_text("#!/bin/sh\necho 'Screen 0: minimum 8 x 8, current 2560 x 1440'\n"
+                              "echo 'DP-0 connected primary 2560x1440+0+0 (normal) 597mm x 336mm'\n"
+                              "echo '   2560x1440     59.95 +  143.97*'\n")
     for f in b.iterdir():
         f.chmod(f.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{b}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":99")
 
 
 def test_every_value_filled_on_a_configured_machine(tmp_path: Path, monkeypatch) -> None:
@@ -75,6 +79,7 @@ def test_every_value_filled_on_a_configured_machine(tmp_path: Path, monkeypatch)
     assert s["nvidia-suspend.service"]["value"] == {"enabled": "enabled", "active": "inactive"}
     assert s["nvidia-persistenced.service"]["value"] == {"enabled": None, "active": "active"}
     assert f["nvidia_smi_L"]["value"] == ["GPU 0: NVIDIA GeForce RTX 4070 (UUID: GPU-fe73de91-af7e-a140-980d-2da2c9ab3861)"]
+    assert f["displays"]["value"] == [{"name": "DP-0", "width": 2560, "height": 1440, "refresh_hz": 143.97}]
     # only the modules that are not loaded in this tree are missing
     assert {m["fact"] for m in missing_facts(f)} == {"module_parameters.nvidia_modeset", "module_parameters.nvidia_uvm"}
 
@@ -102,3 +107,42 @@ def test_the_run_environment_carries_them() -> None:
     assert set(f) >= {"kernel_cmdline", "nvidia_params", "preserve_video_memory_allocations", "module_parameters",
                       "nvidia_drm_modeset", "nvidia_drm_fbdev", "suspend_services", "nvidia_smi_L"}
     assert f["kernel_cmdline"]["value"] == Path("/proc/cmdline").read_text().strip()
+
+
+XRANDR_TWO_MONITORS = """Screen 0: minimum 8 x 8, current 4480 x 1440, maximum 32767 x 32767
+DP-0 connected primary 2560x1440+0+0 (normal left inverted right x axis y axis) 597mm x 336mm
+   2560x1440     59.95 +  143.97*
+   1920x1080     60.00    59.94
+HDMI-0 connected 1920x1080+2560+0 (normal left inverted right x axis y axis) 527mm x 296mm
+   1920x1080     60.00*+  50.00
+DP-1 disconnected (normal left inverted right x axis y axis)
+"""
+
+
+def test_displays_and_refresh_rates_from_xrandr() -> None:
+    from stress.environment import parse_xrandr
+
+    assert parse_xrandr(XRANDR_TWO_MONITORS) == [
+        {"name": "DP-0", "width": 2560, "height": 1440, "refresh_hz": 143.97},
+        {"name": "HDMI-0", "width": 1920, "height": 1080, "refresh_hz": 60.0}]
+
+
+def test_displays_of_a_real_x_server(monkeypatch) -> None:
+    """On a real Xvfb: its one output and size, and no refresh rate (Xvfb reports 0.00)."""
+    import shutil
+
+    import pytest
+
+    from stress.environment import nvidia_template_facts
+    from tests.xvfb import xvfb
+
+    if not shutil.which("xrandr"):
+        pytest.skip("xrandr is not installed (x11-xserver-utils)")
+    with xvfb(800, 600) as server:
+        monkeypatch.setenv("DISPLAY", server.display)
+        d = nvidia_template_facts()["displays"]["value"]
+    assert d == [{"name": "screen", "width": 800, "height": 600, "refresh_hz": None}]
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("SWAYSOCK", raising=False)
+    missing = nvidia_template_facts()["displays"]
+    assert missing["value"] is None and "xrandr --query" in missing["command"]

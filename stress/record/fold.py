@@ -135,6 +135,7 @@ class RunRecord:
         self.kmsg_classified: list[dict] = []   # kernel-log lines of a known class (cls): the fingerprint's steps
         self.capture: dict | None = None        # what was captured at the first failure (stress.failure_capture)
         self.previous_boot: dict | None = None  # the records of the boot the run died in (stress.previous_boot)
+        self.evidence_boot: dict | None = None  # the last boot the run was seen in (its kernel's boot id)
         self.alloc_events: list[dict] = []     # the allocator events as written (a few per image)
         self.probes: list[dict] = []           # the probe events as written (the judge reads them)
         self.display_events: list[dict] = []   # host events' dsgone / dsnew / ctxgone: display processes that
@@ -467,7 +468,7 @@ _HANDLERS = {
     "probe": RunRecord._probe, "run_start": RunRecord._run_start, "environment": _keep_last("env_event"),
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
     "monitors_summary": _keep_last("monitors_summary"), "capture": _keep_last("capture"),
-    "previous_boot": _keep_last("previous_boot"), "progress": _keep_last("progress"),
+    "previous_boot": _keep_last("previous_boot"), "evidence_boot": _keep_last("evidence_boot"), "progress": _keep_last("progress"),
     "resume": RunRecord._resume,
 }
 

@@ -240,6 +240,11 @@ def evidence_section(report: dict) -> str:
                            ("PreserveVideoMemoryAllocations", "preserve_video_memory_allocations")):
             if val(key) is not None:
                 lines.append(f"- {label}: `{r(str(val(key)))}`")
+        if val("displays"):
+            lines.append("- displays: " + "; ".join(
+                f"{d.get('name')} {d.get('width')}x{d.get('height')}"
+                + (f" @ {d['refresh_hz']:g} Hz" if d.get("refresh_hz") else " (no refresh rate reported)")
+                for d in val("displays")))
         if val("nvidia_smi_L"):
             lines.append("- nvidia-smi -L: " + "; ".join(f"`{r(x)}`" for x in val("nvidia_smi_L")))
         svcs = facts.get("suspend_services") or {}
