@@ -533,6 +533,13 @@ def run_scenario(sc: Scenario, scenario_path: Path, *, artifacts: Path, reports:
         first = load(rd.root).run_start or {}
         base_dir = Path(first.get("base_dir") or base_dir)
     sup = Supervisor(sc, rd, base_dir, progress=progress, resume=resume_dir is not None)
+    # Past the supervisor's own guard (the record is complete by then), SIGTERM and SIGHUP still stop
+    # the report cleanly (as Ctrl-C: exit 130, "report not written"), never kill the process outright.
+    with SignalGuard():
+        return _run_and_report(sup, rd, reports, report_options)
+
+
+def _run_and_report(sup: "Supervisor", rd: RunDir, reports: Path | None, report_options: dict | None) -> RunResult:
     result = sup.run()
     if reports is not None:
         try:
