@@ -202,16 +202,21 @@ def portal_image(code: int, uri: str | None) -> np.ndarray:
             pass
 
 
+def require_session_bus(purpose: str) -> None:
+    """Raise Unsupported unless gdbus and a D-Bus session bus are there (the D-Bus capture backends)."""
+    if not shutil.which("gdbus"):
+        raise Unsupported("gdbus is not installed (package libglib2.0-bin)")
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not os.environ.get("XDG_RUNTIME_DIR"):
+        raise Unsupported(f"no D-Bus session bus {purpose}")
+
+
 class PortalCapturer:
     """xdg-desktop-portal ``Screenshot`` over D-Bus via ``gdbus`` (GNOME, KDE, wlroots and others)."""
 
     name = "portal"
 
     def __init__(self, timeout: float) -> None:
-        if not shutil.which("gdbus"):
-            raise Unsupported("gdbus is not installed (package libglib2.0-bin)")
-        if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not os.environ.get("XDG_RUNTIME_DIR"):
-            raise Unsupported("no D-Bus session bus for xdg-desktop-portal")
+        require_session_bus("for xdg-desktop-portal")
         self._timeout = timeout
         self._size: tuple[int, int] | None = None
 

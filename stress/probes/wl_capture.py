@@ -23,7 +23,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from stress.probes.capture import CaptureError, Region, Unsupported
+from stress.probes.capture import CaptureError, Region, Unsupported, require_session_bus
 from stress.probes.common import first_line
 
 
@@ -88,10 +88,7 @@ class KWinCapturer:
     name = "kwin"
 
     def __init__(self, timeout: float) -> None:
-        if not shutil.which("gdbus"):
-            raise Unsupported("gdbus is not installed (package libglib2.0-bin)")
-        if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and not os.environ.get("XDG_RUNTIME_DIR"):
-            raise Unsupported("no D-Bus session bus to reach KWin")
+        require_session_bus("to reach KWin")
         self._timeout = timeout
         self._size: tuple[int, int] | None = None
 
