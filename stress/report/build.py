@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 from stress import __version__
@@ -76,9 +76,11 @@ class BuiltReport:
 
 
 def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, redact: bool = True,
-                 record: RunRecord | None = None) -> BuiltReport:
+                 record: RunRecord | None = None, on_redactor: Callable[[Redactor], None] | None = None,
+                 ) -> BuiltReport:
     """report.json's content for ``run_dir`` (redacted unless ``redact=False``); ``record`` is the run's
-    record when the caller has folded it already.
+    record when the caller has folded it already; ``on_redactor`` is called with the redactor as soon as
+    it exists (the bundle's journal copy starts there, beside the rest of the report).
 
     Raises :class:`StressError` only when there is no journal; anything else damaged is reported in
     ``completeness`` and the returned warnings.
@@ -114,6 +116,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     redactor = Redactor.for_run(environment=env, extra_serials=serials,
                                 prompts=_scenario_prompts(scenario, base_dir) + rec.prompts + output_prompts,
                                 include_prompts=include_prompts, enabled=redact)
+    if on_redactor is not None:
+        on_redactor(redactor)
 
     # ---- monitors ----
     sources: list[dict] = []
