@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from stress.errors import StressError
-from stress.report.background import Background
+from stress.background import Background
 from stress.report.bundle import BUNDLE_CAP_BYTES, NVIDIA_BUG_REPORT_TIMEOUT_S, capture_nvidia_bug_report, \
     prepared_journal, redact_gzip_text, write_bundle
 from stress.report.build import build_report, dumps_report

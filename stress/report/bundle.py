@@ -268,7 +268,7 @@ def journal_member(journal_text: bytes) -> bytes:
 
 
 def prepared_journal(run_dir: Path, redactor: Redactor) -> dict:
-    """What the bundle needs of the journal, made ahead (``stress.report.background`` runs it beside
+    """What the bundle needs of the journal, made ahead (``stress.background`` runs it beside
     the charts): the compressed redacted copy, its uncompressed size and what was left out. The
     redacted text itself is made again only if the bundle must thin it to fit its cap."""
     skipped: list[str] = []

@@ -376,8 +376,8 @@ def _render(report: dict, fns) -> list[tuple[Chart | None, str | None]]:
 
 def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
     """Every chart; a chart that fails to draw becomes a picture saying so, plus a warning. Half of them
-    are drawn in a second process at the same time (``stress.report.background``), when it can fork."""
-    from stress.report.background import Background
+    are drawn in a second process at the same time (``stress.background``), when it can fork."""
+    from stress.background import Background
 
     mine, theirs = CHARTS[1::2], CHARTS[0::2]
     job = Background(lambda: _render(report, theirs))
