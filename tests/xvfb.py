@@ -66,13 +66,14 @@ def require_xvfb() -> None:
 
 
 @contextlib.contextmanager
-def xvfb(width: int = 640, height: int = 480, depth: int = 24, timeout: float = 15.0) -> Iterator[XServer]:
-    """Start Xvfb on a free display; skip the test if Xvfb is not installed."""
+def xvfb(width: int = 640, height: int = 480, depth: int = 24, timeout: float = 15.0,
+         args: tuple[str, ...] = ()) -> Iterator[XServer]:
+    """Start Xvfb on a free display (``args``: more of its options); skip the test if Xvfb is not installed."""
     require_xvfb()
     rfd, wfd = os.pipe()
     proc = subprocess.Popen(
         [XVFB, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp",
-         "-noreset", "+extension", "Composite"],
+         "-noreset", "+extension", "Composite", *args],
         pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(wfd)
     try:
