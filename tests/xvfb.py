@@ -60,6 +60,32 @@ class XServer:
         return self.proc.poll() is None
 
 
+@contextlib.contextmanager
+def throttled(server: XServer, stopped_s: float = 0.01, running_s: float = 0.0005) -> Iterator[None]:
+    """A slow display path: the server stopped (SIGSTOP) ``stopped_s`` out of every
+    ``stopped_s + running_s`` seconds, so every client request waits; resumed for good on exit."""
+    import threading
+
+    done = threading.Event()
+
+    def duty() -> None:
+        while not done.is_set():
+            server.stop()
+            done.wait(stopped_s)
+            server.cont()
+            done.wait(running_s)
+
+    th = threading.Thread(target=duty, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        done.set()
+        th.join(5)
+        if server.alive:
+            server.cont()
+
+
 def require_xvfb() -> None:
     if XVFB is None:
         pytest.skip(SKIP_REASON)
