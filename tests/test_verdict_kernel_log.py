@@ -41,6 +41,7 @@ probes:
   display_wait: 2
 monitors:
   interval: 0.2
+  capture_at_failure: false   # tested in test_failure_capture.py; here it would only add time
 session:
   image_timeout: 120s
 """
