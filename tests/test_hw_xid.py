@@ -159,7 +159,7 @@ def test_an_unverified_entry_is_rendered_as_unverified_in_the_ticket(tmp_path: P
             "CONTACT_SUPPORT |") in rows["`xid:4242`"]                   # no source reference
     assert rows["`xid:79`"].endswith("RESTART_BM; if it recurs or is unexpected: CONTACT_SUPPORT [1] |")
     assert "not in stress/hw/xid_catalog.json" in rows["`xid:4343`"]
-    assert (f"[1] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 79 (and Trigger "
+    assert (f"- [1] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 79 (and Trigger "
             f"Conditions), {CATALOG_URL}") in md
     assert "`RESTART_BM`: restart the machine (bare metal)" in md
     assert "- `xid:79` (this suite's note, not NVIDIA's): check power cables" in md

@@ -37,7 +37,7 @@ def test_section_renders_fingerprint_capture_and_missing_facts(tmp_path: Path) -
     # each action with where it was read: a numbered source, NVIDIA's catalog row for the code
     row = next(line for line in md.splitlines() if line.startswith("| `xid:119`"))
     ref = row.rsplit("[", 1)[1].split("]")[0]
-    assert (f"[{ref}] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 119 (and Trigger "
+    assert (f"- [{ref}] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 119 (and Trigger "
             "Conditions), https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html") in md
     assert "Trigger: Xid 62." in md and "- kernel log tail: `kernel-log-tail.txt`" in md
     assert "desk-4090" not in md and "<host>" in md                # redacted

@@ -208,10 +208,11 @@ def _action_rows(steps: list[dict]) -> list[str]:
     if buckets:
         rows += ["", "Resolution buckets (NVIDIA's Xid catalog, Guidance Classes): "
                  + "; ".join(f"`{b}`: {g}" for b, g in buckets.items()) + "."]
-    rows += [f"- `{step}` ({who}): {text}" for step, who, text in notes]
+    if notes:
+        rows += [""] + [f"- `{step}` ({who}): {text}" for step, who, text in notes]
     if sources:
-        rows += [""] + [f"[{i}] {_source_title(steps, url, where)}: {where}, {url}"
-                        for i, (url, where) in enumerate(sources, 1)]
+        rows += ["", "Sources:"] + [f"- [{i}] {_source_title(steps, url, where)}: {where}, {url}"
+                                    for i, (url, where) in enumerate(sources, 1)]
     return rows
 
 
