@@ -164,3 +164,16 @@ def test_an_unverified_entry_is_rendered_as_unverified_in_the_ticket(tmp_path: P
     assert "`RESTART_BM`: restart the machine (bare metal)" in md
     assert "- `xid:79` (this suite's note, not NVIDIA's): check power cables" in md
     assert "- `xid:79` (NVIDIA): the driver found the GPU inaccessible over PCIe" in md
+
+
+def test_the_table_in_docs_monitors_md_is_the_data() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "monitors.md").read_text()
+    section = doc.split("### NVIDIA's action per Xid", 1)[1].split("\n### ", 1)[0]
+    shown: dict[int, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0][:1].isdigit():
+            for codes, immediate in ((cells[0], cells[1]), (cells[4], cells[5])):
+                for c in codes.split(","):
+                    shown[int(c)] = immediate.split(" ")[0]
+    assert shown == {code: a.immediate for code, a in xid.ACTIONS.items()}
