@@ -99,3 +99,27 @@ def test_a_stopped_server_is_still_a_timeout_and_a_healthy_one_is_one_attempt(tm
     assert [e["status"] for e in stopped] == ["timeout"] and took < 15
     assert [e["status"] for e in healthy] == ["ok"], healthy[0]["reason"]
     assert healthy[0]["metrics"]["connect_attempts"] == 1
+
+
+def test_only_refusals_are_retried(capsys):
+    from stress.probes.capture import connect_retry
+
+    calls = []
+
+    def refuse_twice():
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ConnectionRefusedError("refused")
+        return "conn"
+
+    assert connect_retry(refuse_twice, ConnectionRefusedError, "x", (0.01, 0.01, 0.01)) == ("conn", 3)
+    assert capsys.readouterr().err.count("x: connection attempt") == 2
+
+    def broken():
+        calls.append(0)
+        raise ValueError("not a refusal")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        connect_retry(broken, ConnectionRefusedError, "x", (0.01, 0.01))
+    assert len(calls) == 1       # anything but a refusal is the probe's finding: never retried
