@@ -24,7 +24,7 @@ CHILD_TIMEOUT_S = 300.0
 
 
 def can_fork() -> bool:
-    return hasattr(os, "fork") and threading.active_count() == 1 and os.environ.get("STRESS_REPORT_FORK", "1") != "0"
+    return hasattr(os, "fork") and threading.active_count() == 1 and os.environ.get("STRESS_FORK", "1") != "0"
 
 
 class Background:

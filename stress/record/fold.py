@@ -20,7 +20,7 @@ from stress.errors import StressError
 from stress.events import JOURNAL_FORMAT
 from stress.fields import ENVELOPE
 from stress.journal import JournalStream, RunDir
-from stress.record.columns import (PROC_LIST_KEYS, Columns, SampleColumns, host_builder, nvml_builder,
+from stress.record.columns import (HOST_SINGLE, PROC_LIST_KEYS, Columns, SampleColumns, host_builder, nvml_builder,
                                    proc_groups_of)
 
 __all__ = ["Columns", "RunRecord", "SampleColumns", "fold", "load", "num", "to_int", "to_str", "iso"]
@@ -96,7 +96,7 @@ class RunRecord:
         self.source_events: list[dict] = []
         self.gpu_static: dict[Any, dict] = {}
         self.nvml: dict[int, SampleColumns] = {}
-        self.host = SampleColumns(host_builder)
+        self.host = SampleColumns(host_builder, HOST_SINGLE)
         self.alloc = Columns()
         self.xids: list[dict] = []
         self.kmsg_count = 0
