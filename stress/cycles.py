@@ -51,6 +51,13 @@ class CycleSpec(BaseModel):
     def _alias(cls, v: Any) -> Any:
         return ALIASES.get(v, v) if isinstance(v, str) else v
 
+    @field_validator("off_s", "seconds", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        from stress.scenario import parse_duration   # `30`, `"90s"`, `"10m"`
+
+        return None if v is None else parse_duration(v)
+
     @model_validator(mode="after")
     def _when(self) -> "CycleSpec":
         if (self.after_image is None) == (self.after is None):
