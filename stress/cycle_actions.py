@@ -167,8 +167,12 @@ def display_off_on(spec, env: dict[str, str]) -> dict:
     rc, out = _cmd(off, env)
     if rc != 0:
         return {"status": "error", "method": method, "reason": f"{' '.join(off)}: {out[-200:] or f'exit {rc}'}"}
-    readback["during"] = read(env)
-    time.sleep(spec.off_s)
+    try:
+        readback["during"] = read(env)
+        time.sleep(spec.off_s)
+    except BaseException:        # Ctrl-C while the display is off: switch it back on before stopping
+        _cmd(on, env)
+        raise
     rc, out = _cmd(on, env)
     if rc != 0:
         return {"status": "error", "method": method, "readback": readback,
@@ -211,8 +215,12 @@ def vt_switch(spec, env: dict[str, str]) -> dict:
     rc, out = _cmd(["chvt", str(target)], env)
     if rc != 0:
         return {"status": "error", "method": "chvt", "reason": f"chvt {target}: {out[-200:] or f'exit {rc}'}"}
-    readback = {"during": _active_vt()}
-    time.sleep(spec.off_s)
+    try:
+        readback = {"during": _active_vt()}
+        time.sleep(spec.off_s)
+    except BaseException:        # Ctrl-C while away: back to the user's VT before stopping
+        _cmd(["chvt", str(home)], env)
+        raise
     rc, out = _cmd(["chvt", str(home)], env)
     readback["after"] = _active_vt()
     if rc != 0 or readback != {"during": target, "after": home}:

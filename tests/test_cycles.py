@@ -163,3 +163,24 @@ def test_cycles_run_end_to_end_with_probes_after_each(tmp_path, model_cache):
     v = rec.verdict
     assert v["verdict"] == "not-reproduced", v["reasons"]
     assert "cycle" in v["details"]["phases"] and "in cycle, after" in v["reasons"][0]
+
+
+@pytest.mark.compositor
+def test_display_off_on_on_sway_and_refused_on_weston():
+    import compositors
+
+    with compositors.sway(320, 240, xwayland=False) as comp:
+        env = comp.env()
+        assert act.display_method(env) == ("sway", "")
+        res = act.perform(CycleSpec(do="display_off_on", after="workload", off_s=0.2), env)
+        assert res["method"] == "sway" and res["readback"]["after"] == "on", res
+        # sway 1.7's headless backend answers "success" to `output * dpms off` and leaves the output on:
+        # the read-back (swaymsg -t get_outputs) catches it, and the cycle is not recorded as done
+        if res["readback"]["during"] == "off":
+            assert res["status"] == "ok", res
+        else:
+            assert res["status"] == "error" and "the cycle did not take effect" in res["reason"], res
+    with compositors.weston(320, 240) as comp:
+        why, code = refusal(CycleSpec(do="display_off_on", after="workload"), comp.env())
+        assert "only sway has a command to switch outputs off" in why and "weston" in why
+        assert code == ExitCode.ENVIRONMENT
