@@ -185,8 +185,9 @@ class Cycles:
             if spec.probe and sup.sc.probes.enabled:
                 cfg = sup.sc.probes.model_copy(update={"phases": [*sup.sc.probes.phases, "cycle"]})
                 images = [r for r in sup.records.values() if r.get("outcome") == "ok"]
-                try:
-                    run_phase("cycle", cfg, sup.rd, journal, images, visit=index)
+                try:          # as the runner's own phases: borderline kinds repeated against the history
+                    sup.probe_history += run_phase("cycle", cfg, sup.rd, journal, images, visit=index,
+                                                   history=sup.probe_history)
                 except Exception as exc:  # noqa: BLE001 - a probe harness bug is a result, not a reason to die
                     journal.append("probe", phase="cycle", kind="harness", rep=0, status="error", latency_s=None,
                                    metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=index)
