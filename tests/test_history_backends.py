@@ -323,3 +323,24 @@ def test_history_location(monkeypatch, tmp_path):
     assert _history({"reports": str(tmp_path)}) == "postgresql://lab@db.example/stress"
     monkeypatch.delenv("STRESS_HISTORY_URL")
     assert _history({"reports": str(tmp_path)}) == str(tmp_path.resolve() / "history.db")
+
+
+def test_a_soak_records_its_iterations_in_a_postgresql_history(pg_url, tmp_path):
+    """The real Soak loop (no child process: an iteration that finished while the soak was down is
+    adopted) records it with its soak id into the history URL it was given (an SQLite path: test_soak)."""
+    history = pg_url
+    from stress.soak import Soak, prepare_state
+    from tests.test_soak import TINY, add_events
+
+    scen = tmp_path / "tiny.yaml"
+    scen.write_text(TINY)
+    state, cfg, _ = prepare_state(tmp_path / "state", [scen], {"iterations": 1, "reports": str(tmp_path / "reports"),
+                                                               "history": history, "min_free_bytes": 0})
+    assert cfg["history"] == history_location(history)
+    make_run(state / "iterations" / "0001-1", "adopt-me", image_times=[1.0], verdict="reproduced")
+    add_events(state, {"ev": "iteration_start", "iteration": 1, "attempt": 1, "scenario": "tiny", "slot": 0,
+                       "folder": "iterations/0001-1", "boot_id": "b0", "resume_run": None})
+    res = Soak(state, stream=None).run()
+    assert res.exit_code == 10 and not res.summary.get("warnings"), res.summary
+    hist = query_runs(history, {"soak": cfg["soak_id"]})
+    assert [(r.run_id, r.soak_iteration, r.verdict) for r in hist] == [("adopt-me", 1, "reproduced")]
