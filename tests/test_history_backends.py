@@ -344,3 +344,25 @@ def test_a_soak_records_its_iterations_in_a_postgresql_history(pg_url, tmp_path)
     assert res.exit_code == 10 and not res.summary.get("warnings"), res.summary
     hist = query_runs(history, {"soak": cfg["soak_id"]})
     assert [(r.run_id, r.soak_iteration, r.verdict) for r in hist] == [("adopt-me", 1, "reproduced")]
+
+
+def test_a_writer_waits_for_a_locked_sqlite_file_then_gives_up_in_one_line(tmp_path, monkeypatch):
+    import stress.history.db as hdb
+
+    monkeypatch.setattr(hdb, "BUSY_TIMEOUT_S", 0.5)
+    db = str(tmp_path / "h.db")
+    rd = make_run(tmp_path / "runs", "r1", image_times=[1.0])
+    record_run(rd, None, db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")           # another writer holds the lock
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HistoryError) as err:
+            record_run(rd, None, db)
+        assert 0.4 < time.monotonic() - t0 < 10
+        assert err.value.exit_code == 3 and "stayed locked by another writer" in str(err.value)
+        assert query_runs(db)[0].run_id == "r1"     # readers are not blocked (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert record_run(rd, None, db) == 1 and _count(db) == 1

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, create_engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from stress.errors import ExitCode, StressError
 from stress.history.legacy import MIGRATIONS, SCHEMA_VERSION as LEGACY_VERSION
@@ -344,6 +344,14 @@ def open_db(db: str | Path, *, create: bool = True, write: bool = False) -> Iter
         if write:
             conn.execution_options(stress_write=True)
         yield conn
+    except OperationalError as exc:
+        why = describe_error(exc, db)
+        if path is not None and ("locked" in why or "busy" in why):
+            raise HistoryUnavailable(f"{where}: the history database stayed locked by another writer for "
+                                     f"{BUSY_TIMEOUT_S:.0f} s ({why})") from None
+        if path is None and exc.connection_invalidated:
+            raise HistoryUnavailable(f"{where}: lost the connection to the history database ({why})") from None
+        raise HistoryError(f"{where}: not a usable history database ({why})") from None
     except SQLAlchemyError as exc:
         raise HistoryError(f"{where}: not a usable history database ({describe_error(exc, db)})") from None
     finally:
