@@ -366,3 +366,12 @@ def test_a_writer_waits_for_a_locked_sqlite_file_then_gives_up_in_one_line(tmp_p
         other.execute("ROLLBACK")
         other.close()
     assert record_run(rd, None, db) == 1 and _count(db) == 1
+
+
+def test_report_records_a_run_into_a_postgresql_history(pg_url, tmp_path):
+    rd = make_run(tmp_path / "artifacts", "20261201-010101-demo-abcd", image_times=[1.0, 1.2])
+    res = run_cli("report", str(rd), "--out", str(tmp_path / "reports"), "--no-bundle", "--history", pg_url)
+    assert res.returncode == 0, res.stderr
+    assert "not recorded" not in res.stderr and to_url(pg_url).password not in res.stdout + res.stderr
+    (run,) = query_runs(pg_url)
+    assert run.run_id == rd.name and run.report_path and run.report_path.endswith("report.json")
