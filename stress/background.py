@@ -13,6 +13,7 @@ A child that fails or dies gives the same fallback, so a report never depends on
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 CHILD_TIMEOUT_S = 300.0
+_alive = 0   # children not yet reaped: the heap stays frozen (gc.freeze) while any runs
 
 
 def can_fork() -> bool:
@@ -47,12 +49,19 @@ class Background:
                 return
         os.close(fd)
         self.path = Path(name)
+        global _alive
+        # Objects that exist now are left out of the cyclic GC's scans in both processes, so neither
+        # writes to every object's header and copies every page of the shared heap.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError:
             self._discard()
+            if not _alive:
+                gc.unfreeze()
             return
         if pid == 0:   # the child
+            gc.disable()   # short-lived: nothing to collect, no page copied for it
             code = 1
             try:
                 from stress.proc import die_with_parent
@@ -69,6 +78,7 @@ class Background:
             finally:
                 os._exit(code)
         self.pid = pid
+        _alive += 1
 
     def _discard(self) -> None:
         if self.path is not None:
@@ -79,6 +89,7 @@ class Background:
             self.path = None
 
     def _wait(self) -> bool:
+        global _alive
         if self.pid is None:
             return False
         pid, self.pid = self.pid, None
@@ -86,6 +97,10 @@ class Background:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:
             return False
+        finally:
+            _alive -= 1
+            if not _alive:
+                gc.unfreeze()
         return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
     def result(self) -> Any:
