@@ -335,13 +335,18 @@ def store_summary(conn: sqlite3.Connection, s: RunSummary) -> int:
 
 
 def record_run(run_dir: Path, report_dir: Path | None, db_path: Path, *, soak_id: str | None = None,
-               soak_iteration: int | None = None) -> int:
+               soak_iteration: int | None = None, machine: str | None = None) -> int:
     """Record one run in the history (idempotent per run id: a second call updates the row).
+
+    ``machine`` (a fleet's name for the machine, stress.fleet) replaces the hostname in the row; the
+    run's own environment.json keeps the real one.
 
     Returns the run's row id. Raises :class:`StressError` when the run directory or the database
     cannot be read; callers that must not fail (the end of a run) use :func:`try_record_run`.
     """
     s = summarize_run(run_dir, report_dir)
+    if machine:
+        s.hostname = machine
     with open_db(db_path) as conn:
         if soak_id is not None:
             s.soak_id, s.soak_iteration = soak_id, soak_iteration
