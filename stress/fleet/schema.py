@@ -97,14 +97,14 @@ class Schedule(_Strict):
         if bool(self.nightly) == bool(self.every):
             raise ValueError("give exactly one of 'nightly: HH:MM' or 'every: 6h'")
         if self.nightly and not _HHMM.match(self.nightly):
-            raise ValueError(f"schedule.nightly: must be HH:MM, e.g. '01:30' (got {self.nightly!r})")
+            raise ValueError(f"nightly: must be HH:MM, e.g. '01:30' (got {self.nightly!r})")
         if self.every:
             try:
                 s = parse_duration(self.every)
             except ValueError as exc:
-                raise ValueError(f"schedule.every: {exc}") from None
+                raise ValueError(f"every: {exc}") from None
             if s < 60:
-                raise ValueError(f"schedule.every: at least a minute (got {self.every!r})")
+                raise ValueError(f"every: at least a minute (got {self.every!r})")
         return self
 
     @property
@@ -140,7 +140,7 @@ class SoakConfig(_Strict):
                 try:
                     parse_duration(v)
                 except ValueError as exc:
-                    raise ValueError(f"soak.{key}: {exc}") from None
+                    raise ValueError(f"{key}: {exc}") from None
         return self
 
     def seconds(self, key: str) -> float | None:
@@ -260,7 +260,7 @@ def _problems(exc: ValidationError, located: yamlsafe.Located, source: str) -> l
     for err in exc.errors(include_url=False)[:MAX_PROBLEMS]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.endswith("]") or p in ("str", "list"))))
         msg = err["msg"].removeprefix("Value error, ")
-        m = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_]+)+): (.*)$", msg, re.S)
+        m = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_]+)*): (.*)$", msg, re.S)
         if m:  # a cross-field check names the key it is about
             loc = loc + tuple(int(p) if p.isdigit() else p for p in m.group(1).split("."))
             msg = m.group(2)
