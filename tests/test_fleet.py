@@ -187,7 +187,8 @@ def test_configure_builds_one_builder_per_machine_and_both_schedulers(tmp_path, 
     assert isinstance(nightly, Nightly) and (kw["hour"], kw["minute"]) == (1, 30) and not kw["onlyIfChanged"]
     assert isinstance(force, ForceScheduler) and force._config_kwargs["builderNames"] == ["lab-4090", "lab-a4000"]
     names = [s.kwargs.get("name") or s.step_class.name for s in c["builders"][0].factory.steps]
-    assert names == ["clean", "scenario tiny", "soak", "pack", "upload", "record"]
+    assert names == ["pack leftover", "upload leftover", "record leftover", "clean", "scenario tiny", "soak",
+                     "pack", "upload", "record", "mark uploaded"]
     fleet = load_fleet(p)
     cmd = soak_command(fleet, fleet.machines[0])
     assert cmd[:3] == ["gpu-stress", "soak", "scenarios/tiny.yaml"] and cmd[cmd.index("--duration") + 1] == "7h"
@@ -249,6 +250,20 @@ def test_pack_and_record_upload_under_the_fleet_machine_name(tmp_path):
         record_upload(tmp_path, db, machine="x")
     with pytest.raises(StressError, match="no soak summary"):
         pack(tmp_path / "nothing", tmp_path / "up2")
+
+
+def test_pack_leftover_packs_only_what_a_previous_build_did_not_upload(tmp_path):
+    state = fake_soak(tmp_path, ["not-reproduced"])
+    marker = tmp_path / "uploaded"
+    res = run_cli("fleet", "pack", str(state), "--out", str(tmp_path / "up"), "--leftover", str(marker))
+    assert res.returncode == 0 and "run1" in res.stdout, res.stderr  # its host stopped before the upload
+    assert json.loads((tmp_path / "up" / "pack.json").read_text())["runs"][0]["run_id"] == "run1"
+    marker.write_text("done")
+    res = run_cli("fleet", "pack", str(state), "--out", str(tmp_path / "up"), "--leftover", str(marker))
+    assert res.returncode == 0 and "nothing left over" in res.stdout
+    assert json.loads((tmp_path / "up" / "pack.json").read_text())["runs"] == []
+    res = run_cli("fleet", "pack", str(tmp_path / "none"), "--out", str(tmp_path / "up"), "--leftover", str(marker))
+    assert res.returncode == 0 and record_upload(tmp_path / "up", tmp_path / "h.db", machine="m").runs == []
 
 
 def test_host_stopped_responding_is_one_row_per_build_with_the_last_event(tmp_path):

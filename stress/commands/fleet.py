@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("state", metavar="SOAK_STATE_DIR")
     k.add_argument("--out", required=True, metavar="DIR")
     k.add_argument("--machine", metavar="NAME")
+    k.add_argument("--leftover", metavar="MARKER", help="pack only what a previous build left behind: nothing "
+                                                        "when MARKER exists (that build uploaded) or there is no "
+                                                        "soak state")
     k.set_defaults(func=pack_command)
 
     f = fs.add_parser("force", help="start a build now on some or all machines (through the master's REST API)")
@@ -237,9 +240,14 @@ def view_command(args: argparse.Namespace) -> int:
 
 
 def pack_command(args: argparse.Namespace) -> int:
-    from stress.fleet.records import pack
+    from stress.fleet.records import empty_pack, pack
 
-    man = pack(Path(args.state), Path(args.out), machine=args.machine)
+    state = Path(args.state)
+    if args.leftover and (Path(args.leftover).exists() or not (state / "summary.json").is_file()):
+        empty_pack(Path(args.out), machine=args.machine, why="nothing left over")
+        print("packed:  nothing left over by the previous build")
+        return int(ExitCode.OK)
+    man = pack(state, Path(args.out), machine=args.machine)
     print(f"packed:  {len(man['runs'])} run(s) of soak {man['soak_id']} ({man['status']}) into {args.out}")
     for r in man["runs"]:
         print(f"  {r['run_id']}: {r['scenario']}: {r['verdict']}" + ("" if r["report"] else " (no report)"))

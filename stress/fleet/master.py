@@ -69,6 +69,20 @@ def _factory(fleet: Fleet, m: Machine, history: str, names: dict[str, list[str]]
     s = fleet.soak
     dest = str(bundles_dir(fleet) / m.name) + "/%(prop:buildnumber)s"
     f = util.BuildFactory()
+    # What a previous build left behind (its host stopped responding before the upload, and finished
+    # runs are on the worker): packed, uploaded and recorded first, so that no finished run is lost.
+    # A build that uploaded writes run/uploaded at its end; then there is nothing left over.
+    left = str(bundles_dir(fleet) / m.name) + "/%(prop:buildnumber)s-leftover"
+    f.addStep(steps.ShellCommand(name="pack leftover", command=[*m.argv, "fleet", "pack", f"{RUN}/state", "--out",
+                                                                f"{RUN}/upload", "--machine", m.name,
+                                                                "--leftover", f"{RUN}/uploaded"],
+                                 env=dict(m.env) or None, haltOnFailure=False, flunkOnFailure=False,
+                                 warnOnFailure=True, timeout=600))
+    f.addStep(steps.DirectoryUpload(name="upload leftover", workersrc=f"{RUN}/upload",
+                                    masterdest=util.Interpolate(left), haltOnFailure=False, flunkOnFailure=False,
+                                    warnOnFailure=True))
+    f.addStep(RecordStep(name="record leftover", upload=util.Interpolate(left), history=history, machine=m.name,
+                         expect={}, leftover=True, flunkOnFailure=False, warnOnFailure=True))
     f.addStep(steps.RemoveDirectory(name="clean", dir=f"build/{RUN}", haltOnFailure=True))
     for key in m.scenarios:
         f.addStep(steps.FileDownload(name=f"scenario {key}", mastersrc=str(fleet.scenario_path(key)),
@@ -98,7 +112,8 @@ def _factory(fleet: Fleet, m: Machine, history: str, names: dict[str, list[str]]
     f.addStep(steps.DirectoryUpload(name="upload", workersrc=f"{RUN}/upload", masterdest=util.Interpolate(dest),
                                     alwaysRun=True, haltOnFailure=True))
     f.addStep(RecordStep(upload=util.Interpolate(dest), history=history, machine=m.name,
-                         expect=m.expect.model_dump(exclude_none=True), alwaysRun=True))
+                         expect=m.expect.model_dump(exclude_none=True), alwaysRun=True, haltOnFailure=True))
+    f.addStep(steps.StringDownload("uploaded and recorded\n", name="mark uploaded", workerdest=f"{RUN}/uploaded"))
     return f
 
 

@@ -39,6 +39,18 @@ def _copy_regular(src: Path, dst: Path, *, max_bytes: int | None = None) -> int:
     return n
 
 
+def empty_pack(out: Path, *, machine: str | None, why: str) -> dict:
+    """A pack with no run (nothing left over to upload), so that the upload and record steps still
+    have something to read."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    manifest = {"format": PACK_FORMAT, "machine": machine, "soak_id": None, "status": why, "exit_code": None,
+                "runs": [], "packed_at": time.time()}
+    (out / "pack.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
 def pack(state_dir: Path, out: Path, *, machine: str | None = None) -> dict:
     """Gather a finished (or stopped) soak for upload to the master, into ``out``:
 
@@ -86,7 +98,8 @@ class Recorded:
 
 
 def record_upload(upload: Path, history: str | Path, *, machine: str, expect: dict | None = None) -> Recorded:
-    """Record every run of an uploaded pack in the shared history, under the fleet's machine name."""
+    """Record every run of an uploaded pack in the shared history, under the fleet's machine name
+    (idempotent per run id: a pack recorded twice neither loses nor duplicates a run)."""
     from stress.fleet.schema import matches
     from stress.history import query_runs, record_run
 

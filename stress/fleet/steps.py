@@ -14,6 +14,7 @@ The history is written from a thread (``deferToThread``): its calls block.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -165,8 +166,9 @@ class RecordStep(buildstep.BuildStep):
     name = "record"
     renderables = ["upload"]
 
-    def __init__(self, *, upload, history: str, machine: str, expect: dict, **kwargs):
+    def __init__(self, *, upload, history: str, machine: str, expect: dict, leftover: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.leftover = leftover
         self.upload = upload
         self.history = history
         self.machine = machine
@@ -183,9 +185,15 @@ class RecordStep(buildstep.BuildStep):
             yield self.addCompleteLog("history", f"nothing recorded: {exc}\n")
             self.descriptionDone = ["nothing", "recorded"]
             return FAILURE
+        if self.leftover and not rec.runs and not rec.problems:
+            shutil.rmtree(self.upload, ignore_errors=True)  # an empty pack: keep the bundles folder tidy
+            self.descriptionDone = ["nothing", "left", "over"]
+            return SUCCESS
         lines = [f"{r['run_id']}: {r['scenario']}: {r['verdict']}" for r in rec.runs]
         lines += [f"differs from the fleet file: {m}" for m in rec.mismatches]
         lines += [f"problem: {p}" for p in rec.problems]
         yield self.addCompleteLog("history", "\n".join(lines or ["no finished run in the upload"]) + "\n")
         self.descriptionDone = [f"{len(rec.runs)} run(s) recorded"]
-        return WARNINGS if (rec.problems or rec.mismatches or not rec.runs) else SUCCESS
+        # A build whose soak finished nothing is worth a look; a previous build that left nothing is not.
+        empty = not rec.runs and not self.leftover
+        return WARNINGS if (rec.problems or rec.mismatches or empty) else SUCCESS
