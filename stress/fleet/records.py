@@ -101,7 +101,7 @@ def record_upload(upload: Path, history: str | Path, *, machine: str, expect: di
     """Record every run of an uploaded pack in the shared history, under the fleet's machine name
     (idempotent per run id: a pack recorded twice neither loses nor duplicates a run)."""
     from stress.fleet.schema import matches
-    from stress.history import query_runs, record_run
+    from stress.history import query_runs, record_summary, summarize_run
 
     upload = Path(upload)
     try:
@@ -123,8 +123,11 @@ def record_upload(upload: Path, history: str | Path, *, machine: str, expect: di
         rep = upload / "reports" / run_id
         it = iterations.get(run_id, {})
         try:
-            record_run(run_dir, rep if rep.is_dir() else None, history, soak_id=summary.get("soak_id"),
-                       soak_iteration=it.get("iteration"), machine=machine)
+            s = summarize_run(run_dir, rep if rep.is_dir() else None)
+            # the row's machine is the fleet's name for it; the real hostname stays in environment.json
+            s.hostname = machine
+            s.soak_id, s.soak_iteration = summary.get("soak_id"), it.get("iteration")
+            record_summary(history, s)
         except StressError as exc:
             out.problems.append(f"{run_id}: not recorded ({exc})")
             continue
@@ -146,7 +149,7 @@ def record_host_stopped(history: str | Path, *, machine: str, scenario: str | No
     idempotent): verdict and status ``host-stopped-responding``, ``ended_at`` the time the master last
     heard from it. With ``note_dir``, the reason and the last output line go to
     ``note_dir/host-stopped.json``, which the row's report path names. Returns the row's run id."""
-    from stress.history import RunSummary, open_db, store_summary
+    from stress.history import RunSummary, record_summary
 
     run_id = f"{machine}-{build}-{HOST_STOPPED}"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_event_at)) if last_event_at else "?"
@@ -165,8 +168,7 @@ def record_host_stopped(history: str | Path, *, machine: str, scenario: str | No
                                     "last_event_at": last_event_at, "recorded_at": time.time()}, indent=2),
                         encoding="utf-8")
         s.report_path = str(note.resolve())
-    with open_db(history) as conn:
-        store_summary(conn, s)
+    record_summary(history, s)
     return run_id
 
 
