@@ -127,9 +127,29 @@ def _soak_started(worker_dir: Path, after: float) -> bool:
 
 
 @pytest.fixture
-def history_url(tmp_path) -> str:
-    """The shared history: SQLite on the master (the embedded default)."""
-    return str(tmp_path / "shared-history.db")
+def history_url(request, tmp_path) -> str:
+    """The shared history: a throwaway PostgreSQL server (tests/pg.py) where one can run here, else
+    SQLite on the master (the embedded default)."""
+    try:
+        from tests.pg import unavailable
+    except ImportError:
+        return str(tmp_path / "shared-history.db")
+    if unavailable():
+        print(f"\nshared history on SQLite: {unavailable()}")
+        return str(tmp_path / "shared-history.db")
+    return request.getfixturevalue("pg_url")
+
+
+def _fleet_history(url: str) -> tuple[str, dict]:
+    """The fleet file's history entry (no password in it) and the master's environment with it."""
+    if "://" not in url:
+        return f"history: {{url: {json.dumps(url)}}}", {}
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    bare = u.set(password=None).render_as_string(hide_password=False)
+    return (f"history: {{url: {json.dumps(bare)}, password: {{env: FLEET_TEST_DB_PASSWORD}}}}",
+            {"FLEET_TEST_DB_PASSWORD": u.password})
 
 
 @pytest.mark.slow
@@ -147,9 +167,10 @@ def test_fleet_of_three_workers_records_runs_bundles_and_a_host_that_stopped_res
         f"    command: {json.dumps([sys.executable, '-m', 'stress'])}\n    env:\n{env_lines}"
         for name, exp in MACHINES.items())
     fleet = tmp_path / "fleet.yaml"
+    history_entry, secret_env = _fleet_history(history_url)
     fleet.write_text(f"""fleet: loopback
 master: {{host: 127.0.0.1, port: {pb}, listen: 127.0.0.1, www: "{www}"}}
-history: {{url: {json.dumps(history_url)}}}
+{history_entry}
 bundles: bundles
 schedule: {{nightly: "03:00"}}
 soak: {{duration: 10m, stop_on: never, min_free_disk: "0", unresponsive_after: 6s, ping_every: 1s}}
@@ -158,6 +179,8 @@ machines:
 {machines}""")
     res = run_cli("fleet", "check", str(fleet))
     assert res.returncode == 0, res.stderr
+    for secret in secret_env.values():  # the database password is nowhere in the fleet file
+        assert secret not in fleet.read_text()
     master, workers = tmp_path / "master", tmp_path / "workers"
     res = run_cli("fleet", "init", str(fleet), "--master", str(master), "--workers", str(workers), timeout=120)
     assert res.returncode == 0, res.stderr
@@ -169,9 +192,10 @@ machines:
 
     bindir = Path(sys.executable).parent
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    master_env = dict(env, **secret_env)  # only the master holds the database password
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["master"] = subprocess.Popen([str(bindir / "buildbot"), "start", "--nodaemon", str(master)], env=env,
+        procs["master"] = subprocess.Popen([str(bindir / "buildbot"), "start", "--nodaemon", str(master)], env=master_env,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for(lambda: "BuildMaster is running" in (master / "twistd.log").read_text(errors="replace")
                   if (master / "twistd.log").exists() else False, 90, "the master to start", procs)
@@ -251,13 +275,13 @@ machines:
         assert b2["results"] == RETRY, b2  # Buildbot runs it again when the worker is back
 
         # 3. The fleet's answer from the shared history: status and view.
-        res = run_cli("fleet", "status", str(fleet))
+        res = run_cli("fleet", "status", str(fleet), env=secret_env)
         assert res.returncode == 0 and "HOST STOPPED RESPONDING" in res.stdout, res.stdout + res.stderr
-        res = run_cli("fleet", "view", str(fleet), "--out", str(tmp_path / "fleet.html"))
+        res = run_cli("fleet", "view", str(fleet), "--out", str(tmp_path / "fleet.html"), env=secret_env)
         assert res.returncode == 0, res.stderr
         page = (tmp_path / "fleet.html").read_text()
         assert "host stopped responding" in page and "box-b" in page
-        print(f"\nfleet test: first round {t_round1:.0f} s, host stop detected in {t_detect:.1f} s, "
+        print(f"\nfleet test ({'PostgreSQL' if '://' in history_url else 'SQLite'}): first round {t_round1:.0f} s, host stop detected in {t_detect:.1f} s, "
               f"total {time.monotonic() - t_test:.0f} s")
     finally:
         _end(procs)
