@@ -178,9 +178,19 @@ def _postgres_engine(url: URL) -> Engine:
                                  f"'{exc.name}' (pip install 'psycopg[binary]')") from None
 
 
+_ENGINES: dict[tuple[int, str], Engine] = {}
+
+
 def engine_for(db: str | Path) -> Engine:
+    """One engine per history and process (NullPool: no connection outlives its ``open_db``; the engine
+    keeps only the compiled-statement cache). Keyed by process id, so a forked child makes its own."""
     url = to_url(db)
-    return _sqlite_engine(url) if url.get_backend_name() == "sqlite" else _postgres_engine(url)
+    key = (os.getpid(), url.render_as_string(hide_password=False))
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else _postgres_engine(url)
+        _ENGINES[key] = engine
+    return engine
 
 
 def describe_error(exc: BaseException, db: str | Path) -> str:
@@ -283,21 +293,18 @@ def open_db(db: str | Path, *, create: bool = True, write: bool = False) -> Iter
             raise HistoryError(f"{path}: cannot create the history database's folder ({exc.strerror})") from None
     engine = engine_for(db)
     try:
-        try:
-            conn = engine.connect()
-        except DBAPIError as exc:
-            if path is not None:
-                raise HistoryError(f"{where}: not a usable history database ({describe_error(exc, db)})") from None
-            raise HistoryUnavailable(f"{where}: cannot connect to the history database "
-                                     f"({describe_error(exc, db)})") from None
-        try:
-            upgrade(conn, create=create, where=where)
-            if write:
-                conn.execution_options(stress_write=True)
-            yield conn
-        except SQLAlchemyError as exc:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        if path is not None:
             raise HistoryError(f"{where}: not a usable history database ({describe_error(exc, db)})") from None
-        finally:
-            conn.close()
+        raise HistoryUnavailable(f"{where}: cannot connect to the history database "
+                                 f"({describe_error(exc, db)})") from None
+    try:
+        upgrade(conn, create=create, where=where)
+        if write:
+            conn.execution_options(stress_write=True)
+        yield conn
+    except SQLAlchemyError as exc:
+        raise HistoryError(f"{where}: not a usable history database ({describe_error(exc, db)})") from None
     finally:
-        engine.dispose()
+        conn.close()
