@@ -94,6 +94,7 @@ def test_fleet_file_problems_are_located(tmp_path, edit, expected):
     import re
 
     assert any(re.search(expected, line) for line in exc.value.lines()), exc.value.lines()
+    assert "hunter2" not in str(exc.value)  # a password in the URL is refused, never echoed
 
 
 def test_fleet_check_prints_one_line_per_problem_and_exits_2(tmp_path):

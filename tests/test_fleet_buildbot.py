@@ -144,10 +144,11 @@ def _fleet_history(url: str) -> tuple[str, dict]:
     """The fleet file's history entry (no password in it) and the master's environment with it."""
     if "://" not in url:
         return f"history: {{url: {json.dumps(url)}}}", {}
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
     u = make_url(url)
-    bare = u.set(password=None).render_as_string(hide_password=False)
+    bare = URL.create(u.drivername, username=u.username, host=u.host, port=u.port,
+                      database=u.database).render_as_string(hide_password=False)
     return (f"history: {{url: {json.dumps(bare)}, password: {{env: FLEET_TEST_DB_PASSWORD}}}}",
             {"FLEET_TEST_DB_PASSWORD": u.password})
 
@@ -281,7 +282,8 @@ machines:
         assert res.returncode == 0, res.stderr
         page = (tmp_path / "fleet.html").read_text()
         assert "host stopped responding" in page and "box-b" in page
-        print(f"\nfleet test ({'PostgreSQL' if '://' in history_url else 'SQLite'}): first round {t_round1:.0f} s, host stop detected in {t_detect:.1f} s, "
+        print(f"\nfleet test ({'PostgreSQL' if '://' in history_url else 'SQLite'}): first round {t_round1:.0f} s, "
+              f"host stop detected in {t_detect:.1f} s, "
               f"total {time.monotonic() - t_test:.0f} s")
     finally:
         _end(procs)

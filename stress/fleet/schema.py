@@ -272,7 +272,8 @@ def _problems(exc: ValidationError, located: yamlsafe.Located, source: str) -> l
                                                 else (f" (allowed: {', '.join(names)})" if names else ""))
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in err and not isinstance(err["input"], (dict, list)) and "got" not in msg:
+        elif ("input" in err and not isinstance(err["input"], (dict, list)) and "got" not in msg
+              and err["type"] != "value_error"):  # our own checks say what they need (and never echo a password)
             msg = f"{msg} (got {err['input']!r:.60})"
         probe = loc
         while probe and probe not in located.lines:
