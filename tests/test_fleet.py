@@ -175,9 +175,12 @@ def test_configure_builds_one_builder_per_machine_and_both_schedulers(tmp_path, 
         os.chmod(f, 0o600)
     with pytest.raises(ConfigErrors, match="TEST_FLEET_DB_PASSWORD is not set"):
         configure({}, p, basedir=master)
-    monkeypatch.setenv("TEST_FLEET_DB_PASSWORD", "pw")
+    monkeypatch.setenv("TEST_FLEET_DB_PASSWORD", "s3cr3t-pw")
     c: dict = {}
     configure(c, p, basedir=master)
+    record = c["builders"][0].factory.steps[-2]
+    assert "s3cr3t-pw" in record.kwargs["history"].target  # the master uses it ...
+    assert "s3cr3t-pw" not in repr(c["builders"][0].factory.steps)  # ... and never shows it (twistd.log)
     assert c["buildbotNetUsageData"] is None
     assert c["protocols"] == {"pb": {"port": "tcp:9989:interface=0.0.0.0"}}
     assert c["www"]["port"] == "tcp:8010:interface=127.0.0.1"

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("view", "write the fleet view (self-contained HTML, or --json) from the shared history")):
         s = fs.add_parser(name, help=helptext)
         s.add_argument("fleet", metavar="FLEET_YAML", nargs="?", help="the fleet file (machines, scenarios, history)")
-        s.add_argument("--history", metavar="DB_OR_URL", help="the shared history (default: the fleet file's)")
+        s.add_argument("--history", metavar="DB_OR_URL", help="the shared history (default: the fleet file's; "
+                                                             "without one, $STRESS_HISTORY_URL or reports/history.db)")
         s.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "view":
             s.add_argument("--out", metavar="FILE", default="fleet.html", help="the HTML page (default fleet.html)")
@@ -170,14 +171,12 @@ def _history_and_fleet(args: argparse.Namespace):
     from stress.fleet.schema import scenario_names
 
     fleet = _load(args.fleet) if args.fleet else None
-    if args.history:
-        from stress.fleet.records import history_target
+    if args.history or fleet is None:
+        from stress.history import history_location
 
-        history = history_target(args.history, None, Path.cwd())
-    elif fleet is not None:
-        history = history_of(fleet)
+        history = history_location(args.history)   # --history, else $STRESS_HISTORY_URL, else reports/history.db
     else:
-        raise StressError("give a fleet file or --history DB_OR_URL")
+        history = history_of(fleet)
     machines = [m.name for m in fleet.machines] if fleet else None
     scen = [n for key in fleet.scenarios for n in scenario_names(fleet)[key]] if fleet else None
     return fleet, history, machines, scen

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stress.errors import StressError
 from stress.fleet.schema import Fleet, Machine, load_fleet, read_secret, scenario_names
-from stress.fleet.records import history_target
+from stress.fleet.records import HistoryRef, history_target
 
 RUN = "run"          # per build, on the worker, below the builder's work folder: state/, reports/, upload/
 
@@ -60,7 +60,7 @@ def bundles_dir(fleet: Fleet) -> Path:
     return p if p.is_absolute() else (fleet.base / p).resolve()
 
 
-def _factory(fleet: Fleet, m: Machine, history: str, names: dict[str, list[str]]):
+def _factory(fleet: Fleet, m: Machine, history: HistoryRef, names: dict[str, list[str]]):
     from buildbot.plugins import steps, util
     from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 
@@ -129,7 +129,7 @@ def configure(c: dict, fleet_file: str | os.PathLike, *, basedir: str | os.PathL
     base = Path(basedir).resolve()
     try:
         fleet = load_fleet(base / fleet_file)
-        history = history_of(fleet)
+        history = HistoryRef(history_of(fleet))
         passwords = {m.name: worker_password(m, base) for m in fleet.machines}
     except StressError as exc:
         raise ConfigErrors(exc.lines()) from None

@@ -172,6 +172,27 @@ def record_host_stopped(history: str | Path, *, machine: str, scenario: str | No
     return run_id
 
 
+class HistoryRef:
+    """The shared history's location, password included, that shows itself without the password:
+    Buildbot writes its steps' arguments into twistd.log, and the password must not go there."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __repr__(self) -> str:
+        from stress.history import display
+
+        return f"HistoryRef({display(self.target)!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:  # Buildbot compares configurations on reconfig
+        return isinstance(other, HistoryRef) and other.target == self.target
+
+    def __hash__(self) -> int:
+        return hash(self.target)
+
+
 def history_target(url: str, password: str | None, base: Path) -> str:
     """The history as the history module takes it: an SQLite path (relative paths from ``base``,
     ``sqlite:///`` URLs unwrapped) or a database URL with its password filled in."""

@@ -27,6 +27,7 @@ from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from buildbot.steps.shell import ShellCommand
 
 from stress.errors import StressError
+from stress.fleet.records import HistoryRef
 
 # The soak's own progress line at the start of each iteration (stress.soak.loop).
 _ITERATION = re.compile(r"^soak: iteration (\d+)(?:/\d+)? \((.+)\), attempt (\d+)")
@@ -49,7 +50,7 @@ class SoakStep(ShellCommand):
     name = "soak"
     renderables = ["note_dir"]
 
-    def __init__(self, *, history: str, machine: str, scenarios: list[str], note_dir, unresponsive_s: float,
+    def __init__(self, *, history: HistoryRef, machine: str, scenarios: list[str], note_dir, unresponsive_s: float,
                  ping_s: float, **kwargs):
         super().__init__(**kwargs)
         self.history = history
@@ -108,7 +109,7 @@ class SoakStep(ShellCommand):
         build = f"build{self.getProperty('buildnumber')}"
         last = self._last_heard
         log.msg(f"gpu-stress fleet: {self.machine} stopped responding during {self._scenario}: {reason}")
-        d = threads.deferToThread(record_host_stopped, self.history, machine=self.machine, scenario=self._scenario,
+        d = threads.deferToThread(record_host_stopped, self.history.target, machine=self.machine, scenario=self._scenario,
                                   build=build, started_at=self._started, last_event_at=last, reason=reason,
                                   last_output=self._last_line,
                                   note_dir=Path(self.note_dir) if self.note_dir else None)
@@ -166,7 +167,7 @@ class RecordStep(buildstep.BuildStep):
     name = "record"
     renderables = ["upload"]
 
-    def __init__(self, *, upload, history: str, machine: str, expect: dict, leftover: bool = False, **kwargs):
+    def __init__(self, *, upload, history: HistoryRef, machine: str, expect: dict, leftover: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.leftover = leftover
         self.upload = upload
@@ -179,7 +180,7 @@ class RecordStep(buildstep.BuildStep):
         from stress.fleet.records import record_upload
 
         try:
-            rec = yield threads.deferToThread(record_upload, Path(self.upload), self.history, machine=self.machine,
+            rec = yield threads.deferToThread(record_upload, Path(self.upload), self.history.target, machine=self.machine,
                                               expect=self.expect)
         except StressError as exc:
             yield self.addCompleteLog("history", f"nothing recorded: {exc}\n")
