@@ -118,9 +118,9 @@ def _api(www: str, path: str):
         return json.loads(r.read())
 
 
-def _soak_started(worker_dir: Path, after: float) -> bool:
-    """The worker's current build has a run whose worker process has started (its models are loading)."""
-    for j in (worker_dir / "box-c" / "box-c" / "build" / "run" / "state").glob("iterations/*/*/journal.jsonl"):
+def _soak_started(worker_dir: Path, machine: str, after: float) -> bool:
+    """The machine's current build has a run whose worker process has started (its models are loading)."""
+    for j in (worker_dir / machine / machine / "build" / "run" / "state").glob("iterations/*/*/journal.jsonl"):
         if j.stat().st_mtime >= after and "worker_start" in j.read_text(errors="replace"):
             return True
     return False
@@ -246,7 +246,7 @@ machines:
         t1 = time.time()
         res = run_cli("fleet", "force", str(fleet), "box-c", "--iterations", "20")
         assert res.returncode == 0, res.stderr
-        _wait_for(lambda: _soak_started(workers, t1), 120, "box-c's soak to start its run", procs)
+        _wait_for(lambda: _soak_started(workers, "box-c", t1), 120, "box-c's soak to start its run", procs)
         stopped = _tree(procs["box-c"])
         assert len(stopped) >= 3  # the worker daemon, the soak, its run
         t_stop = time.time()
@@ -275,13 +275,35 @@ machines:
         (b2,) = [b for b in _api(www, "builds")["builds"] if b["builderid"] == box_c and b["number"] == 2]
         assert b2["results"] == RETRY, b2  # Buildbot runs it again when the worker is back
 
-        # 3. The fleet's answer from the shared history: status and view.
+        # 3. box-a's host goes away mid-soak (power cut: the worker and everything under it are
+        # SIGKILLed; its connection closes): recorded too, at once, with the time last heard from.
+        t2 = time.time()
+        res = run_cli("fleet", "force", str(fleet), "box-a", "--iterations", "20")
+        assert res.returncode == 0, res.stderr
+        _wait_for(lambda: _soak_started(workers, "box-a", t2), 120, "box-a's soak to start its run", procs)
+        t_kill = time.time()
+        for q in _tree(procs["box-a"]):
+            q.kill()
+
+        def box_a_stopped():
+            try:
+                return [r for r in query_runs(history_url, {"machine": "box-a"}) if r.verdict == HOST_STOPPED]
+            except Exception:  # noqa: BLE001
+                return []
+
+        (row_a,) = _wait_for(box_a_stopped, 30, "box-a's lost connection to be recorded",
+                             {k: v for k, v in procs.items() if k != "box-a"})
+        assert t2 <= row_a.ended_at <= t_kill + 1.5, (t2, row_a.ended_at, t_kill)
+        assert "connection was lost" in json.loads(Path(row_a.report_path).read_text())["reasons"][0]
+
+        # 4. The fleet's answer from the shared history: status and view.
         res = run_cli("fleet", "status", str(fleet), env=secret_env)
         assert res.returncode == 0 and "HOST STOPPED RESPONDING" in res.stdout, res.stdout + res.stderr
         res = run_cli("fleet", "view", str(fleet), "--out", str(tmp_path / "fleet.html"), env=secret_env)
         assert res.returncode == 0, res.stderr
         page = (tmp_path / "fleet.html").read_text()
         assert "host stopped responding" in page and "box-b" in page
+        assert len(query_runs(history_url, None)) == 5  # three runs, two hosts that stopped
         # the database password is in no log or file of the master (Buildbot logs its steps' arguments)
         for secret in secret_env.values():
             leaks = [p for p in master.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
