@@ -344,5 +344,18 @@ def test_fleet_status_and_view_commands_read_the_history(tmp_path):
     assert mx["machines"] == ["lab-4090", "lab-a4000"] and mx["runs"] == 2
     res = run_cli("fleet", "view", "--history", str(db), "--out", str(tmp_path / "v" / "fleet.html"))
     assert res.returncode == 0 and (tmp_path / "v" / "fleet.html").is_file(), res.stderr
+    # a build recorded again (the database was down at the time): idempotent, nothing lost or doubled
+    db2 = tmp_path / "again.db"
+    (tmp_path / "note").mkdir()
+    record_host_stopped(db, machine="lab-a4000", scenario="tiny", build="build2", started_at=1.79e9,
+                        last_event_at=1.79e9 + 9, reason="no answer", note_dir=tmp_path / "note")
+    for _ in range(2):
+        res = run_cli("fleet", "record", str(tmp_path / "up"), str(tmp_path / "note"), "--history", str(db2))
+        assert res.returncode == 0, res.stderr
+    rows = query_runs(db2, None)
+    assert sorted((r.hostname, r.verdict) for r in rows) == [("lab-4090", "reproduced"), ("lab-a4000", HOST_STOPPED)]
+    assert next(r for r in rows if r.verdict == HOST_STOPPED).ended_at == 1.79e9 + 9
+    res = run_cli("fleet", "record", str(tmp_path), "--history", str(db2))
+    assert res.returncode == 2 and "not a fleet upload" in res.stderr
     res = run_cli("fleet", "status", "--history", str(tmp_path / "absent.db"))
     assert res.returncode == 2 and "no history database there yet" in res.stderr

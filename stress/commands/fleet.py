@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                         "soak state")
     k.set_defaults(func=pack_command)
 
+    r = fs.add_parser("record", help="record uploaded builds in the shared history again (after the database "
+                                     "was unreachable); idempotent")
+    r.add_argument("uploads", nargs="+", metavar="BUNDLE_DIR", help="<bundles>/<machine>/<build>/ folders")
+    r.add_argument("--fleet", metavar="FLEET_YAML", help="the fleet file (its history)")
+    r.add_argument("--history", metavar="DB_OR_URL", help="the shared history (default: the fleet file's)")
+    r.set_defaults(func=record_command)
+
     f = fs.add_parser("force", help="start a build now on some or all machines (through the master's REST API)")
     f.add_argument("fleet", metavar="FLEET_YAML")
     f.add_argument("machines", nargs="*", metavar="MACHINE", help="default: every machine")
@@ -251,6 +258,34 @@ def pack_command(args: argparse.Namespace) -> int:
     for r in man["runs"]:
         print(f"  {r['run_id']}: {r['scenario']}: {r['verdict']}" + ("" if r["report"] else " (no report)"))
     return int(ExitCode.OK)
+
+
+def record_command(args: argparse.Namespace) -> int:
+    from stress.fleet.records import record_host_stopped, record_upload
+
+    fleet, history, _, _ = _history_and_fleet(args)
+    done = 0
+    for up in map(Path, args.uploads):
+        note, man = up / "host-stopped.json", up / "pack.json"
+        if note.is_file():
+            n = json.loads(note.read_text(encoding="utf-8"))
+            record_host_stopped(history, machine=n["machine"], scenario=n.get("scenario"), build=n["build"],
+                                started_at=n.get("started_at"), last_event_at=n.get("last_event_at"),
+                                reason=n["reason"], last_output=n.get("last_output"), note_dir=up)
+            print(f"recorded: {up}: {n['machine']} host stopped responding")
+            done += 1
+        elif man.is_file():
+            machine = json.loads(man.read_text(encoding="utf-8")).get("machine") or up.parent.name
+            expect = fleet.machine(machine).expect.model_dump(exclude_none=True) if fleet and machine in \
+                {m.name for m in fleet.machines} else None
+            rec = record_upload(up, history, machine=machine, expect=expect)
+            print(f"recorded: {up}: {len(rec.runs)} run(s) of {machine}")
+            for line in rec.mismatches + rec.problems:
+                print(f"  {line}")
+            done += 1
+        else:
+            raise StressError(f"{up}: neither pack.json nor host-stopped.json there (not a fleet upload)")
+    return int(ExitCode.OK if done else ExitCode.BAD_INPUT)
 
 
 def force_command(args: argparse.Namespace) -> int:

@@ -164,7 +164,8 @@ def record_host_stopped(history: str | Path, *, machine: str, scenario: str | No
         note = Path(note_dir) / "host-stopped.json"
         note.parent.mkdir(parents=True, exist_ok=True)
         note.write_text(json.dumps({"run_id": run_id, "machine": machine, "scenario": scenario, "build": build,
-                                    "verdict": HOST_STOPPED, "reasons": reasons, "started_at": started_at,
+                                    "verdict": HOST_STOPPED, "reasons": reasons, "reason": reason,
+                                    "last_output": last_output, "started_at": started_at,
                                     "last_event_at": last_event_at, "recorded_at": time.time()}, indent=2),
                         encoding="utf-8")
         s.report_path = str(note.resolve())
