@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from stress.errors import StressError
-from stress.history import (LEGACY_VERSION, MIGRATIONS, SCHEMA_REVISION, HistoryError, find_run, open_db, parse_filter, query_runs,
-                            record_run, summarize_run, trends, try_record_run)
+from stress.history import (LEGACY_VERSION, MIGRATIONS, SCHEMA_REVISION, HistoryError, find_run, open_db,
+                            parse_filter, query_runs, record_run, summarize_run, trends, try_record_run)
 from stress.journal import Journal, write_json_atomic
 from stress.rundata import build_run_json
 from tests.conftest import run_cli

@@ -323,3 +323,55 @@ def test_history_location(monkeypatch, tmp_path):
     assert _history({"reports": str(tmp_path)}) == "postgresql://lab@db.example/stress"
     monkeypatch.delenv("STRESS_HISTORY_URL")
     assert _history({"reports": str(tmp_path)}) == str(tmp_path.resolve() / "history.db")
+
+
+def test_a_soak_records_its_iterations_in_a_postgresql_history(pg_url, tmp_path):
+    """The real Soak loop (no child process: an iteration that finished while the soak was down is
+    adopted) records it with its soak id into the history URL it was given (an SQLite path: test_soak)."""
+    history = pg_url
+    from stress.soak import Soak, prepare_state
+    from tests.test_soak import TINY, add_events
+
+    scen = tmp_path / "tiny.yaml"
+    scen.write_text(TINY)
+    state, cfg, _ = prepare_state(tmp_path / "state", [scen], {"iterations": 1, "reports": str(tmp_path / "reports"),
+                                                               "history": history, "min_free_bytes": 0})
+    assert cfg["history"] == history_location(history)
+    make_run(state / "iterations" / "0001-1", "adopt-me", image_times=[1.0], verdict="reproduced")
+    add_events(state, {"ev": "iteration_start", "iteration": 1, "attempt": 1, "scenario": "tiny", "slot": 0,
+                       "folder": "iterations/0001-1", "boot_id": "b0", "resume_run": None})
+    res = Soak(state, stream=None).run()
+    assert res.exit_code == 10 and not res.summary.get("warnings"), res.summary
+    hist = query_runs(history, {"soak": cfg["soak_id"]})
+    assert [(r.run_id, r.soak_iteration, r.verdict) for r in hist] == [("adopt-me", 1, "reproduced")]
+
+
+def test_a_writer_waits_for_a_locked_sqlite_file_then_gives_up_in_one_line(tmp_path, monkeypatch):
+    import stress.history.db as hdb
+
+    monkeypatch.setattr(hdb, "BUSY_TIMEOUT_S", 0.5)
+    db = str(tmp_path / "h.db")
+    rd = make_run(tmp_path / "runs", "r1", image_times=[1.0])
+    record_run(rd, None, db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")           # another writer holds the lock
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HistoryError) as err:
+            record_run(rd, None, db)
+        assert 0.4 < time.monotonic() - t0 < 10
+        assert err.value.exit_code == 3 and "stayed locked by another writer" in str(err.value)
+        assert query_runs(db)[0].run_id == "r1"     # readers are not blocked (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert record_run(rd, None, db) == 1 and _count(db) == 1
+
+
+def test_report_records_a_run_into_a_postgresql_history(pg_url, tmp_path):
+    rd = make_run(tmp_path / "artifacts", "20261201-010101-demo-abcd", image_times=[1.0, 1.2])
+    res = run_cli("report", str(rd), "--out", str(tmp_path / "reports"), "--no-bundle", "--history", pg_url)
+    assert res.returncode == 0, res.stderr
+    assert "not recorded" not in res.stderr and to_url(pg_url).password not in res.stdout + res.stderr
+    (run,) = query_runs(pg_url)
+    assert run.run_id == rd.name and run.report_path and run.report_path.endswith("report.json")

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, create_engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from stress.errors import ExitCode, StressError
 from stress.history.legacy import MIGRATIONS, SCHEMA_VERSION as LEGACY_VERSION
@@ -107,6 +107,16 @@ def display(db: str | Path) -> str:
 
 def to_url(db: str | Path) -> URL:
     """The SQLAlchemy URL for a history location. Raises :class:`HistoryError` for what is not one."""
+    db = str(db)
+    try:
+        cwd = "" if db.startswith("/") or is_url(db) and db.startswith("postgres") else os.getcwd()
+    except OSError:      # the working directory is gone: resolve() will say so
+        cwd = ""
+    return _to_url(db, cwd)
+
+
+@lru_cache(maxsize=64)
+def _to_url(db: str, _cwd: str) -> URL:      # _cwd: a relative path means another file elsewhere
     if not is_url(str(db)):
         return URL.create("sqlite", database=str(Path(db).expanduser().resolve()))
     try:
@@ -145,7 +155,10 @@ def exists(db: str | Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def _sqlite_engine(url: URL) -> Engine:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
+    # One pooled connection, idle between uses (no transaction, no lock held): closing the last
+    # connection of a WAL database checkpoints it and deletes its -wal and -shm files, which the next
+    # open makes again; reusing the connection costs nothing.
+    engine = create_engine(url, pool_size=1, max_overflow=4, connect_args={"timeout": BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:   # noqa: ANN001 - DB-API objects
@@ -154,7 +167,8 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_conn.isolation_level = None           # transactions are ours: BEGIN [IMMEDIATE] below
         dbapi_conn.execute("PRAGMA foreign_keys = ON")
         try:   # WAL: readers never wait for the writer, and writers queue on the busy timeout
-            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            if dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                dbapi_conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError:           # a read-only file system: read in its current mode
             pass
 
@@ -172,7 +186,11 @@ def _postgres_engine(url: URL) -> Engine:
     if "connect_timeout" not in url.query:
         args["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
-        return create_engine(url, poolclass=NullPool, connect_args=args)
+        # A small pool: a connection (and its password exchange, SCRAM being slow on purpose) is reused
+        # by the next open_db of this process; pre-ping replaces one the server or a firewall dropped
+        # while a soak slept between iterations.
+        return create_engine(url, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=1800,
+                             connect_args=args)
     except ModuleNotFoundError as exc:
         raise HistoryUnavailable(f"{display(url.render_as_string())}: PostgreSQL needs the Python package "
                                  f"'{exc.name}' (pip install 'psycopg[binary]')") from None
@@ -181,9 +199,19 @@ def _postgres_engine(url: URL) -> Engine:
 _ENGINES: dict[tuple[int, str], Engine] = {}
 
 
+def _forget_engines_in_child() -> None:
+    # A forked child must not use (or close: that would end the parent's sessions) the parent's
+    # pooled connections; it makes its own engines (keyed by pid) and lets these go quietly.
+    for engine in list(_ENGINES.values()):
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_in_child)
+
+
 def engine_for(db: str | Path) -> Engine:
-    """One engine per history and process (NullPool: no connection outlives its ``open_db``; the engine
-    keeps only the compiled-statement cache). Keyed by process id, so a forked child makes its own."""
+    """One engine per history and process, with a small pool and the compiled-statement cache."""
     url = to_url(db)
     key = (os.getpid(), url.render_as_string(hide_password=False))
     engine = _ENGINES.get(key)
@@ -237,8 +265,20 @@ def _alembic(conn: Connection, *, stamp: str | None) -> None:
     command.upgrade(cfg, "head")
 
 
+def _at_head(conn: Connection) -> bool:
+    """The common case in one query: the database is at :data:`HEAD` already."""
+    try:
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:     # no such table (yet): the slow path finds out what there is
+        rows = []
+    conn.rollback()        # the caller starts its own transactions
+    return [tuple(r) for r in rows] == [(HEAD,)]
+
+
 def upgrade(conn: Connection, *, create: bool, where: str) -> str | None:
     """Bring the database to :data:`HEAD`; returns the revision it was at (None: new or pre-Alembic)."""
+    if _at_head(conn):
+        return HEAD
     sqlite = conn.dialect.name == "sqlite"
     before = revision(conn)
     uv = _user_version(conn) if sqlite else None
@@ -304,6 +344,14 @@ def open_db(db: str | Path, *, create: bool = True, write: bool = False) -> Iter
         if write:
             conn.execution_options(stress_write=True)
         yield conn
+    except OperationalError as exc:
+        why = describe_error(exc, db)
+        if path is not None and ("locked" in why or "busy" in why):
+            raise HistoryUnavailable(f"{where}: the history database stayed locked by another writer for "
+                                     f"{BUSY_TIMEOUT_S:.0f} s ({why})") from None
+        if path is None and exc.connection_invalidated:
+            raise HistoryUnavailable(f"{where}: lost the connection to the history database ({why})") from None
+        raise HistoryError(f"{where}: not a usable history database ({why})") from None
     except SQLAlchemyError as exc:
         raise HistoryError(f"{where}: not a usable history database ({describe_error(exc, db)})") from None
     finally:
