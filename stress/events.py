@@ -62,6 +62,7 @@ RUN: dict[str, Kind] = {
     "previous_boot": _k("evidence", "boot_id current_boot_id items"),
     "capture": _k("evidence", "trigger dir items wall_s"),
     "witness": _k("evidence", "status address reason"),
+    "cycle": _k("runner", "index do at state off_s seconds status method readback reason s"),
 }
 
 # A soak's ledger (<state-dir>/soak.jsonl).

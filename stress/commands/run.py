@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", metavar="URL_OR_PATH", help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); default: $STRESS_HISTORY_URL, else reports/history.db")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--allow-suspend", action="store_true",
+                   help="let the scenario's suspend cycles suspend this machine (rtcwake; docs/scenarios.md#cycles)")
     p.set_defaults(func=run_command)
 
 
@@ -56,6 +59,12 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.witness or args.bug_report_at_failure:
         scenarios = [_with_evidence_options(sc, args) for sc in scenarios]
+    from stress.cycles import ALLOW_SUSPEND_ENV, preflight
+
+    if args.allow_suspend:
+        os.environ[ALLOW_SUSPEND_ENV] = "1"
+    for sc in scenarios:      # a cycle this machine cannot do: one line, before anything runs
+        preflight(sc, str(scenario_path))
     artifacts = Path(args.out) if args.out else default_artifacts()
     reports = Path(args.reports) if args.reports else default_reports()
     progress = Progress.quiet() if args.quiet else Progress.for_stream(sys.stderr)
