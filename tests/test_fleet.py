@@ -240,6 +240,9 @@ def test_pack_and_record_upload_under_the_fleet_machine_name(tmp_path):
     assert (up / "reports" / "run2" / "report.html").is_file() and not (up / "reports" / "run2" / "link-out").exists()
     db = tmp_path / "shared.db"
     rec = record_upload(up, db, machine="lab-4090", expect={"gpu": "*4090*", "driver": "555.*"})
+    assert rec.mismatches[0] == "run1: driver is '550.54.14', the fleet expects '555.*'"
+    rec = record_upload(up, db, machine="lab-4090", expect={"gpu": "*4090*", "driver": "555.*", "compositor": "kwin"})
+    assert not any("compositor" in m for m in rec.mismatches)  # none seen (probes off): unknown, not different
     assert [(r["run_id"], r["verdict"]) for r in rec.runs] == [("run1", "not-reproduced"), ("run2", "reproduced")]
     assert rec.mismatches == ["run1: driver is '550.54.14', the fleet expects '555.*'",
                               "run2: driver is '550.54.14', the fleet expects '555.*'"] and not rec.problems

@@ -135,9 +135,13 @@ def record_upload(upload: Path, history: str | Path, *, machine: str, expect: di
         out.runs.append({"run_id": run_id, "scenario": row.scenario if row else r.get("scenario"),
                          "verdict": row.verdict if row else r.get("verdict")})
         if row is not None and expect:
-            for key in ("gpu", "driver", "kernel"):
-                if expect.get(key) and not matches(expect[key], getattr(row, key)):
-                    out.mismatches.append(f"{run_id}: {key} is {getattr(row, key)!r}, the fleet expects "
+            for key in ("gpu", "driver", "kernel", "compositor"):
+                value = getattr(row, key, None)
+                # a compositor the run did not see (probes off, a bare X server) is unknown, not different
+                if key == "compositor" and value is None:
+                    continue
+                if expect.get(key) and not matches(expect[key], value):
+                    out.mismatches.append(f"{run_id}: {key} is {value!r}, the fleet expects "
                                           f"{expect[key]!r}")
     return out
 
