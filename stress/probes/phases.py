@@ -63,15 +63,19 @@ def probe_env(config: ProbesConfig) -> dict[str, str]:
 
 
 def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journal,
-              images: list[dict], *, visit: int = 0) -> list[dict]:
+              images: list[dict], *, visit: int = 0, env_vars: dict[str, str | None] | None = None) -> list[dict]:
     """Run ``config.kinds`` x ``config.repetitions`` probes for one visit of ``phase``.
 
     ``images`` are the run's image records so far. Writes one ``probe`` event per result and
     returns them. Never raises for a probe failure; takes at most about ``timeout`` per probe.
+    ``env_vars`` (the scenario's ``env:`` for probes) are set in each child and read back from its
+    ``/proc/<pid>/environ`` right after it starts (an ``env_readback`` event, stress.experiment).
     """
     if not config.enabled or phase not in config.phases:
         return []
-    env = probe_env(config)
+    from stress import experiment
+
+    env = experiment.apply(probe_env(config), env_vars or {})
     session = session_type(env)
     events: list[dict] = []
 
@@ -87,7 +91,10 @@ def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journa
             continue
         done: set[int] = set()
         try:
-            for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session):
+            def spawned(pid: int, kind: str = kind) -> None:
+                experiment.read_back(journal, env_vars or {}, "probes", pid, phase=phase, visit=visit, kind=kind)
+
+            for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session, spawned):
                 done.add(res["rep"])
                 record(kind, res)
         except Exception as exc:  # a harness failure (cannot spawn, disk full...): record, carry on
@@ -209,7 +216,7 @@ def _parse(rep: int, line: bytes) -> dict:
 
 
 def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: RunDir,
-              images: list[dict], env: dict[str, str], session: str) -> Iterator[dict]:
+              images: list[dict], env: dict[str, str], session: str, on_spawn=None) -> Iterator[dict]:
     """Yield one result per repetition of ``kind``, restarting the child after a timeout or crash."""
     pending = list(range(config.repetitions))
     log = Path(run_dir.logs) / "probes.log"
@@ -229,6 +236,8 @@ def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: 
             os.unlink(req_path)
             raise
         try:
+            if on_spawn is not None:
+                on_spawn(child.proc.pid)
             first = child.read_line(max(STARTUP_TIMEOUT, config.timeout))
             if first is _TIMEOUT:
                 child.kill()
