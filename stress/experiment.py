@@ -131,6 +131,8 @@ def read_environ(pid: int, settle: float = 1.0) -> tuple[dict[str, str] | None, 
             return None, f"process {pid} is gone"
         except PermissionError:
             return None, f"/proc/{pid}/environ: permission denied"
+        except ProcessLookupError:      # ESRCH: a zombie, whose memory (and environment) is gone
+            return None, f"process {pid} exited before its environment could be read"
         except OSError as exc:
             return None, f"/proc/{pid}/environ: {exc.strerror or exc}"
         if raw:

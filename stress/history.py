@@ -388,7 +388,7 @@ def _row_to_summary(conn: sqlite3.Connection, row: sqlite3.Row, *, with_samples:
 # filter key -> column; ``machine`` is the user-facing word for the hostname
 FILTER_KEYS = {"scenario": "scenario", "machine": "hostname", "hostname": "hostname", "driver": "driver",
                "gpu": "gpu", "kernel": "kernel", "verdict": "verdict", "status": "status", "soak": "soak_id",
-               "run": "run_id", "run_id": "run_id"}
+               "run": "run_id", "run_id": "run_id", "matrix": "scenario"}
 
 
 def parse_filter(text: str) -> dict[str, str]:
@@ -412,7 +412,11 @@ def query_runs(db_path: str | Path, filters: dict[str, str] | None = None, *, li
     where, args = [], []
     for key, value in (filters or {}).items():
         col = FILTER_KEYS[key]
-        if any(ch in value for ch in "*?["):
+        if key == "matrix":            # the cells of a matrix: scenario names 'NAME[...]' (stress.cells)
+            where.append("substr(scenario, 1, ?) = ?")
+            args.append(len(value) + 1)
+            value += "["
+        elif any(ch in value for ch in "*?["):
             where.append(f"{col} GLOB ?")
         else:
             where.append(f"{col} = ?")

@@ -18,7 +18,7 @@ class _Open(BaseModel):
 
 
 class VerdictModel(_Strict):
-    verdict: str = Field(description="reproduced | not-reproduced | inconclusive | error | incomplete")
+    verdict: str = Field(description="reproduced | not-reproduced | inconclusive | error | invalid | incomplete")
     reasons: list[str]
     exit_code: int | None
     source: Literal["journal", "derived"] = Field(description="journal: the runner's verdict event; derived: "
