@@ -254,3 +254,31 @@ def test_compare_cells_names_the_cells_that_differ_from_the_reference():
     page = render_html(res)
     assert page.count("<svg") == 2 and "A=2" in page and "<script" not in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_the_json_schema_takes_env_and_settings_as_written(tmp_path):
+    import jsonschema
+    import yaml
+
+    from stress.scenario import json_schema
+
+    v = jsonschema.Draft202012Validator(json_schema())
+    doc = yaml.safe_load("""
+name: wa
+env:
+  __NV_DISABLE_EXPLICIT_SYNC: "1"
+  GONE: null
+  PYTORCH_CUDA_ALLOC_CONF: {value: "expandable_segments:True", for: worker}
+  GDK_BACKEND: {value: x11, for: [probes]}
+settings:
+  - {name: locked_clocks, value: [1500, 1500], gpu: 0, restore: false}
+faults: [{image: 0, kind: drop-env, env: PYTORCH_CUDA_ALLOC_CONF}]
+matrix:
+  env.__NV_DISABLE_EXPLICIT_SYNC: ["0", "1", null]
+""")
+    assert [e.message for e in v.iter_errors(doc)] == []
+    (tmp_path / "wa.yaml").write_text(yaml.safe_dump(doc))
+    assert len(load_scenarios(tmp_path / "wa.yaml", check_files=False)) == 3    # the loader agrees
+    for bad in ({"env": {"1X": "a"}}, {"env": {"A": 1}}, {"env": {"A": {"value": "a", "for": ["displays"]}}},
+                {"settings": [{"name": "clocks", "value": 1}]}):
+        assert list(v.iter_errors(dict(bad, name="x"))), bad

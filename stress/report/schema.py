@@ -322,6 +322,8 @@ class Completeness(_Strict):
 class Report(_Strict):
     evidence: dict | None = Field(None, description="fingerprint, capture at failure, previous boot, "
                                                     "NVIDIA template facts (docs/evidence.md)")
+    experiment: dict | None = Field(None, description="a matrix cell's condition and its read-backs: cell, env, "
+                                                      "settings_asked, env_readbacks, settings (docs/experiments.md)")
     schema_version: Literal[1]
     generated_at: float
     generator: str
