@@ -451,7 +451,7 @@ class Supervisor:
             try:
                 if self.sc.monitors.enabled:
                     monitors.start()
-                applied = settings.apply_all(self.sc.settings, journal)   # before the baseline probes
+                settings.apply_all(self.sc.settings, journal, applied)   # before the baseline probes
                 jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
                 if not self._baseline_done:
                     self._phase("baseline", lambda: self._probe("baseline"))
@@ -481,7 +481,7 @@ class Supervisor:
                     self.worker.kill("interrupted")
             # Writing the record: signals are deferred until it is complete.
             guard.critical = True
-            settings.restore_all(self.sc.settings, applied, journal)
+            warnings += settings.restore_all(self.sc.settings, applied, journal)
             if self.sc.monitors.enabled:
                 try:
                     summary = monitors.stop()

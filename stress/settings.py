@@ -118,12 +118,13 @@ def _open():
         return None
 
 
-def apply_all(specs: list[SettingSpec], journal) -> list[dict]:
-    """Apply and read back every setting; one ``setting`` event each. Returns the events (for restore)."""
+def apply_all(specs: list[SettingSpec], journal, out: list[dict] | None = None) -> list[dict]:
+    """Apply and read back every setting; one ``setting`` event each, appended to ``out`` as it is
+    written (so that an interrupted run restores what it changed). Returns ``out``."""
+    out = [] if out is None else out
     if not specs:
-        return []
+        return out
     session = _open()
-    out = []
     try:
         for spec in specs:
             row = TABLE[spec.name]
@@ -148,12 +149,23 @@ def apply_all(specs: list[SettingSpec], journal) -> list[dict]:
     return out
 
 
-def restore_all(specs: list[SettingSpec], applied: list[dict], journal) -> None:
-    """Put back what :func:`apply_all` changed (``restore: true``), reading each back again."""
+def restore_all(specs: list[SettingSpec], applied: list[dict], journal) -> list[str]:
+    """Put back what :func:`apply_all` changed (``restore: true``), reading each back again. Returns
+    warnings (a failed restore is recorded, never a reason to lose the run's record)."""
     todo = [(s, ev) for s, ev in zip(specs, applied) if s.restore and ev.get("changed") and ev.get("before") is not None]
     if not todo:
-        return
+        return []
+    try:
+        written = _restore(todo, journal)
+    except Exception as exc:  # noqa: BLE001 - the verdict and run.json come next, whatever happened here
+        return [f"GPU settings not restored ({type(exc).__name__}: {exc}); check them with nvidia-smi -q"]
+    failed = [e for e in written if e.get("status") != "ok"]
+    return [f"GPU setting {e['name']} on GPU {e['gpu']} not restored to {e['wanted']}: {e['reason']}" for e in failed]
+
+
+def _restore(todo: list, journal) -> list[dict]:
     session = _open()
+    written = []
     try:
         for spec, ev in todo:
             row = TABLE[spec.name]
@@ -161,10 +173,11 @@ def restore_all(specs: list[SettingSpec], applied: list[dict], journal) -> None:
             after, why = _read(session, spec)
             scalar = spec.name in ("persistence_mode", "power_limit_w")   # the others are reset, not set
             ok = err is None and (not scalar or (after is not None and row.matches(ev["before"], after)))
-            journal.append("setting", name=spec.name, gpu=spec.gpu, action="restore", wanted=ev["before"],
+            written.append(journal.append("setting", name=spec.name, gpu=spec.gpu, action="restore", wanted=ev["before"],
                            before=ev.get("after"), after=after, unit=row.unit, readback=row.readback, command=argv,
                            status="ok" if ok else "failed",
-                           reason=None if ok else (err or why or f"read back {after} {row.unit}"))
+                           reason=None if ok else (err or why or f"read back {after} {row.unit}")))
     finally:
         if session is not None:
             session.close()
+    return written

@@ -215,7 +215,7 @@ def test_settings_applied_by_a_real_command_and_read_back_through_nvml(tmp_path,
     assert lc["status"] == "not-in-effect" and lc["command"][-2:] == ["-lgc", "1500,1600"]
     assert "exit status 3: not supported" in lc["reason"]
     assert state.read_text().strip() == "1"
-    settings.restore_all(specs, applied, j)
+    assert settings.restore_all(specs, applied, j) == []
     restored = [e for e in j.events if e["action"] == "restore"]
     assert [(e["name"], e["status"], e["after"]) for e in restored] == [("persistence_mode", "ok", 0)]
     assert state.read_text().strip() == "0"

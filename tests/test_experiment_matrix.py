@@ -5,12 +5,13 @@ HTML report and the history, and ``compare --cells`` over the runs and over the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from stress.journal import read_journal
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,8 @@ matrix:
   env.PYTORCH_CUDA_ALLOC_CONF: ["backend:native"]
 faults:
   - {image: 0, kind: drop-env, env: PYTORCH_CUDA_ALLOC_CONF}
+settings:
+  - {name: persistence_mode, value: 0}
 """
 DROPPED_CELL = "__NV_DISABLE_EXPLICIT_SYNC=1,PYTORCH_CUDA_ALLOC_CONF=backend:native"
 
@@ -82,8 +85,11 @@ def test_env_matrix_end_to_end_with_a_dropped_setting(tmp_path, model_cache):
         verdict = json.loads((rd / "run.json").read_text())["verdict"]
         assert verdict["verdict"] != "invalid" and verdict["details"]["validity"]["valid"], verdict
 
+    # the NVML stand-in's GPU has persistence mode off: the setting is read back in effect, nothing run
+    nvml = {"STRESS_NVML_MODULE": "fake_nvml", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+            "STRESS_NVIDIA_SMI": "/bin/false"}
     res = run_cli("run", str(tmp_path / "dropped.yaml"), "--out", str(art), "--reports", str(reps),
-                  "--history", str(db), "--quiet", env=env)
+                  "--history", str(db), "--quiet", env=dict(env, **nvml))
     assert res.returncode == 11, res.stderr[-3000:]
     assert "verdict: invalid" in res.stdout
     bad = next(p for p in art.iterdir() if p not in cells)
@@ -97,6 +103,9 @@ def test_env_matrix_end_to_end_with_a_dropped_setting(tmp_path, model_cache):
     assert run_json["verdict"]["details"]["observed_verdict"] in ("not-reproduced", "inconclusive")
     report_dir = reps / bad.name
     report = json.loads((report_dir / "report.json").read_text())
+    (setting,) = report["experiment"]["settings"]
+    assert (setting["status"], setting["before"], setting["command"]) == ("ok", 0, None)
+    assert [rb["status"] for rb in report["experiment"]["env_readbacks"]] == ["ok", "mismatch", "ok"]
     assert report["verdict"]["verdict"] == "invalid" and why in report["verdict"]["reasons"]
     assert why in (report_dir / "ticket.md").read_text()
     html = (report_dir / "report.html").read_text()
