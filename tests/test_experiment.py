@@ -282,3 +282,15 @@ matrix:
     for bad in ({"env": {"1X": "a"}}, {"env": {"A": 1}}, {"env": {"A": {"value": "a", "for": ["displays"]}}},
                 {"settings": [{"name": "clocks", "value": 1}]}):
         assert list(v.iter_errors(dict(bad, name="x"))), bad
+
+
+def test_compare_cells_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from stress.cli import main
+
+    for args, says in ((["compare"], "give two runs (or groups of runs) A and B, or --cells RUNS..."),
+                       (["compare", "a", "--cells", str(tmp_path)], "give either A and B, or --cells RUNS..."),
+                       (["compare", "--cells", str(tmp_path)], "a folder with no run directory in it"),
+                       (["compare", "a", "b", "--html", "x.html"], "--html and --reference go with --cells")):
+        assert main([*args, "--db", str(tmp_path / "none.db")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, (args, err)
