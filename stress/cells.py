@@ -78,7 +78,8 @@ def compare_cells(runs: list, *, reference: str | None = None, alpha: float = 0.
                                               "_samples": pooled}
         cells.append({"cell": cell, "runs": len(rs), "run_ids": [r.run_id for r in rs],
                       "invalid": len(rs) - len(valid),
-                      "invalid_reasons": [x for r in rs if r.verdict == "invalid" for x in r.reasons[:3]][:6],
+                      "invalid_reasons": [x for r in rs if r.verdict == "invalid" for x in r.reasons
+                                            if x.startswith("invalid:")][:6],
                       "verdicts": {v: [r.verdict for r in rs].count(v) for v in sorted({str(r.verdict) for r in rs})},
                       "incidence": incidence([r.verdict for r in valid]), "latency": lat,
                       "reference": cell == ref})

@@ -51,7 +51,7 @@ TABLE: dict[str, Setting] = {
     "persistence_mode": Setting(
         apply=lambda v: ["-pm", str(int(v))], restore=lambda prev: ["-pm", str(int(prev))],
         read=lambda s, h: int(_q(s, "nvmlDeviceGetPersistenceMode", h)),
-        matches=lambda w, r: int(w) == int(r), unit="0/1", readback="nvmlDeviceGetPersistenceMode"),
+        matches=lambda w, r: int(w) == int(r), unit="", readback="nvmlDeviceGetPersistenceMode (1: on)"),
     "power_limit_w": Setting(
         apply=lambda v: ["-pl", str(int(v))], restore=lambda prev: ["-pl", str(int(round(prev)))],
         read=lambda s, h: round(int(_q(s, "nvmlDeviceGetPowerManagementLimit", h)) / 1000, 1),

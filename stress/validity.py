@@ -70,7 +70,8 @@ def validity(record) -> dict | None:
     for s in applied:
         checked["settings"] += 1
         if s.get("status") != "ok":
-            problems.append(f"the setting {s.get('name')} = {s.get('wanted')} ({s.get('unit')}) on GPU "
+            unit = f" {s['unit']}" if s.get("unit") else ""
+            problems.append(f"the setting {s.get('name')} = {s.get('wanted')}{unit} on GPU "
                             f"{s.get('gpu')} was not in effect: read back {_shown(s.get('after'))} through "
                             f"{s.get('readback')} ({s.get('reason') or 'no reason'})")
     problems = list(dict.fromkeys(problems))

@@ -172,7 +172,7 @@ def test_the_judge_makes_a_run_whose_condition_was_not_in_effect_invalid(tmp_pat
 
     # a setting that did not take effect; a run that asked for nothing has no validity at all
     s = ("setting", {"name": "persistence_mode", "gpu": 0, "action": "apply", "wanted": 1, "before": 0, "after": 0,
-                     "unit": "0/1", "readback": "nvmlDeviceGetPersistenceMode", "status": "not-in-effect",
+                     "unit": "", "readback": "nvmlDeviceGetPersistenceMode (1: on)", "status": "not-in-effect",
                      "reason": "exit status 4: Insufficient Permissions (changing it needs root)"})
     exp = ("experiment", {"cell": {}, "env": {}, "settings": [{"name": "persistence_mode", "gpu": 0, "value": 1},
                                                                 {"name": "power_limit_w", "gpu": 0, "value": 300}]})
@@ -180,8 +180,8 @@ def test_the_judge_makes_a_run_whose_condition_was_not_in_effect_invalid(tmp_pat
     assert v["verdict"] == "invalid"
     assert v["reasons"][:2] == [
         "invalid: the setting power_limit_w on GPU 0 was never applied",
-        "invalid: the setting persistence_mode = 1 (0/1) on GPU 0 was not in effect: read back 0 through "
-        "nvmlDeviceGetPersistenceMode (exit status 4: Insufficient Permissions (changing it needs root))"]
+        "invalid: the setting persistence_mode = 1 on GPU 0 was not in effect: read back 0 through "
+        "nvmlDeviceGetPersistenceMode (1: on) (exit status 4: Insufficient Permissions (changing it needs root))"]
     assert "validity" not in judge(_record(tmp_path / "d", BASE), cfg)["details"]
 
 

@@ -20,10 +20,11 @@ def _color(cell: dict, key: str) -> str:
 
 
 def _chart(title: str, rows: list[tuple[dict, float | None, float | None, float | None]], key: str,
-           unit: str, scale: float) -> str:
-    """One horizontal dot-and-whisker chart: a row per cell (value, low, high) on a shared axis."""
-    top = max([x for _, v, lo, hi in rows for x in (v, lo, hi) if x is not None] or [1.0]) * 1.05 or 1.0
-    h = TOP + ROW * len(rows) + 30
+           unit: str, scale: float, top: float | None = None) -> str:
+    """One horizontal dot-and-whisker chart: a row per cell (value, low, high) on a shared axis from 0
+    to ``top`` (default: a little above the largest value)."""
+    top = top or max([x for _, v, lo, hi in rows for x in (v, lo, hi) if x is not None] or [1.0]) * 1.05 or 1.0
+    h = TOP + ROW * len(rows) + 40
     span = W - LEFT - RIGHT
 
     def x(v: float) -> float:
@@ -61,7 +62,7 @@ def charts(result: dict) -> list[str]:
     cells = result["cells"]
     out = [_chart("incidence of 'reproduced' (95% Wilson interval)",
                   [(c, c["incidence"]["rate"], *(c["incidence"]["ci95"] or (None, None))) for c in cells],
-                  "incidence", "%", 100.0)]
+                  "incidence", "%", 100.0, top=1.0)]
     for metric in result["metrics"][1:]:
         rows = [(c, c["latency"].get(metric, {}).get("median"), c["latency"].get(metric, {}).get("q1"),
                  c["latency"].get(metric, {}).get("q3")) for c in cells]

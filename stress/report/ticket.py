@@ -286,5 +286,5 @@ def _experiment_lines(exp: dict | None) -> list[str]:
         out.append(f"- probe children: {ok} of {len(probes)} read back as asked")
     for s in exp.get("settings") or []:
         out.append(f"- setting {s.get('name')} on GPU {s.get('gpu')} ({s.get('action')}): {s.get('status')}; "
-                   f"read back {shown(s.get('after'))} {s.get('unit')} through {s.get('readback')}")
+                   f"read back {shown(s.get('after'))}{' ' + s['unit'] if s.get('unit') else ''} through {s.get('readback')}")
     return out
