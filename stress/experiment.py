@@ -116,7 +116,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def read_environ(pid: int, settle: float = 1.0) -> tuple[dict[str, str] | None, str | None]:
+def read_environ(pid: int, settle: float = 5.0) -> tuple[dict[str, str] | None, str | None]:
     """``/proc/<pid>/environ`` as a dict, or ``(None, reason)``: gone, not ours to read, or exited.
 
     A parent can resume from ``fork``/``exec`` while the kernel is still building the new program's

@@ -512,6 +512,8 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
                                         f"(got {sizes}); split it into several files"))
             if not problems:
                 keys = list(matrix)
+                for k in keys:      # a value set by the matrix is located at its matrix key
+                    located.lines.setdefault(tuple(k.split(".")), located.lines.get(("matrix", k), (f, line)))
                 for combo in itertools.product(*(matrix[k] for k in keys)):
                     d = copy.deepcopy(data)
                     for k, v in zip(keys, combo):

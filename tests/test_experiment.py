@@ -94,6 +94,11 @@ settings:
         f"{f}:13: settings[2].name: Input should be 'persistence_mode', 'power_limit_w', 'application_clocks' "
         "or 'locked_clocks' (got 'clocks')",
     ]
+    # values the matrix sets are located at their matrix key
+    assert _problems(tmp_path, 'name: x\nmatrix:\n  env.1BAD: ["a"]\n  env.OK: [1, "b"]\n') == [
+        f"{f}:3: env.1BAD: '1BAD' is not an environment variable name (letters, digits and _, not starting "
+        "with a digit) (got '1BAD')",
+        f'{f}:4: env.OK.value: an environment value must be a string; quote the number ("1") (got 1)']
     lines = _problems(tmp_path, 'name: x\nenv: {A: {value: "1", for: probes}}\nfaults: [{image: 0, kind: drop-env, env: A}]\n')
     assert lines == [f"{f}:3: faults.env: A is not a variable of env for the worker; drop-env leaves out one "
                      "the scenario sets"]
