@@ -521,7 +521,9 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
                     values = dict(zip(keys, combo))
                     d["matrix_values"] = values
                     label = ",".join(f"{k.split('.')[-1]}={_matrix_label(v)}" for k, v in values.items())
-                    d["name"] = f"{data.get('name', path.stem)}[{label}]"
+                    base = data.get("name", path.stem)
+                    # a name that is no string stays as it is, so that validation says so
+                    d["name"] = f"{base}[{label}]" if isinstance(base, str) else base
                     variants.append((d, values))
     else:
         variants.append((data, {}))
