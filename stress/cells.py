@@ -52,10 +52,11 @@ def compare_cells(runs: list, *, reference: str | None = None, alpha: float = 0.
     """The comparison of the cells the ``runs`` (RunSummary) fall in; see the module docstring."""
     order: list[str] = []
     by_cell: dict[str, list] = {}
-    bases: set[str] = set()
+    bases = {cell_of(r.scenario)[0] for r in runs}
     for r in sorted(runs, key=lambda r: (r.started_at or 0.0, r.run_id)):
         base, cell = cell_of(r.scenario)
-        bases.add(base)
+        if len(bases) > 1:          # runs of several matrices: a cell is named with its matrix
+            cell = r.scenario or "?"
         if cell not in by_cell:
             order.append(cell)
             by_cell[cell] = []

@@ -299,3 +299,10 @@ def test_compare_cells_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert main([*args, "--db", str(tmp_path / "none.db")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err, (args, err)
+
+
+def test_cells_of_several_matrices_keep_their_matrix_name():
+    runs = [_summary("a", "A=0", "not-reproduced", [0.01], 1), _summary("b", "A=0", "reproduced", [0.01], 2)]
+    runs[1].scenario = "other[A=0]"
+    res = compare_cells(runs)
+    assert [c["cell"] for c in res["cells"]] == ["wa[A=0]", "other[A=0]"] and res["matrix"] == ["other", "wa"]
