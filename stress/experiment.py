@@ -201,6 +201,8 @@ class SettingSpec(BaseModel):
     @classmethod
     def _shape(cls, v: Any, info) -> Any:
         name = info.data.get("name")
+        if name is None:            # the name itself is wrong: that is the error to report
+            return v
         pair = name in ("application_clocks", "locked_clocks")
         if pair and not (isinstance(v, list) and len(v) == 2):
             raise ValueError(f"{name} takes two numbers in MHz, e.g. [1500, 1500]")
