@@ -208,6 +208,7 @@ class Supervisor:
         self.records: dict[int, dict] = {}
         self.t0 = time.time()
         self.during_visits = 0
+        self.probe_history: list[dict] = []     # the run's probe events: what a borderline phase is judged on
         self._next_start_reason = "start"
         self._baseline_done = False
         self._progress_journalled = 0.0
@@ -221,6 +222,7 @@ class Supervisor:
             self.worker_count = prior.worker_count
             self.during_visits = prior.during_visits
             self._baseline_done = prior.has_probes("baseline")
+            self.probe_history = list(prior.probes)
             done = set(self.records)
             self.journal = Journal(self.rd.journal)
             ended = prior.run_end
@@ -312,8 +314,9 @@ class Supervisor:
         self.progress.step(index=None, stage=f"probes {phase}", step=None, total=None)
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
         try:
-            run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit,
-                      env_vars=experiment.for_target(self.sc.env, "probes"))
+            self.probe_history += run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit,
+                                            history=self.probe_history,
+                                            env_vars=experiment.for_target(self.sc.env, "probes"))
         except Exception as exc:  # noqa: BLE001 - a probe harness bug is a result, not a reason to die
             self.journal.append("probe", phase=phase, kind="harness", rep=0, status="error", latency_s=None,
                                 metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=visit)
