@@ -19,7 +19,7 @@ from stress.probes.config import ProbesConfig
 from stress.stats import mann_whitney, min_p_value
 
 BASELINE = "baseline"
-LATER_PHASES = ("during", "after", "after-exit")
+LATER_PHASES = ("during", "cycle", "after", "after-exit")   # cycle: after a desktop cycle (stress.cycles)
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
               "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
@@ -321,6 +321,12 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             if kind not in KIND_LABEL and any(e.get("status") in ("error", "timeout", "fail") for e in evs):
                 unsure.append(f"{phase}: the probe harness failed ({_first_reason(evs)}), "
                               "so this phase was not fully probed")
+
+    # A desktop cycle that did not happen as asked: the desktop was not checked after it.
+    for e in events:
+        if e.get("ev") == "cycle" and e.get("status") not in (None, "ok"):
+            unsure.append(f"cycle {e.get('index')} ({e.get('do')} {e.get('at')}) {e.get('status')}: "
+                          f"{e.get('reason') or 'no reason recorded'}; the desktop was not checked after it")
 
     # What baseline could not measure, or where it already failed.
     for kind in config.kinds:

@@ -65,6 +65,7 @@ RUN: dict[str, Kind] = {
     "experiment": _k("runner", "cell env settings"),
     "env_readback": _k("runner", "target pid worker phase visit kind status expected found wrong reason"),
     "setting": _k("runner", "name gpu action wanted before after unit readback command status reason changed"),
+    "cycle": _k("runner", "index do at state off_s seconds status method readback reason s"),
 }
 
 # A soak's ledger (<state-dir>/soak.jsonl).

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stress import __version__
+from stress.cycles import Cycles
 from stress.errors import ExitCode, StressError
 from stress.events import FROM_WORKER, JOURNAL_FORMAT
 from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
@@ -437,12 +438,14 @@ class Supervisor:
             if after > before and len(self.records) < self.sc.images:
                 self._probe("during", visit=self.during_visits)
                 self.during_visits += 1
+            self.cycles.after_images(len(self.records))
 
     def run(self) -> RunResult:
         done = self._prepare()
         from stress.evidence import attach   # witness, capture at failure, previous boot (docs/evidence.md)
         journal = self.journal = attach(self.journal, self.sc, self.rd, resume=self.resume)
         assert journal is not None
+        self.cycles = Cycles(self)   # desktop cycles between images / after the workload (docs/scenarios.md#cycles)
         from stress.probes.phases import probe_env
         from stress.samplers import Monitors
 
@@ -462,6 +465,7 @@ class Supervisor:
                 self._phase("workload", lambda: self._workload(jobs))
                 if self.sc.session.idle_after:
                     time.sleep(self.sc.session.idle_after)
+                self.cycles.after_workload()
                 if self.worker and self.worker.proc and self.worker.proc.poll() is None:
                     self._phase("after", lambda: self._probe("after"))
             except _Stop as stop:

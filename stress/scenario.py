@@ -22,6 +22,7 @@ from stress.errors import Problem, ScenarioError
 from stress.experiment import EnvName, EnvVar, SettingSpec, parse_env, set_matrix_value
 from stress.scenario_files import check_files as _check_files
 from stress.hw.config import MonitorsConfig
+from stress.cycles import CycleSpec, check_images as _check_cycles
 from stress.probes.config import ProbesConfig
 from stress import yamlsafe
 from stress.yamlsafe import Located
@@ -255,6 +256,9 @@ class Scenario(_Strict):
         "/proc/<pid>/environ after each start"))
     settings: list[SettingSpec] = Field(default_factory=list, description=(
         "GPU settings applied with nvidia-smi before the baseline probes and read back through NVML"))
+    cycles: list[CycleSpec] = Field(default_factory=list, max_length=100, description=(
+        "desktop cycles (display off/on, idle, VT switch, suspend) between images or after the workload, "
+        "each followed by probes (docs/scenarios.md#cycles)"))
     # Set by matrix expansion: the values this run took, for naming and reports.
     matrix_values: dict[str, Any] = Field(default_factory=dict)
 
@@ -309,6 +313,8 @@ class Scenario(_Strict):
             if f.env is not None and (f.env not in self.env or "worker" not in self.env[f.env].for_):
                 raise ValueError(f"faults.env: {f.env} is not a variable of env for the worker; drop-env "
                                  "leaves out one the scenario sets")
+        if self.cycles and (why := _check_cycles(self.cycles, self.images)):
+            raise ValueError(why)
         return self
 
     # ---- derived values used by the plan and the worker ----

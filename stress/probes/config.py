@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Phase = Literal["baseline", "during", "after", "after-exit"]
+Phase = Literal["baseline", "during", "cycle", "after", "after-exit"]   # cycle: after a desktop cycle (stress.cycles)
 ProbeKind = Literal["screenshot", "decode", "display", "display-wayland", "viewer"]
 
 

@@ -27,10 +27,10 @@ WIDTH_IN = 10.0
 ROW_IN = 2.1
 DPI = 90
 PHASE_COLORS = {"baseline": "#d9f0d3", "load": "#f0f0f0", "workload": "#dde8f7", "after": "#fde0c5",
-                "after-exit": "#f8d0d0"}
+                "after-exit": "#f8d0d0", "cycle": "#e8d8f0"}
 STAGE_COLORS = {"text_encode": "#8da0cb", "base": "#4c72b0", "refiner": "#55a868", "vae_decode": "#dd8452",
                 "save": "#937860"}
-PROBE_PHASES = ("baseline", "during", "after", "after-exit")
+PROBE_PHASES = ("baseline", "during", "cycle", "after", "after-exit")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from stress.record.fold import FAILED_PROBE, RunRecord, num, to_int, to_str
 from stress.report.redact import prompt_digest, prompt_placeholder
 from stress.stats import rnd, summary
 
-PROBE_PHASES = ("baseline", "during", "after", "after-exit")
+PROBE_PHASES = ("baseline", "during", "cycle", "after", "after-exit")
 
 
 def _machine(env: dict, rec: RunRecord) -> dict:
