@@ -167,6 +167,13 @@ def read_back(journal, wanted: dict[str, str | None], target: str, pid: int, **w
     return journal.append("env_readback", target=target, pid=pid, **where, **compare(wanted, found, reason))
 
 
+def worker_env(env: dict[str, str], sc, images: list[int] | None) -> tuple[dict[str, str], dict[str, str | None]]:
+    """The worker's environment with the scenario's ``env:`` for it applied (less what a ``drop-env``
+    fault leaves out), and what it asked for (to read back)."""
+    wanted = for_target(sc.env, "worker") if sc is not None else {}
+    return apply(env, wanted, worker_drops(sc, images) if sc is not None else ()), wanted
+
+
 def worker_drops(sc, images: tuple[int, ...] | list[int] | None) -> tuple[str, ...]:
     """Variables the ``drop-env`` faults remove from the worker started to run ``images`` (a job)."""
     return tuple(f.env for f in getattr(sc, "faults", []) if f.kind == "drop-env" and f.env

@@ -27,8 +27,7 @@ from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
 from stress.oom import OomWatch, allocator_failure, last_own_line, oom_kill_evidence
 from stress.record import derived, fold, load
 from stress.plan import Job, accounting, expand
-from stress.proc import SignalGuard, child_env, describe_returncode, signame, tail_file
-from stress.proc import is_stress_process as _is_stress_process  # noqa: F401 - commands.watch uses it
+from stress.proc import SignalGuard, child_env, describe_returncode, is_stress_process, signame, tail_file
 from stress import experiment, settings
 from stress.progress import Progress
 from stress.rundata import build_run_json
@@ -61,8 +60,7 @@ class WorkerHandle:
     def start(self, reason: str) -> None:
         r, w = os.pipe()
         env = child_env(threads.worker_env())  # passive OpenMP waits, set before torch loads there
-        wanted = experiment.for_target(self.sc.env, "worker") if self.sc else {}
-        env = experiment.apply(env, wanted, experiment.worker_drops(self.sc, self.first_images) if self.sc else ())
+        env, wanted = experiment.worker_env(env, self.sc, self.first_images)   # the scenario's env:, read back below
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),
@@ -592,7 +590,7 @@ def load_resumable(run_dir: Path) -> Scenario:
                           "to rewrite its report, or run the scenario again")
     start = rec.last_run_start or {}
     pid = start.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and end is None and _is_stress_process(pid):
+    if isinstance(pid, int) and pid != os.getpid() and end is None and is_stress_process(pid):
         raise StressError(f"{run_dir}: the run is still going (pid {pid}); stop it first")
     try:
         return Scenario.model_validate(json.loads(rd.scenario.read_text(encoding="utf-8")))
