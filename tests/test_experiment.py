@@ -306,3 +306,16 @@ def test_cells_of_several_matrices_keep_their_matrix_name():
     runs[1].scenario = "other[A=0]"
     res = compare_cells(runs)
     assert [c["cell"] for c in res["cells"]] == ["wa[A=0]", "other[A=0]"] and res["matrix"] == ["other", "wa"]
+
+
+def test_the_history_filter_matrix_names_the_cells_of_one_matrix(tmp_path):
+    from stress.history import parse_filter, query_runs
+    from stress.history.store import record_summary
+
+    db = tmp_path / "history.db"
+    for i, name in enumerate(("wa[A=0]", "wa[A=1]", "wab[A=0]", "wa", "xwa[A=0]")):
+        record_summary(db, RunSummary(run_id=f"r{i}", scenario=name, verdict="not-reproduced", started_at=float(i),
+                                      samples={"probe_latency_s:after:display": [0.01]}))
+    got = query_runs(db, parse_filter("matrix=wa"), with_samples=True)
+    assert [r.scenario for r in got] == ["wa[A=0]", "wa[A=1]"]
+    assert [c["cell"] for c in compare_cells(got)["cells"]] == ["A=0", "A=1"]
