@@ -161,7 +161,7 @@ def supervisor_alive(rec: Any) -> bool | None:
     pid = (rec.last_run_start or {}).get("pid")
     if not isinstance(pid, int):
         return None
-    from stress.runner import _is_stress_process
+    from stress.proc import is_stress_process as _is_stress_process
 
     return _is_stress_process(pid)
 
