@@ -82,7 +82,7 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def trial(policy: str, competitors: int, images: int, steps: int) -> dict:
+def trial(policy: str, competitors: int, images: int, steps: int, timeout: float = 3600) -> dict:
     """One fresh child with ``competitors`` spinners of ours. Besides its image times: the 1-minute
     load average before and after, and the CPU the *other* jobs on the machine used meanwhile (all
     CPU time from /proc/stat less ours: the child's and the spinners', reaped before the second
@@ -99,17 +99,25 @@ def trial(policy: str, competitors: int, images: int, steps: int) -> dict:
     load_before = os.getloadavg()[0]
     c0, ours0, t0 = cpu_seconds(), children_cpu(), time.monotonic()
     spin = [spinner() for _ in range(competitors)]
+    out = None
     try:
         out = subprocess.run([sys.executable, __file__, "--child", "--images", str(images), "--steps", str(steps)],
-                             env=env, capture_output=True, text=True, timeout=3600)
+                             env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:   # subprocess.run has killed and reaped the child
+        pass
     finally:
         for p in spin:
             p.kill()
             p.wait()
     c1, ours1, wall = cpu_seconds(), children_cpu(), time.monotonic() - t0
-    if out.returncode:
+    if out is None:
+        # censored: it had not made its 1 + images images after `timeout` s; a lower bound per image
+        res = {"threads": None, "why": "timed out", "wait": None, "times": [],
+               "timed_out_after_s": timeout, "at_least_s_per_image": round(timeout / (images + 1), 1)}
+    elif out.returncode:
         raise SystemExit(f"bench child failed ({out.returncode}): {out.stderr[-2000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    else:
+        res = json.loads(out.stdout.strip().splitlines()[-1])
     ours = ours1 - ours0
     # our processes run at this script's nice value; with nice 0 all of ours lands in "busy"
     others_busy = (c1["busy"] - c0["busy"]) - (ours if os.nice(0) <= 0 else 0.0)
@@ -132,6 +140,12 @@ def summarize(trials: list[dict], comps: list[int], policies: tuple[str, ...], c
               for x in t["times"]]
         return statistics.median(xs) if xs else None
 
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    def r2(x: float | None) -> float | None:
+        return None if x is None else round(x, 2)
+
     rounds = sorted({t["round"] for t in trials})
     per_round = []
     for r in rounds:
@@ -140,8 +154,9 @@ def summarize(trials: list[dict], comps: list[int], policies: tuple[str, ...], c
             ts = [t for t in trials if t["round"] == r and t["policy"] == p]
             per_round.append({
                 "round": r, "policy": p,
-                "median_s": {c: round(med(p, c, r), 2) for c in comps},
-                "ratio": {c: round(med(p, c, r) / base, 2) for c in comps} if base else {},
+                "median_s": {c: r2(med(p, c, r)) for c in comps},
+                "ratio": {c: ratio(med(p, c, r), base) for c in comps},
+                "timed_out": [t["competitors"] for t in ts if "timed_out_after_s" in t],
                 "threads": {t["competitors"]: t["threads"] for t in ts},
                 "load": {t["competitors"]: [t["load_before"], t["load_after"]] for t in ts},
                 "others_cores": {t["competitors"]: t["others_cores"] for t in ts},
@@ -150,8 +165,10 @@ def summarize(trials: list[dict], comps: list[int], policies: tuple[str, ...], c
     for c in comps:
         for p in policies:
             m, own, new = med(p, c), med(p, comps[0]), med(policies[-1], comps[0])
-            rows.append({"policy": p, "competitors": c, "median_s": round(m, 2),
-                         "vs_own_idle": round(m / own, 2), "vs_new_idle": round(m / new, 2)})
+            rows.append({"policy": p, "competitors": c, "median_s": r2(m), "vs_own_idle": ratio(m, own),
+                         "vs_new_idle": ratio(m, new),
+                         "timed_out": sum(1 for t in trials if t["policy"] == p and t["competitors"] == c
+                                          and "timed_out_after_s" in t)})
     busy = [t for t in trials if t["competitors"] == comps[0] and t["others_cores"] > BUSY_BASELINE]
     # fair share: alone the worker may use every core; with c spinners that each keep a core busy it
     # is one of c + 1 processes, cores / (c + 1) of them: at most (c + 1)x slower. Goal: that + 25%
@@ -161,6 +178,10 @@ def summarize(trials: list[dict], comps: list[int], policies: tuple[str, ...], c
                                "load_before": t["load_before"]} for t in busy]}
 
 
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio}x"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -168,6 +189,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=38)
     ap.add_argument("--competitors", default="0,1,2")
     ap.add_argument("--policies", default="old,new", help="old,new (default) or new")
+    ap.add_argument("--trial-timeout", type=float, default=3600, metavar="S",
+                    help="give up a trial after S s and record it as timed out (at least S / (images + 1) s/image)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -185,11 +208,13 @@ def main() -> int:
         # between rounds so that a drift in the machine's load falls on both ends alike
         order = [(c, p) for c in comps for p in (policies if r % 2 == 0 else policies[::-1])]
         for c, p in (order if r % 2 == 0 else order[::-1]):
-            t = trial(p, c, args.images, args.steps)
+            t = trial(p, c, args.images, args.steps, args.trial_timeout)
             t["round"] = r
             trials.append(t)
             print(f"round {r} {p} +{c}: threads {t['threads']} ({t['why']}), wait {t['wait']}: "
-                  f"{', '.join(f'{x:.2f}' for x in t['times'])} s/image; load {t['load_before']}->{t['load_after']}, "
+                  + (f"{', '.join(f'{x:.2f}' for x in t['times'])} s/image" if t["times"] else
+                     f"TIMED OUT after {t['timed_out_after_s']:.0f} s (>= {t['at_least_s_per_image']} s/image)")
+                  + f"; load {t['load_before']}->{t['load_after']}, "
                   f"other jobs {t['others_cores']} cores (+{t['others_niced_cores']} niced)",
                   file=sys.stderr, flush=True)
     s = summarize(trials, comps, policies, cores)
@@ -204,8 +229,9 @@ def main() -> int:
           + " | ".join(f"+{c}/+0" for c in comps[1:]) + " | threads | load 1-min (before->after) | other jobs, cores |")
     print("|---" * (4 + 2 * len(comps)) + "|")
     for pr in s["per_round"]:
-        print(f"| {pr['round']} | {pr['policy']} | " + " | ".join(str(pr["median_s"][c]) for c in comps) + " | "
-              + " | ".join(f"{pr['ratio'].get(c, '-')}x" for c in comps[1:]) + " | "
+        print(f"| {pr['round']} | {pr['policy']} | "
+              + " | ".join("timed out" if c in pr["timed_out"] else str(pr["median_s"][c]) for c in comps) + " | "
+              + " | ".join(_x(pr["ratio"][c]) for c in comps[1:]) + " | "
               + "/".join(str(pr["threads"][c]) for c in comps) + " | "
               + ", ".join(f"{a}->{b}" for a, b in pr["load"].values()) + " | "
               + ", ".join(f"{pr['others_cores'][c]} (+{pr['others_niced_cores'][c]} niced)" for c in comps) + " |")
@@ -213,7 +239,9 @@ def main() -> int:
     print("| policy | competitors | median s/image | vs own idle | vs new idle |")
     print("|---|---|---|---|---|")
     for r in s["rows"]:
-        print(f"| {r['policy']} | {r['competitors']} | {r['median_s']} | {r['vs_own_idle']}x | {r['vs_new_idle']}x |")
+        print(f"| {r['policy']} | {r['competitors']} | {'-' if r['median_s'] is None else r['median_s']} | "
+              f"{_x(r['vs_own_idle'])} | {_x(r['vs_new_idle'])} |"
+              + (f" ({r['timed_out']} trial(s) timed out, not in the median)" if r["timed_out"] else ""))
     if s["baseline_busy"]:
         print()
         print(f"WARNING: the baseline (+0) was not idle in {len(s['baseline_busy'])} of "
