@@ -29,7 +29,8 @@ def _feed(p: Progress, clock: Clock) -> None:
 
 def _last_frame(out: io.StringIO) -> str:
     """The live line as last drawn: rich redraws it after moving the cursor back over it."""
-    return re.split(r"\x1b\[[0-9;?]*[A-Za-z]|\r", out.getvalue().rstrip("\n"))[-1].strip()
+    pieces = re.split(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n", out.getvalue())
+    return next((x.strip() for x in reversed(pieces) if x.strip()), "")
 
 
 def _tty(out: io.StringIO, clock: Clock) -> Progress:
