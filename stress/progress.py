@@ -151,12 +151,14 @@ class Progress:
         from rich.table import Table
         from rich.text import Text
 
+        # one row, never wrapped (a wrapped line is not redrawn in place): on a narrow terminal the bar
+        # gives way first, then the text is cut
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
-        grid.add_column(no_wrap=True, width=28)
-        grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)   # one row: cut, never wrapped
+        grid.add_column(min_width=8, max_width=28)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
         grid.add_row(Text(_fmt_s(time.monotonic() - self.t0)),
-                     ProgressBar(total=max(1, self.total), completed=self.done, width=28),
+                     ProgressBar(total=max(1, self.total), completed=self.done),
                      Text(self.status_line(), style="bold red" if self.failed else ""))
         return grid
 
@@ -179,6 +181,7 @@ class Progress:
 
     def finish(self) -> None:
         if self._live is not None:
+            self.index = self.stage = self.step_n = self.step_total = None   # nothing is being made now
             self._live.refresh()
             self._live.stop()   # the last status line stays, the cursor below it
             self._live = None
