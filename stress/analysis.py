@@ -13,12 +13,13 @@ import math
 import statistics
 from typing import Any
 
+from stress.driver_evidence import HARDWARE_XID_CATEGORIES, first_hardware_fault, kernel_log_evidence
 from stress.errors import ExitCode
 from stress.probes.config import ProbesConfig
 from stress.stats import mann_whitney, min_p_value
 
 BASELINE = "baseline"
-LATER_PHASES = ("during", "after", "after-exit")
+LATER_PHASES = ("during", "cycle", "after", "after-exit")   # cycle: after a desktop cycle (stress.cycles)
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
               "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
@@ -134,6 +135,37 @@ def compare_latency(current: list[float], baseline: list[float], config: ProbesC
     return out
 
 
+def borderline(cmp: dict) -> bool:
+    """Whether a latency comparison (:func:`compare_latency`) is borderline: a large ratio (at least
+    ``slowdown_ratio``) that is not a significant slowdown, because the test says no or the samples are
+    too few to test. The verdict never claims one (inconclusive when too few, a note otherwise); the
+    runner repeats such a phase's probes (``probes.repeat_borderline``) so that more samples settle it."""
+    return bool(cmp.get("large")) and not cmp.get("slowdown")
+
+
+def borderline_kinds(probes: list[dict], phase: str, config: ProbesConfig) -> dict[str, dict]:
+    """The probe kinds whose ``phase`` (every visit so far, pooled as the verdict pools them) is
+    :func:`borderline` against baseline, each with its comparison: what the runner repeats. A kind that
+    already shows a sort of failure baseline never had is left out: it regressed whatever its latency."""
+    if phase not in LATER_PHASES:
+        return {}
+    by: dict[tuple[str, str], list[dict]] = {}
+    for e in probes:
+        if e.get("phase") in (BASELINE, phase) and e.get("kind") in KIND_LABEL:
+            by.setdefault((e["phase"], e["kind"]), []).append(e)
+    out = {}
+    for (ph, kind), evs in by.items():
+        if ph != phase or (BASELINE, kind) not in by:
+            continue
+        s, b = _summary(evs, kind), _summary(by[(BASELINE, kind)], kind)
+        if any(s["_cats"][c] and not b["_cats"][c] for c in CATEGORIES):
+            continue
+        cmp = compare_latency(s["_lat"], b["_lat"], config)
+        if borderline(cmp):
+            out[kind] = cmp
+    return out
+
+
 def _first_reason(evs: list[dict]) -> str:
     for e in evs:
         if e.get("reason"):
@@ -167,21 +199,25 @@ def _latency_sentence(phase: str, kind: str, cmp: dict) -> str:
     what = "decode time" if kind == "decode" else f"{KIND_LABEL.get(kind, kind)} latency"
     head = (f"{phase}: {what} median {_fmt_latency(cmp['median'], kind)} vs "
             f"{_fmt_latency(cmp['baseline_median'], kind)} at baseline ({cmp['ratio']:.1f}x")
+    tail = f", {cmp['repeats']} repeat(s)" if cmp.get("repeats") else ""
     if cmp.get("p_value") is not None:
-        return f"{head}, p={cmp['p_value']:.2g}, n={cmp['n1']}/{cmp['n2']})"
-    return f"{head}, n={cmp['n1']}/{cmp['n2']})"
+        return f"{head}, p={cmp['p_value']:.2g}, n={cmp['n1']}/{cmp['n2']}{tail})"
+    return f"{head}, n={cmp['n1']}/{cmp['n2']}{tail})"
 
 
-# Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid).
-DRIVER_XID_CATEGORIES = ("display-engine", "gsp", "fallen-off-bus")
+# Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid). Xid 79
+# (fallen-off-bus) points at hardware: stress.driver_evidence reports it, never as a driver regression.
+DRIVER_XID_CATEGORIES = ("display-engine", "gsp")
 
 
 def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     """What the monitors saw that shows the driver or the display stack failing, from the start of
     the workload on: ``(regressions, notes)``, as sentences.
 
-    - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus;
+    - an Xid of the display engine or a GSP timeout;
     - a GPU that NVML reports lost;
+    but not after a hardware fault (stress.driver_evidence: the GPU fell off the bus, an uncorrected
+    PCIe error): what follows one is its consequence, a note;
     - a display server or compositor process *under test* that exited (the samplers' ``dsgone``:
       the processes behind the probes' display; others with such names are ``ctxgone``, never
       evidence), once per process, with its restart (``dsnew``) when one took its place."""
@@ -192,6 +228,8 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     xids: dict[tuple, dict] = {}
     gone: dict[object, str] = {}
     restarted: dict[str, list] = {}
+    hw_t = first_hardware_fault(events)
+    after_hw = " (after the hardware fault: counted as its consequence, not a regression)"
     for e in events:
         kind = e.get("ev")
         if kind == "xid" and isinstance(e.get("xid"), int):
@@ -201,7 +239,11 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
             agg["n"] += 1
             agg["sources"].add(str(e.get("source")))
         elif kind == "source" and e.get("status") == "unavailable" and "lost" in str(e.get("reason", "")):
-            regress.append(f"GPU {e.get('gpu', '?')} was lost during the run ({e.get('reason')})")
+            lost = f"GPU {e.get('gpu', '?')} was lost during the run ({e.get('reason')})"
+            if hw_t is not None and isinstance(e.get("t"), (int, float)) and e["t"] >= hw_t:
+                notes.append(lost + after_hw)
+            else:
+                regress.append(lost)
         elif kind == "host" and isinstance(e.get("dsgone"), list):
             t = e.get("t")
             if t_work is None or not isinstance(t, (int, float)) or t < t_work:
@@ -220,7 +262,10 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     for (gpu, xid, cat), agg in sorted(xids.items(), key=lambda kv: str(kv[0])):
         sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
                     f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")
-        (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
+        if cat in DRIVER_XID_CATEGORIES and hw_t is not None and (agg["t"] or 0) >= hw_t:
+            notes.append(sentence + after_hw)
+        elif cat not in HARDWARE_XID_CATEGORIES:
+            (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
     return regress, notes
 
 
@@ -277,6 +322,12 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                 unsure.append(f"{phase}: the probe harness failed ({_first_reason(evs)}), "
                               "so this phase was not fully probed")
 
+    # A desktop cycle that did not happen as asked: the desktop was not checked after it.
+    for e in events:
+        if e.get("ev") == "cycle" and e.get("status") not in (None, "ok"):
+            unsure.append(f"cycle {e.get('index')} ({e.get('do')} {e.get('at')}) {e.get('status')}: "
+                          f"{e.get('reason') or 'no reason recorded'}; the desktop was not checked after it")
+
     # What baseline could not measure, or where it already failed.
     for kind in config.kinds:
         label = KIND_LABEL.get(kind, kind)
@@ -322,6 +373,7 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                     s["regressions"].append(cat)
                     regress.append(_category_sentence(phase, kind, cat, s["_cats"][cat], n, config))
             cmp = compare_latency(s["_lat"], b["_lat"], config)
+            cmp["repeats"] = max(r if isinstance(r := e.get("repeat"), int) else 0 for e in by[phase][kind])
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})
             ctx = context or {}
             loads = ctx.get("load") or {}
@@ -338,11 +390,11 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             elif cmp["slowdown"]:
                 s["regressions"].append("slowdown")
                 regress.append(_latency_sentence(phase, kind, cmp))
-            elif cmp.get("large") and cmp["too_few"]:
+            elif borderline(cmp) and cmp["too_few"]:
                 unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but {cmp['n1']}/{cmp['n2']} "
                               f"samples are too few to show significance at alpha={config.alpha:g}; "
                               f"use probes.repetitions >= {needed_repetitions(config.alpha)}")
-            elif cmp.get("large"):
+            elif borderline(cmp):
                 details["notes"].append(_latency_sentence(phase, kind, cmp).rstrip(")")
                                         + f"), not significant at alpha={config.alpha:g}")
             s["regressed"] = bool(s["regressions"])
@@ -363,9 +415,14 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
         unsure.append("no probe was measured after the baseline, so nothing could be compared")
 
     hw_regress, hw_notes = monitor_evidence(events)
+    klog = kernel_log_evidence(events)          # classified kernel-log errors, hardware faults (issue 13)
+    hw_regress += klog["regressions"]
+    unsure += klog["unsure"] + klog["hardware"]
     regress.extend(hw_regress)
-    details["notes"].extend(hw_notes)
+    details["notes"].extend(hw_notes + klog["notes"])
     details["monitor_evidence"] = hw_regress
+    details["kernel_log"] = klog["items"]
+    details["hardware_evidence"] = klog["hardware"]
     screen_measured = any(e.get("kind") in SCREEN_KINDS and e.get("status") in MEASURED for e in probes)
     if regress and config.enabled and not screen_measured:
         details["notes"].extend(f"not counted (no screen probe was measured): {r}" for r in regress)
@@ -379,8 +436,8 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
 
     workload_reason = ("the workload failed: images crashed, hung or ran out of memory "
                        "(see the image outcomes)")
-    if regress:
-        reasons = regress + ([workload_reason] if workload_failed else [])
+    if regress:     # a hardware fault comes first: the maintainer must see it before the regression
+        reasons = klog["hardware"] + regress + ([workload_reason] if workload_failed else [])
         v, code = "reproduced", ExitCode.REPRODUCED
     elif workload_failed or harness_error:
         reasons = ([workload_reason] if workload_failed else []) + (
