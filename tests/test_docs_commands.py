@@ -81,7 +81,8 @@ def test_help_has_no_doubled_percent(capsys):
 # synopses (`validate FILE...`, `history`, `watch --latest`, `X --help`) run filled in.
 
 _SPAN = re.compile(r"`(?:\.venv/bin/)?gpu-stress ([^`]+)`")
-_PLACEHOLDER = re.compile(r"<|\.\.\.|\$|\b[A-Z][A-Z_:]{2,}\b|\[")
+# placeholders, synopses, shell expansions, and URLs (a server the reader has, not this machine)
+_PLACEHOLDER = re.compile(r"<|\.\.\.|\$|\b[A-Z][A-Z_:]{2,}\b|\[|://")
 # subcommand -> (exit status, what stdout or stderr shows), in a scratch folder where nothing has run yet
 _AS_WRITTEN = {
     "schema": (0, '"$defs"'),
@@ -120,7 +121,8 @@ def _run(argv: list[str], cwd: Path, timeout: float = 120):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "NO_COLOR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "NO_COLOR", "STRESS_HISTORY_URL")}
     env.update(HOME=str(cwd), PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", "import sys; from stress.cli import main; sys.exit(main())",
                            *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
