@@ -85,6 +85,9 @@ class Progress:
                               auto_refresh=self._refresh is not None, refresh_per_second=self._refresh or 4,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
+            import atexit
+
+            atexit.register(self.finish)   # an exit that skips finish() still shows the cursor again
         self._bar()
 
     def _rate(self) -> float:
@@ -185,3 +188,6 @@ class Progress:
             self._live.refresh()
             self._live.stop()   # the last status line stays, the cursor below it
             self._live = None
+            import atexit
+
+            atexit.unregister(self.finish)
