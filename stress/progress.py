@@ -99,11 +99,12 @@ class Progress:
         """From steps while images run (seconds per step x steps left in this image and in those to
         come); from images/min once steps are unknown."""
         left_images = self.total - self.done
-        if self._step_s and self._image_steps and left_images > 0:
-            per_image = sum(self._image_steps.values())
+        steps = list(self._image_steps.items())   # a copy: the live line's timer thread reads it too
+        if self._step_s and steps and left_images > 0:
+            per_image = sum(n for _, n in steps)
             here = 0
             seen = False
-            for st, n in self._image_steps.items():
+            for st, n in steps:
                 if st == self.stage:
                     seen = True
                     here += max(0, n - (self.step_n or 0))
