@@ -3,7 +3,6 @@ image, stage and denoising step and is redrawn at least every few seconds, the i
 above it, and the terminal is left usable (cursor shown, the last line kept)."""
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -76,6 +74,7 @@ def test_run_on_a_terminal_shows_the_step_and_redraws(tmp_path, model_cache):
             frames.append((time.monotonic(), tmux.capture()))
             time.sleep(0.25)
         final = tmux.capture()
+        cursor_shown = tmux("display-message", "-p", "-t", "t", "#{cursor_flag}").strip()
     finally:
         tmux.close()
     assert done.exists(), "the run did not end within 400 s:\n" + (frames[-1][1] if frames else "")
@@ -97,4 +96,5 @@ def test_run_on_a_terminal_shows_the_step_and_redraws(tmp_path, model_cache):
     assert sum(1 for x in lines if re.match(r"image +\d  64x64  seed 1234  ok", x)) == 3, final
     status = [x for x in lines if "images" in x and "img/min" in x]
     assert len(status) == 1 and "3/3 images" in status[0], final   # one status line, not one per redraw
+    assert cursor_shown == "1"                                # the live display hid it; shown again
     assert re.search(r"^\d+m\d\ds .*3/3 images  \d+\.\d\d img/min  ETA 0m00s$", status[0]), status  # one row, not wrapped
