@@ -102,11 +102,10 @@ def render(result: dict, label_a: str, label_b: str, *, show_all: bool = False) 
             note = f"SIGNIFICANT ({r['direction']}); " + note
         rows.append([r["metric"], _num(r["metric"], r["a"]), _num(r["metric"], r["b"]), rel, _p(r["p"]), note])
     if rows:
-        header = ["metric", "A", "B", "change", "p", "note"]
-        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        from stress.tables import table_lines
+
         out.append("")
-        for row in [header, *rows]:
-            out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        out += table_lines(["metric", "A", "B", "change", "p", "note"], rows, right={1, 2, 3, 4})
     else:
         out.append("no metric changed")
     sig = result["significant"]

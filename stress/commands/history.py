@@ -32,10 +32,9 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    from stress.tables import table
+
+    return table(header, rows)
 
 
 def history_command(args: argparse.Namespace) -> int:
