@@ -5,7 +5,12 @@ Fabricates the run directory of an 8-hour, 500-image SDXL session sampled at 2 H
 during and after, 500 full-size output JPGs), then times ``write_reports`` and each of its parts.
 
     .venv/bin/python benchmarks/bench_report.py [--images 500] [--hours 8] [--rate-hz 2] [--repeat 3]
-                                                [--json results.json] [--keep DIR]
+                                                [--json results.json] [--keep DIR] [--against REV]
+
+With ``--against REV``: ``write_reports`` of this tree and of commit REV (exported with ``git archive``)
+on the same run directory, each in a fresh process, alternately ``--repeat`` times (old, new, old, ...),
+so machine noise hits both alike; wall time and CPU time (the process and the children it forks) and
+the ratio new/old of the medians; report.json must be identical but for ``generated_at``.
 
 Wall time depends on how busy the machine is; CPU time (process_time) is the steadier figure.
 """
@@ -13,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
+import subprocess
+import tarfile
 import sys
 import tempfile
 import time
@@ -38,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of write_reports; the best is reported")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    ap.add_argument("--against", metavar="REV", help="compare with this commit, interleaved")
     args = ap.parse_args(argv)
 
     from synth_journal import Synth, make_run
@@ -52,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         journal = run / "journal.jsonl"
         lines = sum(1 for _ in open(journal, "rb"))
         outputs_bytes = sum(p.stat().st_size for p in (run / "outputs").iterdir())
+
+        if args.against:
+            return _against(args.against, run, work, args.repeat)
 
         from stress.report import write_reports
         from stress.report.bundle import write_bundle
@@ -106,6 +119,56 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+# In the measured process: write_reports only (not the interpreter's start-up and imports), its own CPU
+# time and that of the children it forked (reaped by then).
+_ONE = ("import resource, sys, time; from stress.report import write_reports; w = time.perf_counter(); "
+        "c = time.process_time(); write_reports(sys.argv[1], sys.argv[2]); "
+        "k = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(time.perf_counter() - w, time.process_time() - c + k.ru_utime + k.ru_stime)")
+
+
+def _export(rev: str, into: Path) -> Path:
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
+                          capture_output=True, timeout=120).stdout
+    (into / "tree.tar").write_bytes(data)
+    with tarfile.open(into / "tree.tar") as tf:
+        tf.extractall(into / "tree", filter="data")
+    return into / "tree"
+
+
+def _one(tree: Path, run: Path, out: Path) -> tuple[float, float, dict]:
+    p = subprocess.run([sys.executable, "-c", _ONE, str(run), str(out)], cwd=tree, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(tree)), timeout=600)
+    if p.returncode != 0:
+        raise SystemExit(f"write_reports failed in {tree}: {p.stderr[-2000:]}")
+    wall, cpu = map(float, p.stdout.strip().splitlines()[-1].split())
+    report = json.loads((out / "report.json").read_text())
+    report.pop("generated_at", None)
+    return wall, cpu, report
+
+
+def _against(rev: str, run: Path, work: Path, rounds: int) -> int:
+    old_tree = _export(rev, work)
+    load = os.getloadavg()[0]
+    res: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    reports: dict[str, dict] = {}
+    for r in range(rounds):
+        for name, tree in (("old", old_tree), ("new", ROOT)):
+            out = work / f"{name}-{r}"
+            wall, cpu, reports[name] = _one(tree, run, out)
+            shutil.rmtree(out, ignore_errors=True)
+            res[name].append((wall, cpu))
+            print(f"round {r + 1} {name}: write_reports wall {wall:.2f} s, cpu {cpu:.2f} s", flush=True)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in res.items()}
+    for k, (w, c) in med.items():
+        print(f"median {k}: wall {w:.2f} s, cpu {c:.2f} s")
+    print(f"ratio new/old: wall {med['new'][0] / med['old'][0]:.2f}, cpu {med['new'][1] / med['old'][1]:.2f}")
+    print(f"load average (1 min) at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f}; cores {os.cpu_count()}")
+    same = reports["old"] == reports["new"]
+    print("report.json identical but for generated_at: " + ("yes" if same else "NO"))
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

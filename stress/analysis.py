@@ -486,7 +486,7 @@ def _context(record) -> dict:
     device = "cpu" if devices and all(d.startswith("cpu") for d in devices) else ("cuda" if devices else None)
     win = derived.phase_windows(record)
     load = {}
-    col = record.host.cols.get("load1")
+    col = record.host.one("load1") if hasattr(record.host, "one") else record.host.cols.get("load1")
     if col:
         spans = {"baseline": [win.baseline] if win.baseline else []}
         for sp in win.spans:

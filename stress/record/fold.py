@@ -18,18 +18,13 @@ from typing import Any
 
 from stress.errors import StressError
 from stress.events import JOURNAL_FORMAT
-from stress.fields import (ENVELOPE, HOST, HOST_CARRY, HOST_LISTS, NVML, NVML_CARRY, NVML_LISTS, NVML_PROCESS_LISTS,
-                           WORKER_TREE, DISPLAY_PROC)
+from stress.fields import ENVELOPE
 from stress.journal import JournalStream, RunDir
+from stress.record.columns import (HOST_SINGLE, PROC_LIST_KEYS, Columns, SampleColumns, host_builder, nvml_builder,
+                                   proc_groups_of)
 
-_NVML_NAMES = {k: f.name for k, f in NVML.items()}
-_NVML_LIST_NAMES = {k: tuple(f.name for f in fs) for k, fs in NVML_LISTS.items()}
-_HOST_NAMES = {k: f.name for k, f in HOST.items()}
-_HOST_LIST_NAMES = {k: tuple(f.name for f in fs) for k, fs in HOST_LISTS.items()}
-_WORKER_FIELDS = tuple((k, f.name) for k, f in WORKER_TREE.items())
-_DISPLAY_FIELDS = {k: v[0] for k, v in DISPLAY_PROC.items()}
-_DISPLAY_LIST_KEYS = ("display", "compositor", "display_procs")   # older journals' names for ``ds``
-_GRAPHICS_TYPES = ("graphics", "g", "c+g", "gfx")
+__all__ = ["Columns", "RunRecord", "SampleColumns", "fold", "load", "num", "to_int", "to_str", "iso"]
+
 FAILED_PROBE = ("fail", "timeout", "error")
 
 def num(v: Any) -> float | None:
@@ -63,31 +58,6 @@ def iso(t: float | None) -> str | None:
         return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
     except (OverflowError, OSError, ValueError):
         return None
-
-
-class Columns:
-    """Samples of one source as aligned columns (None where a tick lacked a field)."""
-
-    __slots__ = ("t", "cols")
-
-    def __init__(self) -> None:
-        self.t: list[float] = []
-        self.cols: dict[str, list] = {}
-
-    def add(self, t: float, values: dict) -> None:
-        n = len(self.t)
-        cols = self.cols
-        for k, v in values.items():
-            col = cols.get(k)
-            if col is None:
-                col = cols[k] = [None] * n
-            col.append(v)
-        self.t.append(t)
-        if len(values) < len(cols):   # some column got nothing this tick: pad it
-            n += 1
-            for col in cols.values():
-                if len(col) < n:
-                    col.append(None)
 
 
 def _numbers(ev: dict, out: dict, prefix: str = "") -> None:
@@ -125,8 +95,8 @@ class RunRecord:
         self.alloc_by_image: dict[int, dict] = {}
         self.source_events: list[dict] = []
         self.gpu_static: dict[Any, dict] = {}
-        self.nvml: dict[int, Columns] = {}
-        self.host = Columns()
+        self.nvml: dict[int, SampleColumns] = {}
+        self.host = SampleColumns(host_builder, HOST_SINGLE)
         self.alloc = Columns()
         self.xids: list[dict] = []
         self.kmsg_count = 0
@@ -148,15 +118,8 @@ class RunRecord:
         self.newer_format: int | None = None  # a journal written by a newer version than this one
         self.worker_count = 0                  # ordinals used so far (a resumed run goes on from here)
         self.during_visits = 0                 # visits of the `during` phase so far
-        self.display_changes: list[dict] = []
-        self._display_pids: dict[str, int | None] = {}
-        self._display_seen_any = False
-        self._display_last_pid: dict[str, int] = {}
-        self._nvml_carry: dict[int, dict] = {}
-        self._nvml_procs: dict[int, dict] = {}
-        self._host_carry: dict = {}
+        self._nvml_procs: dict[int, dict] = {}  # per GPU: the process lists as they stand now
         self.proc_groups: dict[str, str] = {}
-        self._keys: dict[tuple, str] = {}      # column names built once, not once per tick
         self.prompts: list[str] = []
         self.resumes: list[dict] = []
         self.monitors_summary: dict | None = None
@@ -190,151 +153,30 @@ class RunRecord:
         gpu = gpu if type(gpu) is int else (to_int(gpu) or 0)
         cols = self.nvml.get(gpu)
         if cols is None:
-            cols = self.nvml[gpu] = Columns()
-            self._nvml_carry[gpu] = {}
+            cols = self.nvml[gpu] = SampleColumns(nvml_builder(self.worker_pids))
             self._nvml_procs[gpu] = {}
-        carry = self._nvml_carry[gpu]
-        values: dict = {}
-        for k, v in ev.items():
-            tv = type(v)
-            if tv is int or tv is float:
-                if k in ENVELOPE:
-                    continue
-                name = _NVML_NAMES.get(k, k)
-                values[name] = v
-                if name in NVML_CARRY:
-                    carry[name] = v
-            elif tv is list:
-                names = _NVML_LIST_NAMES.get(k)
-                if names:
-                    for name, x in zip(names, v):
-                        if type(x) is int or type(x) is float:
-                            values[name] = carry[name] = x
-                elif k in NVML_PROCESS_LISTS or k == "procs":
-                    self._nvml_procs[gpu][k] = v     # change-only: kept until the next list
-                    for p in v:
-                        if type(p) is list and len(p) >= 2:
-                            self.proc_groups[str(p[1])] = NVML_PROCESS_LISTS.get(k, "compute")
-                        elif type(p) is dict and p.get("name"):
-                            ptype = str(p.get("type", "graphics" if k == "gp" else "compute")).lower()
-                            self.proc_groups[str(p["name"])] = "graphics" if ptype in _GRAPHICS_TYPES else "compute"
-            elif tv is dict:
-                for k2, v2 in v.items():
-                    if type(v2) is int or type(v2) is float:
-                        values[f"{k}.{k2}"] = v2
-        for name, v in carry.items():
-            if name not in values:
-                values[name] = v
-        procs = self._nvml_procs[gpu]
-        if procs:
-            gfx = 0
-            worker_mem = None
-            pids = self.worker_pids
-            for k, lst in procs.items():
-                for p in lst:
-                    if type(p) is list and len(p) >= 3:        # compact: [pid, name, mem]
-                        pid, name, mem = p[0], p[1], p[2]
-                        ptype = "graphics" if k == "gp" else "compute"
-                    elif type(p) is dict:
-                        pid, name, mem = p.get("pid"), p.get("name"), p.get("mem")
-                        ptype = str(p.get("type", "graphics" if k == "gp" else "compute")).lower()
-                    else:
-                        continue
-                    if type(mem) is not int and type(mem) is not float:
-                        continue
-                    key = self._keys.get((k, name, pid))
-                    if key is None:
-                        key = self._keys[(k, name, pid)] = f"procs[{name or f'pid {pid}'}].mem"
-                    values[key] = values.get(key, 0) + mem
-                    if ptype in _GRAPHICS_TYPES:
-                        gfx += mem
-                    if pid in pids:
-                        worker_mem = (worker_mem or 0) + mem
-            values["gfx_procs_mem"] = gfx
-            if worker_mem is not None:
-                values["worker_gpu_mem"] = worker_mem
-        cols.add(t, values)
+        changed = False
+        for k in PROC_LIST_KEYS:
+            v = ev.get(k)
+            if type(v) is list:                    # change-only: kept until the next list
+                self._nvml_procs[gpu][k] = v
+                proc_groups_of(k, v, self.proc_groups)
+                changed = True
+        if changed:
+            cols.marks.append((len(cols.events), dict(self._nvml_procs[gpu])))
+        cols.push(t, ev)
 
     def _host(self, ev: dict, t: float) -> None:
         if "dsgone" in ev or "dsnew" in ev or "ctxgone" in ev:
             self.display_events.append({"ev": "host", "t": t, **{k: ev[k] for k in ("dsgone", "dsnew", "ctxgone")
                                                                   if type(ev.get(k)) is list}})
-        values: dict = {}
-        carry = self._host_carry
-        for k, v in ev.items():
-            tv = type(v)
-            if tv is int or tv is float:
-                if k in ENVELOPE:
-                    continue
-                name = _HOST_NAMES.get(k, k)
-                values[name] = v
-                if name in HOST_CARRY:
-                    carry[name] = v
-            elif k in _HOST_LIST_NAMES and tv is list:
-                for name, x in zip(_HOST_LIST_NAMES[k], v):
-                    if type(x) is int or type(x) is float:
-                        values[name] = x
-            elif k == "wk" and tv is list:          # one entry per worker process tree
-                for w in v:
-                    if type(w) is not dict:
-                        continue
-                    for short, name in _WORKER_FIELDS:
-                        x = w.get(short)
-                        if type(x) is int or type(x) is float:
-                            values[name] = values.get(name, 0) + x
-            elif tv is dict and k not in _DISPLAY_LIST_KEYS:
-                for k2, v2 in v.items():
-                    if type(v2) is int or type(v2) is float:
-                        values[f"{k}.{k2}"] = v2
-        for name, v in carry.items():
-            if name not in values:
-                values[name] = v
-        for lk in ("ds",) + _DISPLAY_LIST_KEYS:
-            lst = ev.get(lk)
-            if type(lst) is not list:
-                continue
-            seen: dict[str, int | None] = {}
-            for p in lst:
-                if type(p) is not dict:
-                    continue
-                pid = p.get("p", p.get("pid"))
-                name = str(p.get("nm") or p.get("name") or f"pid {pid}")
-                seen.setdefault(name, pid if type(pid) is int else None)
-                keys = self._keys
-                for k, v in p.items():
-                    if (type(v) is int or type(v) is float) and k != "p" and k != "pid":
-                        key = keys.get((name, k))
-                        if key is None:
-                            key = keys[(name, k)] = f"display[{name}].{_DISPLAY_FIELDS.get(k, k)}"
-                        values[key] = values.get(key, 0) + v
-            self._track_display(t, seen)
-            break
-        self.host.add(t, values)
+        self.host.push(t, ev)
 
-    def _track_display(self, t: float, seen: dict[str, int | None]) -> None:
-        """Note when a display-server/compositor process restarts (new pid), vanishes or appears."""
-        known = self._display_pids
-        changes = self.display_changes
-        for name, pid in seen.items():
-            if name not in known:
-                if self._display_seen_any:   # not part of the first sample's set: it appeared mid-run
-                    changes.append({"t": t, "name": name, "change": "appeared", "old_pid": None, "new_pid": pid})
-            elif known[name] is None:
-                old = self._display_last_pid.get(name)
-                changes.append({"t": t, "name": name, "change": "restarted" if old not in (None, pid) else "appeared",
-                                "old_pid": old, "new_pid": pid})
-            elif pid is not None and known[name] != pid:
-                changes.append({"t": t, "name": name, "change": "restarted", "old_pid": known[name],
-                                "new_pid": pid})
-            known[name] = pid
-            if pid is not None:
-                self._display_last_pid[name] = pid
-        for name, old in known.items():
-            if name not in seen and old is not None:
-                changes.append({"t": t, "name": name, "change": "vanished", "old_pid": old, "new_pid": None})
-                known[name] = None
-        if seen:
-            self._display_seen_any = True
+    @property
+    def display_changes(self) -> list[dict]:
+        """Display-server/compositor processes that restarted (new pid), vanished or appeared."""
+        self.host.cols   # noqa: B018 - built with the host columns
+        return self.host.extra.get("display_changes", [])
 
     def _alloc(self, ev: dict, t: float) -> None:
         self.alloc_events.append(ev)

@@ -13,10 +13,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 from stress import __version__
+from stress.background import Background
 from stress.fields import field_of
 from stress.journal import RunDir
 from stress.record import RunRecord, derived, load
@@ -77,9 +78,11 @@ class BuiltReport:
 
 
 def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, redact: bool = True,
-                 record: RunRecord | None = None) -> BuiltReport:
+                 record: RunRecord | None = None, on_redactor: Callable[[Redactor], None] | None = None,
+                 ) -> BuiltReport:
     """report.json's content for ``run_dir`` (redacted unless ``redact=False``); ``record`` is the run's
-    record when the caller has folded it already.
+    record when the caller has folded it already; ``on_redactor`` is called with the redactor as soon as
+    it exists (the bundle's journal copy starts there, beside the rest of the report).
 
     Raises :class:`StressError` only when there is no journal; anything else damaged is reported in
     ``completeness`` and the returned warnings.
@@ -115,6 +118,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     redactor = Redactor.for_run(environment=env, extra_serials=serials,
                                 prompts=_scenario_prompts(scenario, base_dir) + rec.prompts + output_prompts,
                                 include_prompts=include_prompts, enabled=redact)
+    if on_redactor is not None:
+        on_redactor(redactor)
 
     # ---- monitors ----
     sources: list[dict] = []
@@ -133,7 +138,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
         lead = min(ZOOM_LEAD_S[1], max(ZOOM_LEAD_S[0], 2 * ((rec.last_t or wl_end) - wl_end)))
         zoom_from = max(t0, wl_end - lead)
 
-    def summarise(src: str, gpu: int | None, cols: Columns, prefix: str) -> None:
+    def summarise(src: str, gpu: int | None, cols: Columns, prefix: str, out: tuple | None = None) -> None:
+        sources, metrics, series, zoom_series, notes = out or (all_sources, all_metrics, all_series, all_zoom, all_notes)
         t, arrays = _arrays(cols)
         # gaps only mean something for sources that sample on a clock (allocator events follow the images)
         interval, gaps = _gaps(t) if src in ("nvml", "host") else (None, [])
@@ -178,11 +184,29 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
                         zoom_series.append(dict(series[-1], t=[round(float(x) - t0, 2) for x in zt],
                                                 v=[rnd(x) for x in zv], n=int(sel.sum())))
 
-    for gpu in sorted(rec.nvml):
-        summarise("nvml", gpu, rec.nvml[gpu], f"nvml[{gpu}].")
-    source_state.pop(("nvml", None), None) if rec.nvml else None
-    if rec.host.t:
-        summarise("host", None, rec.host, "host.")
+    all_sources, all_metrics, all_series, all_zoom, all_notes = sources, metrics, series, zoom_series, notes
+
+    def host_part() -> tuple:
+        out: tuple = ([], [], [], [], [])
+        summarise("host", None, rec.host, "host.", out)
+        return (*out, rec.display_changes)
+
+    # The host's columns and summaries are made in a second process while the GPUs' are made here
+    # (stress.background); the same items, in the same order (GPUs first).
+    host_job = Background(host_part) if rec.host.t else None
+    try:
+        for gpu in sorted(rec.nvml):
+            summarise("nvml", gpu, rec.nvml[gpu], f"nvml[{gpu}].")
+        source_state.pop(("nvml", None), None) if rec.nvml else None
+        host_display_changes = None
+        if host_job is not None:
+            *parts, host_display_changes = host_job.result()
+            for target, items in zip((sources, metrics, series, zoom_series, notes), parts):
+                target.extend(items)
+            source_state.pop(("host", None), None)
+    finally:
+        if host_job is not None:
+            host_job.cancel()
     if rec.alloc.t:
         summarise("allocator", None, rec.alloc, "allocator.")
     for (src, gpu), st in sorted(source_state.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
@@ -206,7 +230,8 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
                                 "history": [], "samples": 0, "first_t": None, "last_t": None,
                                 "interval_s": None, "gaps": []})
                 notes.append(f"no samples from {src} and no 'source' event saying why")
-    display_changes = [dict(c, t=rnd(c["t"] - t0, 2)) for c in rec.display_changes]
+    display_changes = [dict(c, t=rnd(c["t"] - t0, 2)) for c in (
+        rec.display_changes if host_display_changes is None else host_display_changes)]
 
     # ---- other sections ----
     images = _image_records(rec, t0, include_prompts)

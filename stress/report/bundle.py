@@ -256,10 +256,32 @@ def _read_inside(root: Path, path: Path, skipped: list[str]) -> bytes | None:
     return None
 
 
+def journal_copy(root: Path, redactor: Redactor, skipped: list[str]) -> bytes:
+    """The run's journal, redacted line by line (b"" when it is not there or is not a file inside)."""
+    journal = root / "journal.jsonl"
+    raw_journal = _read_inside(root, journal, skipped) if os.path.lexists(journal) else None
+    return redact_journal(raw_journal, redactor) if raw_journal is not None else b""
+
+
+def journal_member(journal_text: bytes) -> bytes:
+    return gzip.compress(journal_text, compresslevel=3, mtime=0)   # 3: 3x faster than 6, 14% larger
+
+
+def prepared_journal(run_dir: Path, redactor: Redactor) -> dict:
+    """What the bundle needs of the journal, made ahead (``stress.background`` runs it beside
+    the charts): the compressed redacted copy, its uncompressed size and what was left out. The
+    redacted text itself is made again only if the bundle must thin it to fit its cap."""
+    skipped: list[str] = []
+    text = journal_copy(run_dir.resolve(), redactor, skipped)
+    return {"gz": journal_member(text), "size": len(text), "skipped": skipped}
+
+
 def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
                     include_screenshots: bool, nvidia_bug_report: Path | None,
-                    include_thumbnails: bool = False) -> tuple[list[Member], bytes, list[str]]:
-    """Everything the bundle may hold, and the redacted journal (kept apart: it may be thinned later)."""
+                    include_thumbnails: bool = False, journal: bytes | None = None,
+                    ) -> tuple[list[Member], bytes, list[str]]:
+    """Everything the bundle may hold, and the redacted journal (kept apart: it may be thinned later);
+    ``journal``: that journal text when it was made already (then nothing is read for it here)."""
     members: list[Member] = []
     warnings: list[str] = []
     root = run_dir.resolve()
@@ -269,9 +291,7 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
             members.append(Member(name, path.read_bytes(), {"report.json": "the report's data (schema in "
                                   "docs/report-format.md)", "report.html": "the report, self-contained",
                                   "ticket.md": "text for the driver bug form"}.get(name, name), "report"))
-    journal = root / "journal.jsonl"
-    raw_journal = _read_inside(root, journal, skipped) if os.path.lexists(journal) else None
-    journal_text = redact_journal(raw_journal, redactor) if raw_journal is not None else b""
+    journal_text = journal_copy(root, redactor, skipped) if journal is None else journal
     for name, what in (("scenario.resolved.json", "the scenario as run, every default filled in"),
                        ("environment.json", "OS, kernel, driver, GPUs, libraries, display session"),
                        ("run.json", "summary of the run derived from the journal")):
@@ -406,22 +426,33 @@ def _write_tar_to(tmp: Path, path: Path, run_id: str, members: list[Member], man
 
 def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
                  include_screenshots: bool = False, nvidia_bug_report: Path | None = None,
-                 include_thumbnails: bool = False, cap_bytes: int = BUNDLE_CAP_BYTES, extra_notes: list[str] | None = None) -> BundleResult:
-    """Write the bundle at ``out_path``, shrinking it under ``cap_bytes`` as described in the module doc."""
+                 include_thumbnails: bool = False, cap_bytes: int = BUNDLE_CAP_BYTES, extra_notes: list[str] | None = None,
+                 prepared: dict | None = None) -> BundleResult:
+    """Write the bundle at ``out_path``, shrinking it under ``cap_bytes`` as described in the module doc;
+    ``prepared``: :func:`prepared_journal`'s result when it was made ahead."""
     run_id = report.get("run_id") or run_dir.name
     members, journal_text, warnings = collect_members(
         run_dir, report_files, report, redactor, include_screenshots=include_screenshots,
-        nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails)
+        nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails,
+        journal=b"" if prepared is not None else None)
+    if prepared is not None:
+        warnings = list(prepared["skipped"]) + warnings
     notes = list(extra_notes or []) + warnings     # what was left out (links out of the run directory)
     mtime = report.get("generated_at") or time.time()
     keep_every = 1
     journal_gz = 0
 
     def build() -> int:
-        nonlocal journal_gz
-        jdata = thin_journal(journal_text, keep_every) if keep_every > 1 else journal_text
-        jm = Member("journal.jsonl.gz", gzip.compress(jdata, compresslevel=3, mtime=0),   # 3: 3x faster than 6, 14% larger
-                    "the run's journal (events, one JSON object per line; redacted)", "journal")
+        nonlocal journal_gz, journal_text, prepared
+        if prepared is not None and keep_every == 1:
+            gz = prepared["gz"]
+        else:
+            if prepared is not None:      # thinning needs the text: made again, once
+                journal_text = journal_copy(run_dir.resolve(), redactor, [])
+                prepared = None
+            jdata = thin_journal(journal_text, keep_every) if keep_every > 1 else journal_text
+            gz = journal_member(jdata)
+        jm = Member("journal.jsonl.gz", gz, "the run's journal (events, one JSON object per line; redacted)", "journal")
         journal_gz = len(jm.data)
         all_members = members + [jm]
         all_members.insert(0, Member("README.txt", _readme(run_id, all_members, notes), "this file", "readme"))
@@ -443,7 +474,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
 
     def thin() -> bool:
         nonlocal keep_every
-        if keep_every >= 64 or not journal_text:
+        if keep_every >= 64 or not (journal_text or (prepared and prepared["size"])):
             return False
         # Aim at the cap in one go: the journal shrinks about in proportion to the ticks it keeps.
         over = size - cap_bytes

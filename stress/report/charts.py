@@ -441,17 +441,36 @@ CHARTS: tuple[Callable[[dict], Chart | None], ...] = (gpu_memory_chart, process_
                                                       image_times_chart)
 
 
-def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
-    """Every chart; a chart that fails to draw becomes a picture saying so, plus a warning."""
-    out, warnings = [], []
-    for fn in CHARTS:
+def _render(report: dict, fns) -> list[tuple[Chart | None, str | None]]:
+    out: list[tuple[Chart | None, str | None]] = []
+    for fn in fns:
         try:
-            chart = fn(report)
-            if chart is not None:       # a chart that only applies to some runs (the zoom)
-                out.append(chart)
+            out.append((fn(report), None))  # None: a chart that only applies to some runs (the zoom)
         except Exception as exc:  # noqa: BLE001 - one bad chart must not cost the whole report
             name = fn.__name__.removesuffix("_chart").replace("_", "-")
-            warnings.append(f"chart {name} could not be drawn: {type(exc).__name__}: {exc}")
-            out.append(Chart(name, name, _message_png(name, f"could not be drawn: {type(exc).__name__}"),
-                             "chart error", True))
+            out.append((Chart(name, name, _message_png(name, f"could not be drawn: {type(exc).__name__}"),
+                              "chart error", True), f"chart {name} could not be drawn: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def render_charts(report: dict) -> tuple[list[Chart], list[str]]:
+    """Every chart; a chart that fails to draw becomes a picture saying so, plus a warning. Half of them
+    are drawn in a second process at the same time (``stress.background``), when it can fork."""
+    from stress.background import Background
+
+    mine, theirs = CHARTS[1::2], CHARTS[0::2]
+    job = Background(lambda: _render(report, theirs))
+    try:
+        here = _render(report, mine)
+        there = job.result()
+    finally:
+        job.cancel()
+    done = dict(zip(mine, here)) | dict(zip(theirs, there))
+    out, warnings = [], []
+    for fn in CHARTS:
+        chart, warning = done[fn]
+        if chart is not None:
+            out.append(chart)
+        if warning:
+            warnings.append(warning)
     return out, warnings
