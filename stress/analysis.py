@@ -180,7 +180,9 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     """What the monitors saw that shows the driver or the display stack failing, from the start of
     the workload on: ``(regressions, notes)``, as sentences.
 
-    - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus;
+    - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus, or a kernel-log line
+      of those classes (``kmsg`` with an error pattern of stress/hw/kernel_patterns.json, e.g.
+      nvidia-modeset's "Idling display engine timed out");
     - a GPU that NVML reports lost;
     - a display server or compositor process *under test* that exited (the samplers' ``dsgone``:
       the processes behind the probes' display; others with such names are ``ctxgone``, never
@@ -192,8 +194,11 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     xids: dict[tuple, dict] = {}
     gone: dict[object, str] = {}
     restarted: dict[str, list] = {}
+    klines: dict[str, int] = {}
     for e in events:
         kind = e.get("ev")
+        if kind == "kmsg" and isinstance(e.get("cls"), str):
+            klines[e["cls"]] = klines.get(e["cls"], 0) + 1
         if kind == "xid" and isinstance(e.get("xid"), int):
             key = (e.get("gpu"), e["xid"], e.get("category"))
             agg = xids.setdefault(key, {"n": 0, "sources": set(), "description": e.get("description"),
@@ -221,6 +226,14 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
         sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
                     f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")
         (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
+    if klines:
+        from stress.hw.kernel_log import pattern
+
+        for pid, n in klines.items():
+            p = pattern(pid)
+            if p is not None:
+                sentence = f"kernel log: {p.driver} {p.id} ({n} line(s)): {p.meaning}"
+                (regress if p.cls in DRIVER_XID_CATEGORIES and p.severity == "error" else notes).append(sentence)
     return regress, notes
 
 
@@ -246,7 +259,8 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
     ``context`` (from :func:`judge`): ``device`` the workload ran on, ``load`` the host's load per phase.
     A latency slowdown is a regression only on a GPU workload whose phase ran under a host load like
     baseline's; on a CPU workload (a smoke test of the set-up: the workload competes with the probes
-    for the same cores) or under a markedly different load it is inconclusive, with the reason.
+    for the same cores) before its worker exited (``during``, ``after``; ``after-exit`` has no worker
+    left to compete) or under a markedly different load it is inconclusive, with the reason.
     Nothing is ``reproduced`` when no screen probe (screenshot, display round trip) was measured at all.
 
     Precedence: ``reproduced`` (any later phase regressed; a failed workload is listed too) >
@@ -325,7 +339,7 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})
             ctx = context or {}
             loads = ctx.get("load") or {}
-            if cmp["slowdown"] and ctx.get("device") == "cpu":
+            if cmp["slowdown"] and ctx.get("device") == "cpu" and phase != "after-exit":
                 s["slowdown_discounted"] = "cpu-workload"
                 unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but the workload ran on the CPU: this is "
                               "a smoke test of the set-up (the workload competes with the probes for the cores), "
