@@ -375,3 +375,26 @@ def test_reasons_are_never_repeated():
     events += [{"ev": "host", "t": 1.0 + i, "dsgone": [[42, "Xorg"]]} for i in range(3)]
     v = verdict(events, CFG)
     assert v["verdict"] == "reproduced" and len(v["reasons"]) == len(set(v["reasons"])) == 1
+
+
+def test_a_slowdown_after_the_cpu_worker_exited_counts():
+    """after-exit has no worker left to compete with the probes: a slowdown there is a regression even
+    on a CPU workload (selftest's slow display path is injected there)."""
+    events = healthy("baseline", lat={"screenshot": _BASE}) + healthy("after-exit", lat={"screenshot": _SLOW})
+    v = verdict(events, CFG, context={"device": "cpu", "load": {}})
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"][0].startswith("after-exit: screenshot latency median")
+
+
+def test_display_engine_kernel_lines_are_evidence_and_warnings_are_notes():
+    base = healthy("baseline") + healthy("after")
+    line = {"ev": "kmsg", "t": 1.0, "line": "nvidia-modeset: ERROR: GPU:0: Idling display engine timed out",
+            "cls": "nvkms-idle-timeout"}
+    v = verdict(base + [line, dict(line)], CFG)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"] == [r for r in v["reasons"] if r.startswith("kernel log: nvidia-modeset nvkms-idle-timeout "
+                                                                     "(2 line(s)): the display engine")]
+    warn = {"ev": "kmsg", "t": 1.0, "line": "x", "cls": "nvkms-sysmem-fallback"}   # video-memory warning
+    v = verdict(base + [warn], CFG)
+    assert v["verdict"] == "not-reproduced"
+    assert any(n.startswith("kernel log: nvidia-drm nvkms-sysmem-fallback") for n in v["details"]["notes"])

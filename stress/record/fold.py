@@ -442,9 +442,9 @@ class RunRecord:
         return any(p.get("phase") == phase for p in self.probes)
 
     def judged_events(self) -> list[dict]:
-        """What the judge (``stress.analysis``) weighs, in journal order: probe events, Xids, source
-        changes, phase boundaries and the display processes that went away."""
-        evs: list[dict] = [*self.probes, *self.xids, *self.source_events]
+        """What the judge (``stress.analysis``) weighs, in journal order: probe events, Xids, kernel-log
+        lines of a known class, source changes, phase boundaries and the display processes that went away."""
+        evs: list[dict] = [*self.probes, *self.xids, *self.kmsg_classified, *self.source_events]
         evs += [{"ev": "phase", "phase": ph, "state": st, "t": t} for ph, st, t in self.phase_events]
         evs += self.display_events
         evs.sort(key=lambda e: e.get("t") or 0.0)

@@ -151,8 +151,8 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
         if load:
             load.stop()
         display.kill()
-    events = _read_events(follower.path) if follower is not None else []
-    verdict = next((e for e in reversed(events or []) if e.get("ev") == "verdict"), None)
+    events = follower.record.judged_events() if follower is not None else []
+    verdict = follower.record.verdict if follower is not None else None
     return trial_result(
         fault_name, index, phase=phase, verdict=verdict, t_inject=t_inject,
         detect_s=detection_time(events or [], t_inject) if t_inject is not None else None,
@@ -160,19 +160,3 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
         error=error or (None if verdict else "the run recorded no verdict (see run.log)"),
         note=injector.note if injector else "", returncode=proc.returncode if proc else None)
 
-
-def _read_events(path: Path) -> list[dict]:
-    import json
-
-    out = []
-    try:
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict):
-                out.append(ev)
-    except OSError:
-        pass
-    return out
