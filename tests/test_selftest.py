@@ -14,7 +14,7 @@ import pytest
 from stress.analysis import verdict
 from stress.probes.config import ProbesConfig
 from stress.selftest import fake_nvml
-from stress.selftest.faults import CATEGORY_PATTERNS, FAULTS, QUICK, parse_classes, reason_categories
+from stress.selftest.faults import CATEGORY_PATTERNS, FAULTS, QUICK, parse_classes, plan_trials, reason_categories
 from stress.selftest.inject import MODESET_LINE, XID_LINE, corrupt_file
 from stress.selftest.results import detection_time, markdown, screen, summarize, trial_result
 
@@ -97,6 +97,14 @@ def test_parse_classes():
     assert parse_classes("slow,stall,slow-10") == ["slow-50", "slow-25", "slow-10", "stall"]
     with pytest.raises(ValueError, match="unknown fault class 'sloow'"):
         parse_classes("stall,sloow")
+
+
+def test_clean_runs_are_spread_among_the_fault_trials():
+    p = plan_trials(["a", "b"], 3, 3)
+    assert len(p) == 9 and p.count(("a", 2)) == 1 and sum(n == "clean" for n, _ in p) == 3
+    assert [i for i, (n, _) in enumerate(p) if n == "clean"] == [2, 5, 8]
+    assert plan_trials([], 0, 2) == [("clean", 0), ("clean", 1)]
+    assert plan_trials(["a"], 2, 0) == [("a", 0), ("a", 1)]
 
 
 def test_detection_time_is_the_first_sign_after_the_injection():

@@ -62,7 +62,7 @@ def machine_facts() -> dict:
 
 
 def selftest_command(args: argparse.Namespace) -> int:
-    from stress.selftest.faults import CLEAN, FAULTS, parse_classes
+    from stress.selftest.faults import FAULTS, parse_classes, plan_trials
 
     if args.list:
         for f in FAULTS.values():
@@ -88,7 +88,7 @@ def selftest_command(args: argparse.Namespace) -> int:
     from stress.selftest.trial import run_trial
 
     start_xvfb().kill()          # one clear line now (exit 3) if Xvfb is missing or cannot start
-    plan = [(c, i) for i in range(trials) for c in classes] + [(CLEAN, i) for i in range(clean)]
+    plan = plan_trials(classes, trials, clean)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     machine = machine_facts()
     results: list[dict] = []

@@ -81,3 +81,20 @@ def parse_classes(text: str | None, *, quick: bool = False) -> list[str]:
                 raise ValueError(f"unknown fault class {part!r}; choose from {', '.join(FAULTS)} (or all, slow)")
         out.extend(n for n in names if n not in out)
     return out
+
+
+def plan_trials(classes: list[str], trials: int, clean: int) -> list[tuple[str, int]]:
+    """The order of the trials: rounds of every class once, with the clean runs spread evenly among
+    them, so that the machine's load over time weighs on faults and controls alike (and an
+    interrupted selftest has measured some of each)."""
+    faults = [(c, i) for i in range(trials) for c in classes]
+    if not faults:
+        return [(CLEAN, i) for i in range(clean)]
+    out: list[tuple[str, int]] = []
+    done = 0
+    for n, item in enumerate(faults, 1):
+        out.append(item)
+        due = clean * n // len(faults)
+        out.extend((CLEAN, j) for j in range(done, due))
+        done = due
+    return out

@@ -1,0 +1,78 @@
+"""The Must-show figures of the verdict (docs/validation.md): `gpu-stress selftest` with >= 10 trials per
+fault class and >= 30 clean runs under background load, on Xvfb.
+
+    PYTHONPATH=. python benchmarks/bench_selftest.py [--trials 10] [--clean 30] [--out DIR] [--write-docs]
+
+Runs the real selftest (every trial a real run on the tiny models; hours on a shared 2-core machine:
+start it with nohup), prints its Markdown tables, and with ``--write-docs`` puts them into
+docs/validation.md between the ``<!-- selftest:begin -->`` / ``<!-- selftest:end -->`` markers.
+``--from DIR`` re-renders an existing (possibly partial) selftest.json without running anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stress.selftest.results import markdown  # noqa: E402
+
+BEGIN, END = "<!-- selftest:begin -->", "<!-- selftest:end -->"
+
+
+def section(summary: dict, command: str) -> str:
+    n = {name: c["trials"] for name, c in summary["classes"].items()}
+    counts = ", ".join(f"{k} {v}" for k, v in n.items())
+    partial = summary.get("options", {})
+    want = partial.get("trials")
+    note = ""
+    if want and any(v < want for v in n.values()) or summary["clean"]["runs"] < (partial.get("clean") or 0):
+        note = (f"\n**Partial**: the run was stopped before it finished (asked for {want} trials per class and "
+                f"{partial.get('clean')} clean runs); the counts above are what was measured.\n")
+    return (f"{BEGIN}\nCommand: `{command}`\n\nTrials per class: {counts}; clean runs: {summary['clean']['runs']}."
+            f"\n\n{markdown(summary)}{note}{END}")
+
+
+def write_docs(text: str) -> None:
+    doc = ROOT / "docs" / "validation.md"
+    old = doc.read_text(encoding="utf-8")
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    doc.write_text(new, encoding="utf-8")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--clean", type=int, default=30)
+    ap.add_argument("--classes", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--from", dest="from_dir", default=None, help="render DIR/selftest.json; run nothing")
+    ap.add_argument("--write-docs", action="store_true")
+    a = ap.parse_args()
+    command = f"gpu-stress selftest --trials {a.trials} --clean {a.clean}" + (f" --classes {a.classes}" if a.classes else "")
+    if a.from_dir:
+        out = Path(a.from_dir)
+    else:
+        out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
+        argv = [sys.executable, "-m", "stress", "selftest", "--trials", str(a.trials), "--clean", str(a.clean),
+                "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
+        subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
+    summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
+    text = section(summary, command)
+    print(text)
+    if a.write_docs:
+        write_docs(text)
+    return 0 if summary["passed"] else 14
+
+
+if __name__ == "__main__":
+    sys.exit(main())
