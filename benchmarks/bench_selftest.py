@@ -1,7 +1,7 @@
 """The Must-show figures of the verdict (docs/validation.md): `gpu-stress selftest` with >= 10 trials per
 fault class and >= 30 clean runs under background load, on Xvfb.
 
-    PYTHONPATH=. python benchmarks/bench_selftest.py [--trials 10] [--clean 30] [--out DIR] [--write-docs]
+    PYTHONPATH=. python benchmarks/bench_selftest.py [--trials 10] [--clean 30] [--jobs 1] [--out DIR] [--write-docs]
 
 Runs the real selftest (every trial a real run on the tiny models; hours on a shared 2-core machine:
 start it with nohup), prints its Markdown tables, and with ``--write-docs`` puts them into
@@ -54,17 +54,19 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--clean", type=int, default=30)
     ap.add_argument("--classes", default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="trials at once (selftest --jobs)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--from", dest="from_dir", default=None, help="render DIR/selftest.json; run nothing")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
-    command = f"gpu-stress selftest --trials {a.trials} --clean {a.clean}" + (f" --classes {a.classes}" if a.classes else "")
+    command = (f"gpu-stress selftest --trials {a.trials} --clean {a.clean} --jobs {a.jobs}"
+               + (f" --classes {a.classes}" if a.classes else ""))
     if a.from_dir:
         out = Path(a.from_dir)
     else:
         out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
         argv = [sys.executable, "-m", "stress", "selftest", "--trials", str(a.trials), "--clean", str(a.clean),
-                "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
+                "--jobs", str(a.jobs), "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
         subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
     summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
     text = section(summary, command)

@@ -187,13 +187,14 @@ def test_nvml_stand_in_loses_its_gpu_through_the_control_file(tmp_path, monkeypa
 
 
 def test_reduced_real_selftest(tmp_path):
-    """Two classes, one trial each, real injection into a real run and its real verdict (about a minute)."""
+    """Two classes, one trial each (at once, each on its own Xvfb), real injection into a real run and its
+    real verdict (about a minute)."""
     require_xvfb()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.setdefault("STRESS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "st"
     proc = subprocess.run([sys.executable, "-m", "stress", "selftest", "--classes", "black,xid", "--trials", "1",
-                           "--clean", "0", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+                           "--clean", "0", "--jobs", "2", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     s = json.loads((out / "selftest.json").read_text())
     assert proc.returncode == (0 if s["passed"] else 14), proc.stderr[-2000:]
     for name in ("black", "xid"):

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", metavar="A,B", help="fault classes (default: all; 'slow' means every slow-*)")
     p.add_argument("--out", metavar="DIR", help="folder for the trials and results (default: artifacts/selftest-<time>)")
     p.add_argument("--display", choices=["xvfb"], default="xvfb", help="the display selftest starts (default: xvfb)")
+    p.add_argument("--jobs", type=_count, default=1, metavar="N",
+                   help="trials run at once, each on its own display (default 1: trials in parallel load the "
+                        "machine, which the slow classes and the clean control measure against)")
     p.add_argument("--list", action="store_true", help="list the fault classes and exit")
     p.set_defaults(func=selftest_command)
 
@@ -93,16 +96,29 @@ def selftest_command(args: argparse.Namespace) -> int:
     machine = machine_facts()
     results: list[dict] = []
     cache = Path(os.environ["STRESS_CACHE"]) if os.environ.get("STRESS_CACHE") else None
-    options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick)}
-    for n, (name, i) in enumerate(plan, 1):
-        r = run_trial(name, i, out / f"{name}-{i:03d}", cache=cache)
-        results.append(r)
-        print(f"[{n}/{len(plan)}] {name} #{i}: {r['verdict']}"
-              + (f" ({'detected' if r['detected'] else 'MISSED'})" if r["detected"] is not None else "")
-              + (f" error: {r['error']}" if r["error"] else "") + f"  {r['wall_s']:.0f} s", file=sys.stderr)
-        summary = summarize(results, machine=machine, display=args.display, started=started,
-                            wall_s=time.monotonic() - t0, options=options)
-        _write(out, summary, markdown(summary))     # after every trial: an interrupted selftest keeps its data
+    options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": args.jobs}
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    summary = None
+    stop = threading.Event()        # Ctrl-C / SIGTERM: running trials stop their runs (cleanly), queued ones never start
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop)
+                   for name, i in plan]
+        for n, fut in enumerate(futures, 1):
+            try:
+                r = fut.result()
+            except KeyboardInterrupt:
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            results.append(r)
+            print(f"[{n}/{len(plan)}] {r['fault']} #{r['trial']}: {r['verdict']}"
+                  + (f" ({'detected' if r['detected'] else 'MISSED'})" if r["detected"] is not None else "")
+                  + (f" error: {r['error']}" if r["error"] else "") + f"  {r['wall_s']:.0f} s", file=sys.stderr)
+            summary = summarize(results, machine=machine, display=args.display, started=started,
+                                wall_s=time.monotonic() - t0, options=options)
+            _write(out, summary, markdown(summary))     # after every trial: an interrupted selftest keeps its data
     print(screen(summary))
     print(f"results: {out / 'selftest.json'}, {out / 'selftest.md'}")
     return int(ExitCode.OK if summary["passed"] else ExitCode.SELFTEST_MISSED)

@@ -87,8 +87,10 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None = None,
-              phase: str | None = None, timeout: float = RUN_TIMEOUT_S) -> dict:
-    """Run one trial in ``folder`` (created) and return its result (stress.selftest.results.trial_result)."""
+              phase: str | None = None, timeout: float = RUN_TIMEOUT_S, stop=None) -> dict:
+    """Run one trial in ``folder`` (created) and return its result (stress.selftest.results.trial_result).
+    ``stop`` (a threading.Event): when set, the run is stopped (SIGTERM: it keeps its record) and the
+    trial returns at once."""
     from stress.record import Follower
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,10 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
                     elif ev.get("state") == "end":
                         injector.stop()
             if done:
+                break
+            if stop is not None and stop.is_set():
+                error = "interrupted"
+                _end(proc)
                 break
             if time.monotonic() > deadline:
                 error = f"the run did not end within {timeout:g} s; stopped"
