@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run a short scenario on the tiny models against a display selftest starts, "
                                    "inject each fault class during a probe phase, run clean controls under "
                                    "background load, and report the confusion matrix. Exits 14 when a class "
-                                   "is detected in under 95%% of its trials or a clean run is 'reproduced'.")
+                                   "is detected in under 95% of its trials or a clean run is 'reproduced'.")
     p.add_argument("--quick", action="store_true",
                    help="a few classes (stall, black, corrupt, xid), 1 trial each, 1 clean run (a few minutes)")
     p.add_argument("--trials", type=_count, default=None, metavar="N", help="trials per fault class (default 3; --quick 1)")
