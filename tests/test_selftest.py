@@ -94,7 +94,7 @@ def test_every_fault_class_expects_a_known_category_and_a_probe_phase():
 def test_parse_classes():
     assert parse_classes(None) == list(FAULTS)
     assert parse_classes(None, quick=True) == list(QUICK)
-    assert parse_classes("slow,stall,slow-10") == ["slow-50", "slow-25", "slow-10", "stall"]
+    assert parse_classes("slow,stall,slow-heavy") == ["slow-light", "slow-medium", "slow-heavy", "stall"]
     with pytest.raises(ValueError, match="unknown fault class 'sloow'"):
         parse_classes("stall,sloow")
 

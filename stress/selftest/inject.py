@@ -15,10 +15,9 @@ from pathlib import Path
 
 from stress.selftest.display import OwnDisplay
 from stress.selftest.faults import FaultClass
-from stress.selftest.xwin import OVERLAY, start_client, stop_client
+from stress.selftest.xwin import FLOOD, OVERLAY, start_client, stop_client
 
 STALL_S = 6.0           # longer than the selftest scenario's probe timeout (4 s): at least one probe times out
-THROTTLE_PERIOD_S = 0.05
 XID_LINE = ("NVRM: Xid (PCI:0000:01:00): 119, pid=1234, name=Xvfb, Timeout after 6s of waiting for RPC "
             "response from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).")
 MODESET_LINE = "nvidia-modeset: ERROR: GPU:0: Idling display engine timed out: 0x0000c67d:0:0:1128"
@@ -43,6 +42,7 @@ class Injector:
         self._proc = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flood: list = []
 
     # ---- the one entry point per class ----
     def start(self) -> None:
@@ -60,6 +60,10 @@ class Injector:
             self._thread.join(timeout=10)
         if self._proc is not None:
             stop_client(self._proc)
+        for p in self._flood:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
         self.target.display.signal(signal.SIGCONT)
 
     # ---- classes ----
@@ -88,22 +92,9 @@ class Injector:
         self._proc = start_client(OVERLAY, ["frozen"], self.target.display.env())
 
     def _start_slow(self) -> None:
-        share = float(self.fault.severity or 0.5)
-        self._thread = threading.Thread(target=self._throttle, args=(share,), daemon=True)
-        self._thread.start()
-
-    def _throttle(self, share: float) -> None:
-        """A CPU quota as a cgroup's cpu.max gives one (run ``share`` of each period, stopped for the
-        rest), made with SIGSTOP/SIGCONT: needs no privilege, and adds no load to the host."""
-        on, off = THROTTLE_PERIOD_S * share, THROTTLE_PERIOD_S * (1 - share)
-        d = self.target.display
-        while not self._halt.is_set():
-            d.signal(signal.SIGCONT)
-            if self._halt.wait(on):
-                break
-            d.signal(signal.SIGSTOP)
-            self._halt.wait(off)
-        d.signal(signal.SIGCONT)
+        side, batch, clients = self.fault.flood or (512, 20, 1)
+        self._flood = [start_client(FLOOD, [str(side), str(batch)], self.target.display.env())
+                       for _ in range(clients)]
 
     def _start_corrupt(self) -> None:
         out = (self.target.run_dir / "outputs") if self.target.run_dir else None

@@ -4,6 +4,8 @@
   the X server keeps above every other window (override-redirect ones included), over the whole
   screen: ``black`` paints it black; ``frozen`` paints it with the screen as it was at that moment and
   never updates it, so a window mapped later never becomes visible.
+- :data:`FLOOD`: the slow display path: a client that keeps the X server busy with large server-side
+  copies, so every other client's requests wait behind them (severity: copy size, clients).
 - :data:`BUSY_WINDOW`: the browser-like part of the clean-run control's background load: a small
   window in the top-left corner (away from the centred probe window) that redraws every 40 ms and is
   unmapped and mapped again every 2 s.
@@ -57,6 +59,37 @@ x11.XClearWindow(d, cow)
 x11.XSync(d, 0)
 print("ready", flush=True)
 sys.stdin.read()   # hold the overlay until our stdin is closed
+"""
+
+# The slow display path: a client that keeps the X server busy with server-side copies of a SIDE x SIDE
+# pixmap (BATCH per round trip), the way an expensive composition path would. The server is
+# single-threaded: every other client's request waits its turn behind them.
+FLOOD = r"""
+import ctypes, sys
+x11 = ctypes.CDLL("libX11.so.6")
+vp, ul, ui, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint, ctypes.c_int
+x11.XOpenDisplay.restype = vp; x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+x11.XDefaultRootWindow.restype = ul; x11.XDefaultRootWindow.argtypes = [vp]
+x11.XDefaultScreen.argtypes = [vp]; x11.XDefaultDepth.argtypes = [vp, i]
+x11.XCreatePixmap.restype = ul; x11.XCreatePixmap.argtypes = [vp, ul, ui, ui, ui]
+x11.XCreateGC.restype = vp; x11.XCreateGC.argtypes = [vp, ul, ul, vp]
+x11.XCopyArea.argtypes = [vp, ul, ul, vp, i, i, ui, ui, i, i]
+x11.XFillRectangle.argtypes = [vp, ul, vp, i, i, ui, ui]
+x11.XSync.argtypes = [vp, i]
+d = x11.XOpenDisplay(None)
+if not d:
+    sys.exit("cannot open display")
+side, batch = int(sys.argv[1]), int(sys.argv[2])
+root = x11.XDefaultRootWindow(d); depth = x11.XDefaultDepth(d, x11.XDefaultScreen(d))
+a = x11.XCreatePixmap(d, root, side, side, depth); b = x11.XCreatePixmap(d, root, side, side, depth)
+gc = x11.XCreateGC(d, a, 0, None)
+x11.XFillRectangle(d, a, gc, 0, 0, side, side)
+x11.XSync(d, 0)
+print("ready", flush=True)
+while True:
+    for _ in range(batch):
+        x11.XCopyArea(d, a, b, gc, 0, 0, side, side, 0, 0)
+    x11.XSync(d, 0)
 """
 
 BUSY_WINDOW = r"""
