@@ -6,7 +6,8 @@ fault class and >= 30 clean runs under background load, on Xvfb.
 Runs the real selftest (every trial a real run on the tiny models; hours on a shared 2-core machine:
 start it with nohup), prints its Markdown tables, and with ``--write-docs`` puts them into
 docs/validation.md between the ``<!-- selftest:begin -->`` / ``<!-- selftest:end -->`` markers.
-``--from DIR`` re-renders an existing (possibly partial) selftest.json without running anything.
+``--from DIR [DIR...]`` re-renders existing (possibly partial) selftest.json files without running anything,
+merged into one matrix (several selftest runs of the same code, e.g. one stopped and continued).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stress.selftest.results import markdown  # noqa: E402
+from stress.selftest.results import markdown, summarize  # noqa: E402
 
 BEGIN, END = "<!-- selftest:begin -->", "<!-- selftest:end -->"
 
@@ -49,6 +50,20 @@ def write_docs(text: str) -> None:
     doc.write_text(new, encoding="utf-8")
 
 
+def merge(parts: list[dict], options: dict) -> dict:
+    """One summary of the trials of several selftest.json files (the first one's machine)."""
+    from stress.selftest.faults import CLEAN, FAULTS
+
+    # trials of a class this code no longer has (renamed or replaced) are not merged
+    trials = [t for p in parts for t in p["trials"] if t["fault"] in FAULTS or t["fault"] == CLEAN]
+    m = dict(parts[0]["machine"])
+    loads = [p["machine"].get("load1_start") for p in parts if p["machine"].get("load1_start") is not None]
+    if len(loads) > 1:
+        m["load1_start"] = f"{min(loads)}-{max(loads)}"
+    return summarize(trials, machine=m, display=parts[0]["display"], started=min(p["started"] for p in parts),
+                     wall_s=sum(p["wall_s"] for p in parts), options=options)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=10)
@@ -56,19 +71,21 @@ def main() -> int:
     ap.add_argument("--classes", default=None)
     ap.add_argument("--jobs", type=int, default=1, help="trials at once (selftest --jobs)")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--from", dest="from_dir", default=None, help="render DIR/selftest.json; run nothing")
+    ap.add_argument("--from", dest="from_dirs", nargs="+", default=None,
+                    help="render DIR/selftest.json (several: merged); run nothing")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     command = (f"gpu-stress selftest --trials {a.trials} --clean {a.clean} --jobs {a.jobs}"
                + (f" --classes {a.classes}" if a.classes else ""))
-    if a.from_dir:
-        out = Path(a.from_dir)
+    if a.from_dirs:
+        parts = [json.loads((Path(d) / "selftest.json").read_text(encoding="utf-8")) for d in a.from_dirs]
+        summary = merge(parts, {"trials": a.trials, "clean": a.clean, "jobs": a.jobs})
     else:
         out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
         argv = [sys.executable, "-m", "stress", "selftest", "--trials", str(a.trials), "--clean", str(a.clean),
                 "--jobs", str(a.jobs), "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
         subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
-    summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
+        summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
     text = section(summary, command)
     print(text)
     if a.write_docs:

@@ -14,7 +14,8 @@ import pytest
 from stress.analysis import verdict
 from stress.probes.config import ProbesConfig
 from stress.selftest import fake_nvml
-from stress.selftest.faults import CATEGORY_PATTERNS, FAULTS, QUICK, parse_classes, plan_trials, reason_categories
+from stress.selftest.faults import (CATEGORY_PATTERNS, FAULTS, QUICK, parse_classes, plan_trials, reason_categories,
+                                   scenario_phases)
 from stress.selftest.inject import MODESET_LINE, XID_LINE, corrupt_file
 from stress.selftest.results import detection_time, markdown, screen, summarize, trial_result
 
@@ -97,6 +98,12 @@ def test_parse_classes():
     assert parse_classes("slow,stall,slow-heavy") == ["slow-light", "slow-medium", "slow-heavy", "stall"]
     with pytest.raises(ValueError, match="unknown fault class 'sloow'"):
         parse_classes("stall,sloow")
+
+
+def test_after_exit_is_probed_only_when_a_class_is_injected_there():
+    assert scenario_phases(list(QUICK)) == ("baseline", "after")
+    assert scenario_phases(["stall", "slow-light"]) == ("baseline", "after", "after-exit")
+    assert scenario_phases([]) == ("baseline", "after")
 
 
 def test_clean_runs_are_spread_among_the_fault_trials():

@@ -35,16 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "background load, and report the confusion matrix. Exits 14 when a class "
                                    "is detected in under 95% of its trials or a clean run is 'reproduced'.")
     p.add_argument("--quick", action="store_true",
-                   help="a few classes (stall, black, corrupt, xid), 1 trial each, 1 clean run (a few minutes)")
+                   help="a few classes (stall, black, corrupt, xid), 1 trial each, 1 clean run, 2 at once (a few minutes)")
     p.add_argument("--trials", type=_count, default=None, metavar="N", help="trials per fault class (default 3; --quick 1)")
     p.add_argument("--clean", type=_count, default=None, metavar="N",
                    help="clean runs under background load (default 5; --quick 1)")
     p.add_argument("--classes", metavar="A,B", help="fault classes (default: all; 'slow' means every slow-*)")
     p.add_argument("--out", metavar="DIR", help="folder for the trials and results (default: artifacts/selftest-<time>)")
     p.add_argument("--display", choices=["xvfb"], default="xvfb", help="the display selftest starts (default: xvfb)")
-    p.add_argument("--jobs", type=_count, default=1, metavar="N",
-                   help="trials run at once, each on its own display (default 1: trials in parallel load the "
-                        "machine, which the slow classes and the clean control measure against)")
+    p.add_argument("--jobs", type=_count, default=None, metavar="N",
+                   help="trials run at once, each on its own display (default 1, --quick 2: trials in parallel "
+                        "load the machine, which the slow classes and the clean control measure against)")
     p.add_argument("--list", action="store_true", help="list the fault classes and exit")
     p.set_defaults(func=selftest_command)
 
@@ -65,7 +65,7 @@ def machine_facts() -> dict:
 
 
 def selftest_command(args: argparse.Namespace) -> int:
-    from stress.selftest.faults import FAULTS, parse_classes, plan_trials
+    from stress.selftest.faults import FAULTS, parse_classes, plan_trials, scenario_phases
 
     if args.list:
         for f in FAULTS.values():
@@ -92,18 +92,21 @@ def selftest_command(args: argparse.Namespace) -> int:
 
     start_xvfb().kill()          # one clear line now (exit 3) if Xvfb is missing or cannot start
     plan = plan_trials(classes, trials, clean)
+    phases = scenario_phases(classes)
+    jobs = args.jobs if args.jobs is not None else (2 if args.quick else 1)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     machine = machine_facts()
     results: list[dict] = []
     cache = Path(os.environ["STRESS_CACHE"]) if os.environ.get("STRESS_CACHE") else None
-    options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": args.jobs}
+    options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": jobs,
+               "phases": list(phases)}
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     summary = None
     stop = threading.Event()        # Ctrl-C / SIGTERM: running trials stop their runs (cleanly), queued ones never start
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop, phases=phases)
                    for name, i in plan]
         for n, fut in enumerate(futures, 1):
             try:

@@ -104,3 +104,10 @@ def plan_trials(classes: list[str], trials: int, clean: int) -> list[tuple[str, 
         out.extend((CLEAN, j) for j in range(done, due))
         done = due
     return out
+
+
+def scenario_phases(classes: list[str]) -> tuple[str, ...]:
+    """The probe phases every trial's scenario has: baseline, after, and after-exit only when a chosen
+    class is injected there (it costs the worker's exit and a phase of probes per trial)."""
+    extra = ("after-exit",) if any(FAULTS[c].phase == "after-exit" for c in classes if c in FAULTS) else ()
+    return ("baseline", "after", *extra)

@@ -27,8 +27,9 @@ POLL_S = 0.1
 
 SCENARIO = """\
 # gpu-stress selftest's scenario: the tiny SDXL model on the CPU, one small image, probes at baseline,
-# after the workload and after its worker exited (5 repetitions: the fewest that can show a slowdown at
-# alpha=0.01). Written by `gpu-stress selftest`; faults are injected into this run from outside.
+# after the workload and (when a chosen fault class is injected there) after its worker exited; 5
+# repetitions: the fewest that can show a slowdown at alpha=0.01. Written by `gpu-stress selftest`;
+# faults are injected into this run from outside.
 name: selftest
 workload: sdxl
 model:
@@ -48,7 +49,7 @@ prompt:
 session:
   image_timeout: 2m
 probes:
-  phases: [baseline, after, after-exit]
+  phases: [{phases}]
   kinds: [screenshot, decode, display]
   repetitions: 5
   timeout: 4
@@ -87,15 +88,17 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None = None,
-              phase: str | None = None, timeout: float = RUN_TIMEOUT_S, stop=None) -> dict:
+              phase: str | None = None, timeout: float = RUN_TIMEOUT_S, stop=None,
+              phases: tuple[str, ...] = ("baseline", "after", "after-exit")) -> dict:
     """Run one trial in ``folder`` (created) and return its result (stress.selftest.results.trial_result).
     ``stop`` (a threading.Event): when set, the run is stopped (SIGTERM: it keeps its record) and the
-    trial returns at once."""
+    trial returns at once. ``phases``: the probe phases of the scenario (every trial of one selftest,
+    clean ones included, uses the same)."""
     from stress.record import Follower
 
     folder.mkdir(parents=True, exist_ok=True)
     scenario = folder / "selftest.yaml"
-    scenario.write_text(SCENARIO, encoding="utf-8")
+    scenario.write_text(SCENARIO.replace("{phases}", ", ".join(phases)), encoding="utf-8")
     (folder / "kernel.log").write_text("", encoding="utf-8")
     (folder / "nvml-control").write_text("ok\n", encoding="utf-8")
     fault = FAULTS.get(fault_name)
