@@ -210,5 +210,5 @@ def test_reduced_real_selftest(tmp_path):
         assert t["verdict"] == "reproduced" and t["detected"], t
         assert t["detect_s"] is not None and 0 <= t["detect_s"] < 30
     assert proc.returncode == 0
-    assert "black        1/1" in proc.stdout and "targets met" in proc.stdout
+    assert "black          1/1" in proc.stdout and "targets met" in proc.stdout
     assert (out / "selftest.md").read_text().count("| met |") == 2

@@ -69,7 +69,7 @@ def selftest_command(args: argparse.Namespace) -> int:
 
     if args.list:
         for f in FAULTS.values():
-            print(f"{f.name:<10} {f.phase:<10} {f.what}")
+            print(f"{f.name:<12} {f.phase:<10} {f.what}")
         return int(ExitCode.OK)
     try:
         classes = parse_classes(args.classes, quick=args.quick)

@@ -142,14 +142,14 @@ def screen(summary: dict) -> str:
     out = [f"selftest: {len(summary['trials'])} runs on {summary['display']} in {summary['wall_s']:.0f} s"]
     for name, c in summary["classes"].items():
         t = c["detect_s"]
-        out.append(f"  {name:<10} {c['detected']:>3}/{c['trials']:<3} detected"
+        out.append(f"  {name:<12} {c['detected']:>3}/{c['trials']:<3} detected"
                    + (f", {t['median']:.1f} s to detection" if t else "")
                    + ("" if c["target_met"] else "   MISSED: " + ", ".join(
                        f"{k} {n}" for k, n in c["verdicts"].items() if n and k != "reproduced")
                       + (" (reason did not name the class)" if c["verdicts"]["reproduced"] > c["detected"] else "")))
     cl = summary["clean"]
     if cl["runs"]:
-        out.append(f"  clean      {cl['false_alarms']:>3}/{cl['runs']:<3} false alarms, "
+        out.append(f"  {'clean':<12} {cl['false_alarms']:>3}/{cl['runs']:<3} false alarms, "
                    f"{cl['verdicts']['inconclusive']} inconclusive ({cl['inconclusive_rate']:.0%})")
     out.append("targets met" if summary["passed"] else "targets MISSED: " + "; ".join(summary["missed"]))
     return "\n".join(out)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import stress
+from stress.errors import StressError
 from stress.selftest.display import start_xvfb
 from stress.selftest.faults import CLEAN, FAULTS
 from stress.selftest.inject import Injector, Target
@@ -104,7 +105,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
     fault = FAULTS.get(fault_name)
     phase = phase or (fault.phase if fault else None)
     t0 = time.time()
-    display = start_xvfb()
+    display = None
     load = None
     injector = None
     follower = None
@@ -112,6 +113,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
     error = None
     proc = None
     try:
+        display = start_xvfb()
         target = Target(display, None, folder / "kernel.log", folder / "nvml-control")
         injector = Injector(fault, target) if fault else None
         if fault_name == CLEAN:
@@ -151,7 +153,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
         if follower is not None:
             follower.poll()
     except Exception as exc:  # noqa: BLE001 - a trial that could not run is a result (error), not a crash
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StressError) else str(exc)
     finally:
         if injector:
             injector.stop()
@@ -159,7 +161,8 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
             _end(proc)
         if load:
             load.stop()
-        display.kill()
+        if display is not None:
+            display.kill()
     events = follower.record.judged_events() if follower is not None else []
     verdict = follower.record.verdict if follower is not None else None
     return trial_result(
