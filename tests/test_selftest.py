@@ -193,12 +193,11 @@ def test_nvml_stand_in_loses_its_gpu_through_the_control_file(tmp_path, monkeypa
         fake_nvml._default.initialized = 0
 
 
-def test_reduced_real_selftest(tmp_path):
+def test_reduced_real_selftest(tmp_path, model_cache):
     """Two classes, one trial each (at once, each on its own Xvfb), real injection into a real run and its
     real verdict (about a minute)."""
     require_xvfb()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.setdefault("STRESS_CACHE", str(tmp_path / "cache"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STRESS_CACHE=str(model_cache))
     out = tmp_path / "st"
     proc = subprocess.run([sys.executable, "-m", "stress", "selftest", "--classes", "black,xid", "--trials", "1",
                            "--clean", "0", "--jobs", "2", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
