@@ -13,6 +13,7 @@ import math
 import statistics
 from typing import Any
 
+from stress.driver_evidence import HARDWARE_XID_CATEGORIES, first_hardware_fault, kernel_log_evidence
 from stress.errors import ExitCode
 from stress.probes.config import ProbesConfig
 from stress.stats import mann_whitney, min_p_value
@@ -172,18 +173,19 @@ def _latency_sentence(phase: str, kind: str, cmp: dict) -> str:
     return f"{head}, n={cmp['n1']}/{cmp['n2']})"
 
 
-# Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid).
-DRIVER_XID_CATEGORIES = ("display-engine", "gsp", "fallen-off-bus")
+# Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid). Xid 79
+# (fallen-off-bus) points at hardware: stress.driver_evidence reports it, never as a driver regression.
+DRIVER_XID_CATEGORIES = ("display-engine", "gsp")
 
 
 def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     """What the monitors saw that shows the driver or the display stack failing, from the start of
     the workload on: ``(regressions, notes)``, as sentences.
 
-    - an Xid of the display engine, a GSP timeout, or the GPU falling off the bus, or a kernel-log line
-      of those classes (``kmsg`` with an error pattern of stress/hw/kernel_patterns.json, e.g.
-      nvidia-modeset's "Idling display engine timed out");
+    - an Xid of the display engine or a GSP timeout;
     - a GPU that NVML reports lost;
+    but not after a hardware fault (stress.driver_evidence: the GPU fell off the bus, an uncorrected
+    PCIe error): what follows one is its consequence, a note;
     - a display server or compositor process *under test* that exited (the samplers' ``dsgone``:
       the processes behind the probes' display; others with such names are ``ctxgone``, never
       evidence), once per process, with its restart (``dsnew``) when one took its place."""
@@ -194,11 +196,10 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     xids: dict[tuple, dict] = {}
     gone: dict[object, str] = {}
     restarted: dict[str, list] = {}
-    klines: dict[str, int] = {}
+    hw_t = first_hardware_fault(events)
+    after_hw = " (after the hardware fault: counted as its consequence, not a regression)"
     for e in events:
         kind = e.get("ev")
-        if kind == "kmsg" and isinstance(e.get("cls"), str):
-            klines[e["cls"]] = klines.get(e["cls"], 0) + 1
         if kind == "xid" and isinstance(e.get("xid"), int):
             key = (e.get("gpu"), e["xid"], e.get("category"))
             agg = xids.setdefault(key, {"n": 0, "sources": set(), "description": e.get("description"),
@@ -206,7 +207,11 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
             agg["n"] += 1
             agg["sources"].add(str(e.get("source")))
         elif kind == "source" and e.get("status") == "unavailable" and "lost" in str(e.get("reason", "")):
-            regress.append(f"GPU {e.get('gpu', '?')} was lost during the run ({e.get('reason')})")
+            lost = f"GPU {e.get('gpu', '?')} was lost during the run ({e.get('reason')})"
+            if hw_t is not None and isinstance(e.get("t"), (int, float)) and e["t"] >= hw_t:
+                notes.append(lost + after_hw)
+            else:
+                regress.append(lost)
         elif kind == "host" and isinstance(e.get("dsgone"), list):
             t = e.get("t")
             if t_work is None or not isinstance(t, (int, float)) or t < t_work:
@@ -225,15 +230,10 @@ def monitor_evidence(events: list[dict]) -> tuple[list[str], list[str]]:
     for (gpu, xid, cat), agg in sorted(xids.items(), key=lambda kv: str(kv[0])):
         sentence = (f"Xid {xid} on GPU {gpu if gpu is not None else '?'}: {agg['description'] or cat} "
                     f"({agg['n']} report(s) from {', '.join(sorted(agg['sources']))})")
-        (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
-    if klines:
-        from stress.hw.kernel_log import pattern
-
-        for pid, n in klines.items():
-            p = pattern(pid)
-            if p is not None:
-                sentence = f"kernel log: {p.driver} {p.id} ({n} line(s)): {p.meaning}"
-                (regress if p.cls in DRIVER_XID_CATEGORIES and p.severity == "error" else notes).append(sentence)
+        if cat in DRIVER_XID_CATEGORIES and hw_t is not None and (agg["t"] or 0) >= hw_t:
+            notes.append(sentence + after_hw)
+        elif cat not in HARDWARE_XID_CATEGORIES:
+            (regress if cat in DRIVER_XID_CATEGORIES else notes).append(sentence)
     return regress, notes
 
 
@@ -377,9 +377,14 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
         unsure.append("no probe was measured after the baseline, so nothing could be compared")
 
     hw_regress, hw_notes = monitor_evidence(events)
+    klog = kernel_log_evidence(events)          # classified kernel-log errors, hardware faults (issue 13)
+    hw_regress += klog["regressions"]
+    unsure += klog["unsure"] + klog["hardware"]
     regress.extend(hw_regress)
-    details["notes"].extend(hw_notes)
+    details["notes"].extend(hw_notes + klog["notes"])
     details["monitor_evidence"] = hw_regress
+    details["kernel_log"] = klog["items"]
+    details["hardware_evidence"] = klog["hardware"]
     screen_measured = any(e.get("kind") in SCREEN_KINDS and e.get("status") in MEASURED for e in probes)
     if regress and config.enabled and not screen_measured:
         details["notes"].extend(f"not counted (no screen probe was measured): {r}" for r in regress)
@@ -393,8 +398,8 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
 
     workload_reason = ("the workload failed: images crashed, hung or ran out of memory "
                        "(see the image outcomes)")
-    if regress:
-        reasons = regress + ([workload_reason] if workload_failed else [])
+    if regress:     # a hardware fault comes first: the maintainer must see it before the regression
+        reasons = klog["hardware"] + regress + ([workload_reason] if workload_failed else [])
         v, code = "reproduced", ExitCode.REPRODUCED
     elif workload_failed or harness_error:
         reasons = ([workload_reason] if workload_failed else []) + (

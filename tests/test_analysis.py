@@ -385,16 +385,3 @@ def test_a_slowdown_after_the_cpu_worker_exited_counts():
     assert v["verdict"] == "reproduced"
     assert v["reasons"][0].startswith("after-exit: screenshot latency median")
 
-
-def test_display_engine_kernel_lines_are_evidence_and_warnings_are_notes():
-    base = healthy("baseline") + healthy("after")
-    line = {"ev": "kmsg", "t": 1.0, "line": "nvidia-modeset: ERROR: GPU:0: Idling display engine timed out",
-            "cls": "nvkms-idle-timeout"}
-    v = verdict(base + [line, dict(line)], CFG)
-    assert v["verdict"] == "reproduced"
-    assert v["reasons"] == [r for r in v["reasons"] if r.startswith("kernel log: nvidia-modeset nvkms-idle-timeout "
-                                                                     "(2 line(s)): the display engine")]
-    warn = {"ev": "kmsg", "t": 1.0, "line": "x", "cls": "nvkms-sysmem-fallback"}   # video-memory warning
-    v = verdict(base + [warn], CFG)
-    assert v["verdict"] == "not-reproduced"
-    assert any(n.startswith("kernel log: nvidia-drm nvkms-sysmem-fallback") for n in v["details"]["notes"])

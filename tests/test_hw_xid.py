@@ -1,6 +1,10 @@
 """Xid classification and parsing of real-format NVRM lines."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from stress.hw import xid
@@ -69,3 +73,107 @@ def test_bus_ids_from_nvml_and_kernel_match() -> None:
     assert xid.normalize_bus_id("PCI:0000:2B:00") == (0, 0x2B, 0)
     assert xid.normalize_bus_id("garbage") is None
     assert xid.normalize_bus_id(None) is None
+
+
+# ---- NVIDIA's recommended action per code (stress/hw/xid_catalog.json) ----
+CATALOG_URL = "https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html"
+# the codes of the desktop-after-load bug class that NVIDIA documents (issue 13)
+BUG_CLASS = (13, 31, 32, 43, 45, 48, 56, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 109, 119, 120, 143, 149, 154)
+
+
+def test_every_shipped_action_names_its_source_or_is_marked_unverified() -> None:
+    raw = json.loads(xid.CATALOG_FILE.read_text())
+    assert set(BUG_CLASS) <= set(xid.ACTIONS)
+    for e in raw["xids"]:
+        a = xid.ACTIONS[e["xid"]]
+        assert a.status in xid.STATUSES and a.mnemonic and a.immediate in raw["buckets"]
+        if a.status == "verified":
+            assert a.source["url"].startswith(("https://docs.nvidia.com/", "https://github.com/NVIDIA/"))
+            assert a.source["title"] and a.source["table"]
+            if a.source["doc"] == "catalog":        # the row is named: the code is in "where"
+                assert f"code {a.xid}" in a.source["where"]
+        else:
+            assert a.text().startswith("unverified")
+        if a.description == "Unused":                # deprecated in the catalog: the older listing's meaning
+            assert a.archive_description == xid.DESCRIPTIONS[a.xid] and "unused" in a.text()
+
+
+@pytest.mark.parametrize("code,immediate,investigatory", [
+    (13, "RESTART_APP", "WORKFLOW_XID_13"), (31, "RESTART_APP", "WORKFLOW_XID_31"),
+    (43, "IGNORE", "CONTACT_SUPPORT"), (48, "WORKFLOW_XID_48", "WORKFLOW_XID_48"),
+    (62, "RESET_GPU", "CONTACT_SUPPORT"), (63, "IGNORE", "IGNORE"),          # was RESET_GPU, from memory
+    (79, "RESTART_BM", "CONTACT_SUPPORT"), (94, "RESTART_APP", "IGNORE (sympathetic)"),
+    (109, "RESET_GPU", "CONTACT_SUPPORT"),                                     # was RESTART_APP, from memory
+    (119, "RESET_GPU", "INVESTIGATE_SW"), (154, "XID_154", "N/A Informational only regarding another Xid"),
+])
+def test_buckets_are_the_catalogs(code: int, immediate: str, investigatory: str) -> None:
+    a = xid.action_info(code)
+    assert (a.immediate, a.investigatory) == (immediate, investigatory)
+    assert a.source["url"] == CATALOG_URL and a.verified
+    assert xid.action(code).startswith(immediate) and set(a.buckets) == {immediate, investigatory}
+
+
+def test_the_suites_own_reading_is_kept_apart_from_nvidias() -> None:
+    a = xid.action_info(79)
+    assert "AER" in a.desktop_note and "AER" not in a.text()       # ours is a note, not NVIDIA's action
+    assert xid.action(4242) is None and xid.action_info(4242) is None
+
+
+def _catalog(tmp_path: Path, entry: dict) -> Path:
+    data = json.loads(xid.CATALOG_FILE.read_text())
+    data["xids"] = [entry]
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+BASE = {"xid": 4242, "mnemonic": "M", "description": "d", "immediate": "RESET_GPU", "investigatory": "CONTACT_SUPPORT"}
+
+
+@pytest.mark.parametrize("entry,error", [
+    ({**BASE, "status": "verified"}, "a verified entry needs a source (or mark it status: unverified)"),
+    ({**BASE, "status": "verified", "source": {"doc": "memory", "where": "x"}}, "source must name one of"),
+    ({**BASE, "status": "sure", "source": {"doc": "catalog", "where": "x"}}, "status must be verified or unverified"),
+    ({**BASE, "immediate": "REBOOT", "status": "unverified"}, "bucket 'REBOOT' is not in the file's buckets"),
+    ({**BASE, "xid": "79", "status": "unverified"}, "xid must be an integer"),
+])
+def test_a_broken_catalog_names_the_entry(tmp_path: Path, entry: dict, error: str) -> None:
+    p = _catalog(tmp_path, entry)
+    with pytest.raises(ValueError, match=re.escape(f"{p}: xids[0]: {error}")):
+        xid.load_catalog(p)
+
+
+def test_an_unverified_entry_is_rendered_as_unverified_in_the_ticket(tmp_path: Path, monkeypatch) -> None:
+    from stress.hw.fingerprint import fingerprint
+    from stress.report.ticket import evidence_section
+
+    remembered = xid.load_catalog(_catalog(tmp_path, {**BASE, "status": "unverified"}))[4242]
+    assert remembered.source is None and not remembered.verified
+    monkeypatch.setitem(xid.ACTIONS, 4242, remembered)
+    fp = fingerprint([{"ev": "xid", "xid": 4242, "source": "kernel-log", "t": 1.0},
+                      {"ev": "xid", "xid": 79, "source": "kernel-log", "t": 2.0},
+                      {"ev": "xid", "xid": 4343, "source": "kernel-log", "t": 3.0}])
+    md = evidence_section({"evidence": {"fingerprint": fp}})
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| `xid:")}
+    assert ("unverified (not checked against NVIDIA's Xid catalog): RESET_GPU; if it recurs or is unexpected: "
+            "CONTACT_SUPPORT |") in rows["`xid:4242`"]                   # no source reference
+    assert rows["`xid:79`"].endswith("RESTART_BM; if it recurs or is unexpected: CONTACT_SUPPORT [1] |")
+    assert "not in stress/hw/xid_catalog.json" in rows["`xid:4343`"]
+    assert (f"- [1] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 79 (and Trigger "
+            f"Conditions), {CATALOG_URL}") in md
+    assert "`RESTART_BM`: restart the machine (bare metal)" in md
+    assert "- `xid:79` (this suite's note, not NVIDIA's): check power cables" in md
+    assert "- `xid:79` (NVIDIA): the driver found the GPU inaccessible over PCIe" in md
+
+
+def test_the_table_in_docs_monitors_md_is_the_data() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "monitors.md").read_text()
+    section = doc.split("### NVIDIA's action per Xid", 1)[1].split("\n### ", 1)[0]
+    shown: dict[int, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0][:1].isdigit():
+            for codes, immediate in ((cells[0], cells[1]), (cells[4], cells[5])):
+                for c in codes.split(","):
+                    shown[int(c)] = immediate.split(" ")[0]
+    assert shown == {code: a.immediate for code, a in xid.ACTIONS.items()}

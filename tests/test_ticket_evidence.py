@@ -34,6 +34,11 @@ def test_section_renders_fingerprint_capture_and_missing_facts(tmp_path: Path) -
     assert md.strip() in ticket and all(f"### {f}" in ticket for f in FIELDS)
     assert "is the sequence reported in https://github.com/NVIDIA/open-gpu-kernel-modules/issues/1045" in md
     assert "| `xid:119` | 1 | GSP RPC Timeout | RESET_GPU" in md
+    # each action with where it was read: a numbered source, NVIDIA's catalog row for the code
+    row = next(line for line in md.splitlines() if line.startswith("| `xid:119`"))
+    ref = row.rsplit("[", 1)[1].split("]")[0]
+    assert (f"- [{ref}] NVIDIA, Analyzing Xid Errors with the Xid Catalog: Table 1 Xids, code 119 (and Trigger "
+            "Conditions), https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html") in md
     assert "Trigger: Xid 62." in md and "- kernel log tail: `kernel-log-tail.txt`" in md
     assert "desk-4090" not in md and "<host>" in md                # redacted
     assert "GPU-0b11d014" not in md
@@ -55,6 +60,9 @@ def test_the_evidence_reaches_report_html(tmp_path: Path) -> None:
     charts, _ = render_charts(report)
     page = render_html(report, charts)
     assert 'id="evidence"' in page and "<code>xid:79</code>" in page and "kernel-log-tail.txt" in page
+    assert "RESTART_BM; if it recurs or is unexpected: CONTACT_SUPPORT" in page
+    assert "source: NVIDIA, Analyzing Xid Errors with the Xid Catalog, Table 1 Xids, code 79" in page
+    assert "this suite's note, not NVIDIA's: check power cables" in page
 
 
 def test_the_evidence_files_go_into_the_bundle_redacted_and_never_through_a_link(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Pure: journal events in, a dict out. The steps are the run's Xid codes (``xid:N``) and classified
 kernel-log lines (the ids of :mod:`stress.hw.kernel_log`'s table), in the order they happened, with
 repeats of the same step in a row collapsed into one step and a count. Each Xid step carries NVIDIA's
-meaning and recommended action (:mod:`stress.hw.xid`); each kernel-log step its class and meaning.
+meaning and recommended action with where it was read and whether it was checked
+(:mod:`stress.hw.xid`, stress/hw/xid_catalog.json); each kernel-log step its class and meaning.
 :data:`SIGNATURES_FILE` is the editable table of sequences seen in public reports: a known sequence
 matches when its steps occur in the run in that order, other steps allowed in between. The longest
 matching sequence is the best match; none at all means the run's sequence is ``new``.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from stress.hw import kernel_log
-from stress.hw.xid import action as xid_action
+from stress.hw.xid import action_info as xid_action_info
 from stress.hw.xid import category as xid_category
 from stress.hw.xid import description as xid_description
 
@@ -67,8 +68,15 @@ def _raw_steps(events: Iterable[dict]) -> list[tuple[str, int, dict]]:
 def _describe(step: str) -> dict[str, Any]:
     if step.startswith("xid:"):
         code = int(step[4:])
+        info = xid_action_info(code)
+        # the action with where it was read (stress/hw/xid_catalog.json); "unverified" ones say so in the text
         return {"kind": "xid", "xid": code, "category": xid_category(code), "meaning": xid_description(code),
-                "action": xid_action(code)}
+                "action": info.text() if info else None,
+                "action_status": info.status if info else None,
+                "action_source": info.source if info else None,
+                "action_buckets": dict(info.buckets) if info else {},
+                "nvidia_note": info.nvidia_note if info else None,
+                "desktop_note": info.desktop_note if info else None}
     p = kernel_log.pattern(step)
     assert p is not None
     return {"kind": "kernel-log", "class": p.cls, "driver": p.driver, "severity": p.severity, "meaning": p.meaning}
@@ -101,6 +109,7 @@ def fingerprint(events: Iterable[dict], signatures: list[dict] | None = None) ->
     for s in steps:
         if s["kind"] == "xid":
             x = xids.setdefault(s["xid"], {"xid": s["xid"], "meaning": s["meaning"], "action": s["action"],
+                                           "action_status": s["action_status"], "action_source": s["action_source"],
                                            "category": s["category"], "count": 0})
             x["count"] += s["count"]
     return {

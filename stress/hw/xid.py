@@ -1,16 +1,22 @@
-"""NVIDIA Xid codes: what each one means and which kind of failure it points at.
+"""NVIDIA Xid codes: what each one means, which kind of failure it points at, and what NVIDIA asks for.
 
-The descriptions follow NVIDIA's published Xid listing (docs.nvidia.com/deploy/xid-errors, "Xid Error
-Listing", codes 1-143) and the names in the open kernel modules' ``nverror.h``; 154 comes from NVIDIA's
-newer Xid catalog. Codes NVIDIA lists as "Unused" or "Reserved" are left out and fall back to
-"unlisted Xid N". The categories are ours: they sort an Xid by what it says about the desktop-after-load
-problem this suite reproduces (a broken display engine, a firmware (GSP) hang, a GPU lost from the bus,
-memory/ECC trouble, or a fault of one application).
+:data:`DESCRIPTIONS` is the "Failure" column of NVIDIA's Xid Error Listing (docs.nvidia.com/deploy/
+xid-errors/archive/index.html, "3. Xid Error Listing", codes 1-143), with the codes that listing has
+not (39-41, 144-158) from the Description column of NVIDIA's Xid catalog (docs.nvidia.com/deploy/
+xid-errors/analyzing-xid-catalog.html, Table 1 Xids); both checked on 2026-12-01. Codes listed as
+"Unused" or "Reserved" in both are left out and fall back to "unlisted Xid N". NVIDIA's recommended
+action per code, with where it was read, is data: :data:`CATALOG_FILE` (see :func:`action_info`).
+The categories are ours: they sort an Xid by what it says about the desktop-after-load problem this
+suite reproduces (a broken display engine, a firmware (GSP) hang, a GPU lost from the bus, memory/ECC
+trouble, or a fault of one application).
 """
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 DISPLAY = "display-engine"
 GSP = "gsp"
@@ -140,7 +146,22 @@ DESCRIPTIONS: dict[int, str] = {
     137: "NVLink FLA privilege error",
     140: "Unrecovered ECC Error",
     143: "GPU Initialization Failure",
+    # not in the archive listing; the catalog's Description column
+    39: "Copy Engine Exception",
+    40: "Copy Engine Exception",
+    41: "Copy Engine Exception",
+    144: "NVLINK: SAW Error",
+    145: "NVLINK: RLW Error",
+    146: "NVLINK: TLW Error",
+    147: "NVLINK: TREX Error",
+    148: "NVLINK: NVLPW_CTRL Error",
+    149: "NVLINK: NETIR Error",
+    150: "NVLINK: MSE Error",
     154: "GPU Recovery Action Changed",
+    155: "NVLINK: SW Defined Error",
+    156: "Resource Retirement Event",
+    157: "Resource Retirement Failure",
+    158: "GPU Fatal Timeout",
 }
 
 
@@ -207,36 +228,100 @@ def normalize_bus_id(bus: str | None) -> tuple[int, int, int] | None:
     return int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16)
 
 
-# What NVIDIA asks for after each Xid that a desktop run meets, from the resolution buckets of
-# NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html: RESTART_APP,
-# RESET_GPU, RESTART_BM = reboot the machine) and, for 79, NVIDIA's answer in
-# github.com/NVIDIA/open-gpu-kernel-modules/issues/507. On a desktop, "reset the GPU" means a reboot:
-# the GPU that drives the screen cannot be reset while the compositor holds it.
-ACTIONS: dict[int, str] = {
-    13: "RESTART_APP: usually the faulting application's error; if other applications hit it too, "
-        "report it with nvidia-bug-report.log.gz",
-    16: "report it with nvidia-bug-report.log.gz: the display engine hung",
-    31: "RESTART_APP: an illegal GPU memory access by the named process (or by the driver on its "
-        "behalf); the process name in the line says which",
-    43: "none: the driver already stopped the faulting application's channel",
-    45: "none: cleanup after an earlier error or a killed process; the Xid before it is the one to read",
-    48: "RESET_GPU: an uncorrectable ECC error; repeated ones mean the board needs service",
-    56: "report it with nvidia-bug-report.log.gz: a display engine error (driver or hardware)",
-    62: "RESET_GPU: an internal micro-controller halted (reboot on a desktop)",
-    63: "RESET_GPU to activate the remapped row or retired page",
-    64: "RESET_GPU; if it recurs the board needs service (remapping failed)",
-    69: "RESTART_APP: a graphics engine class error raised by the application",
-    79: "RESTART_BM (reboot): the GPU left the PCIe bus; check power cables, seating, PSU, "
-        "temperatures and the PCIe AER counters before blaming the driver",
-    109: "RESTART_APP: a context-switch timeout; if the desktop is gone too, reboot and report it",
-    119: "RESET_GPU (reboot on a desktop): the GSP firmware stopped answering; report it with "
-         "nvidia-bug-report.log.gz",
-    120: "RESET_GPU (reboot on a desktop): a GSP firmware error; report it with nvidia-bug-report.log.gz",
-    154: "do what the driver now asks: 'nvidia-smi -q' shows the GPU Recovery Action (None, GPU Reset, "
-         "Node Reboot, Drain P2P, Drain and Reset)",
-}
+
+
+# ---- NVIDIA's recommended action per code (stress/hw/xid_catalog.json) ----
+CATALOG_FILE = Path(__file__).with_name("xid_catalog.json")
+STATUSES = ("verified", "unverified")
+
+
+@dataclass(frozen=True)
+class XidAction:
+    """One entry of :data:`CATALOG_FILE`: NVIDIA's resolution buckets for a code and where they were read."""
+
+    xid: int
+    mnemonic: str
+    description: str                 # the catalog's Description ("Unused" for deprecated codes)
+    immediate: str                   # Resolution Bucket (Immediate Action), literal
+    investigatory: str | None        # Resolution Bucket (Investigatory Action), literal
+    status: str                      # "verified" | "unverified"
+    source: dict | None              # {"doc", "where", "title", "url", "table"}; None only when unverified
+    nvidia_note: str | None = None   # NVIDIA's trigger-condition text, shortened
+    desktop_note: str | None = None  # this suite's reading for a desktop: ours, not NVIDIA's
+    archive_description: str | None = None
+    buckets: dict = field(default_factory=dict)   # bucket -> its wording, for the buckets this entry names
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+    def text(self) -> str:
+        """The action as one line; an unverified entry says so first, and a code the catalog lists as
+        unused says that too, so nothing remembered or out of scope reads as NVIDIA's instruction."""
+        out = self.immediate
+        if self.investigatory and self.investigatory != self.immediate and not self.investigatory.startswith("N/A"):
+            out += f"; if it recurs or is unexpected: {self.investigatory}"
+        if self.description == "Unused":
+            out += f" (the catalog lists Xid {self.xid} as unused on the data-center GPUs it covers)"
+        if not self.verified:
+            out = f"unverified (not checked against NVIDIA's Xid catalog): {out}"
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"xid": self.xid, "mnemonic": self.mnemonic, "immediate": self.immediate,
+                "investigatory": self.investigatory, "status": self.status, "source": self.source,
+                "nvidia_note": self.nvidia_note, "desktop_note": self.desktop_note,
+                "buckets": dict(self.buckets), "text": self.text()}
+
+
+def load_catalog(path: Path = CATALOG_FILE) -> dict[int, XidAction]:
+    """The action table. Raises ValueError naming the entry and key that is wrong: every entry needs
+    its buckets, and a ``source`` naming one of the file's ``sources`` unless it is ``unverified``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    sources = data.get("sources") or {}
+    glossary = data.get("buckets") or {}
+    out: dict[int, XidAction] = {}
+    for n, e in enumerate(data.get("xids", [])):
+        where = f"{path}: xids[{n}]"
+        if not isinstance(e.get("xid"), int) or isinstance(e.get("xid"), bool):
+            raise ValueError(f"{where}: xid must be an integer")
+        missing = [k for k in ("mnemonic", "description", "immediate", "status") if not e.get(k)]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        if e["status"] not in STATUSES:
+            raise ValueError(f"{where}: status must be verified or unverified, not {e['status']!r}")
+        src = e.get("source")
+        if src is None and e["status"] == "verified":
+            raise ValueError(f"{where}: a verified entry needs a source (or mark it status: unverified)")
+        if src is not None:
+            if not isinstance(src, dict) or src.get("doc") not in sources or not src.get("where"):
+                raise ValueError(f"{where}: source must name one of {sorted(sources)} as doc, and where in it")
+            doc = sources[src["doc"]]
+            src = {"doc": src["doc"], "where": src["where"], "title": doc.get("title"), "url": doc.get("url"),
+                   "table": doc.get("table")}
+        if e["xid"] in out:
+            raise ValueError(f"{where}: Xid {e['xid']} appears twice")
+        names = [b for b in (e["immediate"], e.get("investigatory")) if b]
+        unknown = [b for b in names if b not in glossary]
+        if unknown:
+            raise ValueError(f"{where}: bucket {unknown[0]!r} is not in the file's buckets")
+        out[e["xid"]] = XidAction(
+            xid=e["xid"], mnemonic=e["mnemonic"], description=e["description"], immediate=e["immediate"],
+            investigatory=e.get("investigatory"), status=e["status"], source=src,
+            nvidia_note=e.get("nvidia_note"), desktop_note=e.get("desktop_note"),
+            archive_description=e.get("archive_description"), buckets={b: glossary[b] for b in names})
+    return out
+
+
+ACTIONS: dict[int, XidAction] = load_catalog()
+
+
+def action_info(xid: int) -> XidAction | None:
+    """NVIDIA's documented action for a code with its provenance, or None where the table has none."""
+    return ACTIONS.get(xid)
 
 
 def action(xid: int) -> str | None:
-    """NVIDIA's recommended action for an Xid code, or None where this table does not list one."""
-    return ACTIONS.get(xid)
+    """NVIDIA's recommended action for an Xid code as one line (see :meth:`XidAction.text`), or None."""
+    e = ACTIONS.get(xid)
+    return e.text() if e else None

@@ -417,7 +417,7 @@ class RunRecord:
         self.kmsg_suppressed += to_int(ev.get("suppressed")) or 0
         self.kmsg_tail.append({"t": t, "line": to_str(ev.get("line")) or ""})
         if ev.get("cls"):
-            self.kmsg_classified.append(ev)
+            self.kmsg_classified.append(dict(ev, t=t))
 
     def _probe(self, ev: dict, t: float) -> None:
         self.probes.append(ev if ev.get("t") == t else dict(ev, t=t))
@@ -442,8 +442,8 @@ class RunRecord:
         return any(p.get("phase") == phase for p in self.probes)
 
     def judged_events(self) -> list[dict]:
-        """What the judge (``stress.analysis``) weighs, in journal order: probe events, Xids, kernel-log
-        lines of a known class, source changes, phase boundaries and the display processes that went away."""
+        """What the judge (``stress.analysis``) weighs, in journal order: probe events, Xids, classified
+        kernel-log lines, source changes, phase boundaries and the display processes that went away."""
         evs: list[dict] = [*self.probes, *self.xids, *self.kmsg_classified, *self.source_events]
         evs += [{"ev": "phase", "phase": ph, "state": st, "t": t} for ph, st, t in self.phase_events]
         evs += self.display_events

@@ -181,6 +181,49 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
 
 
 # ==== Evidence section (issue 13; rendered from the run directory's evidence/ and environment.json) ====
+def _action_rows(steps: list[dict]) -> list[str]:
+    """The fingerprint's table rows, then what each Xid's action rests on: the buckets' wording, NVIDIA's
+    notes and this suite's (labelled as ours), and the sources, numbered; an action without a source says
+    it is unverified (its text starts so) and one missing from the table says that."""
+    rows, sources, buckets, notes = [], [], {}, []
+    for s in steps:
+        src = s.get("action_source")
+        ref = ""
+        if isinstance(src, dict) and src.get("url"):
+            key = (src.get("url"), src.get("where"))
+            if key not in sources:
+                sources.append(key)
+            ref = f" [{sources.index(key) + 1}]"
+        if s.get("kind") == "kernel-log":
+            action = "—"
+        elif s.get("action"):
+            action = str(s["action"]) + ref
+        else:
+            action = "not in stress/hw/xid_catalog.json"
+        rows.append(f"| `{s.get('step')}` | {s.get('count')} | {s.get('meaning') or ''} | {action} |")
+        buckets.update(s.get("action_buckets") or {})
+        for who, key in (("NVIDIA", "nvidia_note"), ("this suite's note, not NVIDIA's", "desktop_note")):
+            if s.get(key) and (s["step"], who) not in [(n[0], n[1]) for n in notes]:
+                notes.append((s["step"], who, s[key]))
+    if buckets:
+        rows += ["", "Resolution buckets (NVIDIA's Xid catalog, Guidance Classes): "
+                 + "; ".join(f"`{b}`: {g}" for b, g in buckets.items()) + "."]
+    if notes:
+        rows += [""] + [f"- `{step}` ({who}): {text}" for step, who, text in notes]
+    if sources:
+        rows += ["", "Sources:"] + [f"- [{i}] {_source_title(steps, url, where)}: {where}, {url}"
+                                    for i, (url, where) in enumerate(sources, 1)]
+    return rows
+
+
+def _source_title(steps: list[dict], url: str, where: str) -> str:
+    for s in steps:
+        src = s.get("action_source") or {}
+        if src.get("url") == url and src.get("where") == where:
+            return str(src.get("title") or url)
+    return url
+
+
 def evidence_section(report: dict) -> str:
     """Markdown from report.json's ``evidence``: the driver-event fingerprint (meaning and NVIDIA's action
     per Xid, the matching public report or "new"), what was captured at the first failure, the previous
@@ -198,9 +241,7 @@ def evidence_section(report: dict) -> str:
         steps = fp.get("steps") or []
         if steps:
             lines += ["", "| step | count | meaning | NVIDIA's recommended action |", "|---|---:|---|---|"]
-            for s in steps:
-                action = s.get("action") or ("—" if s.get("kind") == "kernel-log" else "not listed")
-                lines.append(f"| `{s.get('step')}` | {s.get('count')} | {r(str(s.get('meaning') or ''))} | {r(action)} |")
+            lines += _action_rows(steps)
     cap = ev.get("capture")
     lines += ["", "#### Captured at the first failure"]
     if cap is None:

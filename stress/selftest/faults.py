@@ -58,7 +58,7 @@ CATEGORY_PATTERNS: dict[str, re.Pattern] = {k: re.compile(v) for k, v in {
     "slow": rf"{_SCREEN} latency median .* at baseline",
     "outputs-corrupted": r"outputs? (were|was) corrupted|decode (failed|probe crashed) in .*(sha256|cannot decode|missing)",
     "driver-xid": r"^Xid \d+ on GPU",
-    "driver-modeset": r"^kernel log: .*(nvidia-modeset|display engine)",
+    "driver-modeset": r'kernel log, display-engine \((nvkms|nvidia-drm)-',
     "gpu-lost": r"GPU .* was lost during the run",
 }.items()}
 
