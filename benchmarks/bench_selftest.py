@@ -73,12 +73,19 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--from", dest="from_dirs", nargs="+", default=None,
                     help="render DIR/selftest.json (several: merged); run nothing")
+    ap.add_argument("--drop", action="append", default=[], metavar="DIR=CLASS,...",
+                    help="with --from: leave these classes of DIR out (measured with a verdict rule since replaced)")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     command = (f"gpu-stress selftest --trials {a.trials} --clean {a.clean} --jobs {a.jobs}"
                + (f" --classes {a.classes}" if a.classes else ""))
     if a.from_dirs:
-        parts = [json.loads((Path(d) / "selftest.json").read_text(encoding="utf-8")) for d in a.from_dirs]
+        drop = {Path(d).resolve(): set(c.split(",")) for d, _, c in (x.partition("=") for x in a.drop)}
+        parts = []
+        for d in a.from_dirs:
+            part = json.loads((Path(d) / "selftest.json").read_text(encoding="utf-8"))
+            part["trials"] = [t for t in part["trials"] if t["fault"] not in drop.get(Path(d).resolve(), ())]
+            parts.append(part)
         summary = merge(parts, {"trials": a.trials, "clean": a.clean, "jobs": a.jobs})
     else:
         out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
