@@ -161,6 +161,8 @@ def _category_sentence(phase: str, kind: str, cat: str, evs: list[dict], n: int,
         return f"{phase}: {label} timed out in {k}/{n} probes (limit {config.timeout:g} s)"
     if cat == "error":
         return f"{phase}: {label} probe crashed in {k}/{n} probes ({_first_reason(evs)})"
+    if kind == "decode":   # a saved output's bytes, pixels or size changed, or it cannot be read or decoded
+        return f"{phase}: saved outputs were corrupted or missing in {k}/{n} decode probes ({_first_reason(evs)})"
     return f"{phase}: {label} failed in {k}/{n} probes ({_first_reason(evs)})"
 
 

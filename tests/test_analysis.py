@@ -152,7 +152,8 @@ def test_regression_beats_an_unsupported_kind():
     events += healthy("after", kinds=("display",)) + [ev("after", "screenshot", "unavailable", reason="no display")]
     v = verdict(events, CFG)
     assert v["verdict"] == "reproduced"
-    assert v["reasons"] == ["after: decode failed in 5/5 probes (1 of 3 images failed: outputs/x.jpg: cannot decode)"]
+    assert v["reasons"] == ["after: saved outputs were corrupted or missing in 5/5 decode probes (1 of 3 images "
+                            "failed: outputs/x.jpg: cannot decode)"]
 
 
 def test_during_visits_are_pooled_and_decode_compares_reference_time():

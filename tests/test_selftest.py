@@ -104,6 +104,8 @@ def test_after_exit_is_probed_only_when_a_class_is_injected_there():
     assert scenario_phases(list(QUICK)) == ("baseline", "after")
     assert scenario_phases(["stall", "slow-light"]) == ("baseline", "after", "after-exit")
     assert scenario_phases([]) == ("baseline", "after")
+    assert scenario_phases(["stall"], "after-exit") == ("baseline", "after", "after-exit")
+    assert scenario_phases(["slow-light"], "after") == ("baseline", "after")
 
 
 def test_clean_runs_are_spread_among_the_fault_trials():

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=_count, default=None, metavar="N",
                    help="trials run at once, each on its own display (default 1, --quick 2: trials in parallel "
                         "load the machine, which the slow classes and the clean control measure against)")
+    p.add_argument("--phase", choices=["after", "after-exit"], default=None,
+                   help="inject every class in this probe phase instead of its own (see --list)")
     p.add_argument("--list", action="store_true", help="list the fault classes and exit")
     p.set_defaults(func=selftest_command)
 
@@ -92,21 +94,22 @@ def selftest_command(args: argparse.Namespace) -> int:
 
     start_xvfb().kill()          # one clear line now (exit 3) if Xvfb is missing or cannot start
     plan = plan_trials(classes, trials, clean)
-    phases = scenario_phases(classes)
+    phases = scenario_phases(classes, args.phase)
     jobs = args.jobs if args.jobs is not None else (2 if args.quick else 1)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     machine = machine_facts()
     results: list[dict] = []
     cache = Path(os.environ["STRESS_CACHE"]) if os.environ.get("STRESS_CACHE") else None
     options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": jobs,
-               "phases": list(phases)}
+               "phases": list(phases), "phase": args.phase}
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     summary = None
     stop = threading.Event()        # Ctrl-C / SIGTERM: running trials stop their runs (cleanly), queued ones never start
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop, phases=phases)
+        futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop, phases=phases,
+                              phase=args.phase)
                    for name, i in plan]
         for n, fut in enumerate(futures, 1):
             try:

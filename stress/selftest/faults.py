@@ -56,7 +56,9 @@ CATEGORY_PATTERNS: dict[str, re.Pattern] = {k: re.compile(v) for k, v in {
     "black": rf"{_SCREEN} returned all-black frames",
     "frozen": rf"{_SCREEN} (mismatched in .*never appeared on screen|left the closed window on screen)",
     "slow": rf"{_SCREEN} latency median .* at baseline",
-    "outputs-corrupted": r"outputs? (were|was) corrupted|decode (failed|probe crashed) in .*(sha256|cannot decode|missing)",
+    # "decode failed in ..." is the verdict's sentence for the same finding before it said so plainly
+    # (kept so that selftest.json files measured then are read alike)
+    "outputs-corrupted": r"saved outputs were corrupted|decode failed in .*(sha256|cannot decode|missing)",
     "driver-xid": r"^Xid \d+ on GPU",
     "driver-modeset": r'kernel log, display-engine \((nvkms|nvidia-drm)-',
     "gpu-lost": r"GPU .* was lost during the run",
@@ -106,8 +108,10 @@ def plan_trials(classes: list[str], trials: int, clean: int) -> list[tuple[str, 
     return out
 
 
-def scenario_phases(classes: list[str]) -> tuple[str, ...]:
+def scenario_phases(classes: list[str], phase: str | None = None) -> tuple[str, ...]:
     """The probe phases every trial's scenario has: baseline, after, and after-exit only when a chosen
-    class is injected there (it costs the worker's exit and a phase of probes per trial)."""
-    extra = ("after-exit",) if any(FAULTS[c].phase == "after-exit" for c in classes if c in FAULTS) else ()
+    class is injected there (it costs the worker's exit and a phase of probes per trial); ``phase``
+    overrides every class's own."""
+    used = {phase} if phase else {FAULTS[c].phase for c in classes if c in FAULTS}
+    extra = ("after-exit",) if "after-exit" in used else ()
     return ("baseline", "after", *extra)
