@@ -45,6 +45,14 @@ class Injector:
         self._flood: list = []
 
     # ---- the one entry point per class ----
+    def arm(self) -> None:
+        """Before the run: start what must already be running when the phase begins (the slow path's
+        flooding clients, connected and waiting), so the fault is in effect from the phase's first probe."""
+        if self.fault.flood and not self._flood:
+            side, batch, clients = self.fault.flood
+            self._flood = [start_client(FLOOD, [str(side), str(batch)], self.target.display.env())
+                           for _ in range(clients)]
+
     def start(self) -> None:
         if self.started:
             return
@@ -52,6 +60,11 @@ class Injector:
         getattr(self, "_start_" + self.fault.name.split("-")[0])()
 
     def stop(self) -> None:
+        for p in self._flood:            # armed or flooding: ended either way
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self._flood = []
         if not self.started or self.stopped:
             return
         self.stopped = True
@@ -60,10 +73,6 @@ class Injector:
             self._thread.join(timeout=10)
         if self._proc is not None:
             stop_client(self._proc)
-        for p in self._flood:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
         self.target.display.signal(signal.SIGCONT)
 
     # ---- classes ----
@@ -92,9 +101,11 @@ class Injector:
         self._proc = start_client(OVERLAY, ["frozen"], self.target.display.env())
 
     def _start_slow(self) -> None:
-        side, batch, clients = self.fault.flood or (512, 20, 1)
-        self._flood = [start_client(FLOOD, [str(side), str(batch)], self.target.display.env())
-                       for _ in range(clients)]
+        self.arm()
+        for p in self._flood:
+            if p.stdin:
+                p.stdin.write("go\n")
+                p.stdin.flush()
 
     def _start_corrupt(self) -> None:
         out = (self.target.run_dir / "outputs") if self.target.run_dir else None

@@ -116,6 +116,8 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
         display = start_xvfb()
         target = Target(display, None, folder / "kernel.log", folder / "nvml-control")
         injector = Injector(fault, target) if fault else None
+        if injector:
+            injector.arm()
         if fault_name == CLEAN:
             load = BackgroundLoad(folder, display.env()).start()
         runs = folder / "runs"

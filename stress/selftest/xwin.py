@@ -86,6 +86,7 @@ gc = x11.XCreateGC(d, a, 0, None)
 x11.XFillRectangle(d, a, gc, 0, 0, side, side)
 x11.XSync(d, 0)
 print("ready", flush=True)
+sys.stdin.readline()   # armed before the phase, it floods from the "go" line on: no start-up delay in the phase
 while True:
     for _ in range(batch):
         x11.XCopyArea(d, a, b, gc, 0, 0, side, side, 0, 0)
