@@ -213,3 +213,49 @@ def test_reduced_real_selftest(tmp_path, model_cache):
     assert proc.returncode == 0
     assert "black          1/1" in proc.stdout and "targets met" in proc.stdout
     assert (out / "selftest.md").read_text().count("| met |") == 2
+
+
+def _state(pid: int, want: str) -> str:
+    """The process state letter, waited for (a signal is delivered asynchronously) for at most 5 s."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if st in want or time.monotonic() > deadline:
+            return st
+        time.sleep(0.02)
+
+
+def test_injectors_act_on_selftests_own_server_and_leave_nothing_running(tmp_path):
+    """stall stops and resumes the X server selftest started; the slow path's clients are armed
+    before the phase, flood from start() and are gone after stop(); kill ends the server."""
+    require_xvfb()
+    from stress.selftest.display import start_xvfb
+    from stress.selftest.inject import Injector, Target
+
+    d = start_xvfb()
+    try:
+        target = Target(d, tmp_path, tmp_path / "kernel.log", tmp_path / "nvml-control")
+        stall = Injector(FAULTS["stall"], target)
+        stall.start()
+        assert _state(d.pid, "T") == "T"
+        stall.stop()
+        assert _state(d.pid, "RS") in "RS"
+        slow = Injector(FAULTS["slow-light"], target)
+        slow.arm()
+        procs = list(slow._flood)
+        assert len(procs) == 1 and procs[0].poll() is None
+        slow.start()
+        slow.stop()
+        assert all(p.poll() is not None for p in procs) and slow._flood == []
+        (tmp_path / "outputs").mkdir()
+        (tmp_path / "outputs" / "a.jpg").write_bytes(bytes(range(256)) * 4)
+        corrupt = Injector(FAULTS["corrupt"], target)
+        corrupt.start()
+        assert corrupt.note == "1 output(s) corrupted"
+        kill = Injector(FAULTS["kill"], target)
+        kill.start()
+        assert not d.alive()
+    finally:
+        d.kill()
