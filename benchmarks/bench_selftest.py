@@ -26,6 +26,17 @@ from stress.selftest.results import markdown, summarize  # noqa: E402
 BEGIN, END = "<!-- selftest:begin -->", "<!-- selftest:end -->"
 
 
+def describe(parts: list[dict]) -> str:
+    """How each merged selftest run was made, from its own options."""
+    out = []
+    for p in parts:
+        o = p.get("options") or {}
+        out.append(f"`gpu-stress selftest --classes {','.join(o.get('classes') or [])} --trials {o.get('trials')} "
+                   f"--clean {o.get('clean')} --jobs {o.get('jobs', 1)}` ({len(p['trials'])} trials kept, "
+                   f"started {p['started']}, load {p['machine'].get('load1_start')} then)")
+    return "merged from " + "; ".join(out)
+
+
 def section(summary: dict, command: str) -> str:
     n = {name: c["trials"] for name, c in summary["classes"].items()}
     counts = ", ".join(f"{k} {v}" for k, v in n.items())
@@ -35,7 +46,8 @@ def section(summary: dict, command: str) -> str:
     if want and any(v < want for v in n.values()) or summary["clean"]["runs"] < (partial.get("clean") or 0):
         note = (f"\n**Partial**: the run was stopped before it finished (asked for {want} trials per class and "
                 f"{partial.get('clean')} clean runs); the counts above are what was measured.\n")
-    return (f"{BEGIN}\nCommand: `{command}`\n\nTrials per class: {counts}; clean runs: {summary['clean']['runs']}."
+    shown = command if command.startswith("merged") else f"`{command}`"
+    return (f"{BEGIN}\nCommand: {shown}\n\nTrials per class: {counts}; clean runs: {summary['clean']['runs']}."
             f"\n\n{markdown(summary)}{note}{END}")
 
 
@@ -87,6 +99,7 @@ def main() -> int:
             part["trials"] = [t for t in part["trials"] if t["fault"] not in drop.get(Path(d).resolve(), ())]
             parts.append(part)
         summary = merge(parts, {"trials": a.trials, "clean": a.clean, "jobs": a.jobs})
+        command = describe(parts)
     else:
         out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
         argv = [sys.executable, "-m", "stress", "selftest", "--trials", str(a.trials), "--clean", str(a.clean),
