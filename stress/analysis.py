@@ -19,7 +19,7 @@ from stress.probes.config import ProbesConfig
 from stress.stats import mann_whitney, min_p_value
 
 BASELINE = "baseline"
-LATER_PHASES = ("during", "after", "after-exit")
+LATER_PHASES = ("during", "cycle", "after", "after-exit")   # cycle: after a desktop cycle (stress.cycles)
 KIND_LABEL = {"screenshot": "screenshot", "decode": "decode", "display": "display round trip",
               "display-wayland": "Wayland display round trip", "viewer": "external viewer"}
 MEASURED = ("ok", "fail", "timeout", "error")
@@ -135,6 +135,37 @@ def compare_latency(current: list[float], baseline: list[float], config: ProbesC
     return out
 
 
+def borderline(cmp: dict) -> bool:
+    """Whether a latency comparison (:func:`compare_latency`) is borderline: a large ratio (at least
+    ``slowdown_ratio``) that is not a significant slowdown, because the test says no or the samples are
+    too few to test. The verdict never claims one (inconclusive when too few, a note otherwise); the
+    runner repeats such a phase's probes (``probes.repeat_borderline``) so that more samples settle it."""
+    return bool(cmp.get("large")) and not cmp.get("slowdown")
+
+
+def borderline_kinds(probes: list[dict], phase: str, config: ProbesConfig) -> dict[str, dict]:
+    """The probe kinds whose ``phase`` (every visit so far, pooled as the verdict pools them) is
+    :func:`borderline` against baseline, each with its comparison: what the runner repeats. A kind that
+    already shows a sort of failure baseline never had is left out: it regressed whatever its latency."""
+    if phase not in LATER_PHASES:
+        return {}
+    by: dict[tuple[str, str], list[dict]] = {}
+    for e in probes:
+        if e.get("phase") in (BASELINE, phase) and e.get("kind") in KIND_LABEL:
+            by.setdefault((e["phase"], e["kind"]), []).append(e)
+    out = {}
+    for (ph, kind), evs in by.items():
+        if ph != phase or (BASELINE, kind) not in by:
+            continue
+        s, b = _summary(evs, kind), _summary(by[(BASELINE, kind)], kind)
+        if any(s["_cats"][c] and not b["_cats"][c] for c in CATEGORIES):
+            continue
+        cmp = compare_latency(s["_lat"], b["_lat"], config)
+        if borderline(cmp):
+            out[kind] = cmp
+    return out
+
+
 def _first_reason(evs: list[dict]) -> str:
     for e in evs:
         if e.get("reason"):
@@ -170,9 +201,10 @@ def _latency_sentence(phase: str, kind: str, cmp: dict) -> str:
     what = "decode time" if kind == "decode" else f"{KIND_LABEL.get(kind, kind)} latency"
     head = (f"{phase}: {what} median {_fmt_latency(cmp['median'], kind)} vs "
             f"{_fmt_latency(cmp['baseline_median'], kind)} at baseline ({cmp['ratio']:.1f}x")
+    tail = f", {cmp['repeats']} repeat(s)" if cmp.get("repeats") else ""
     if cmp.get("p_value") is not None:
-        return f"{head}, p={cmp['p_value']:.2g}, n={cmp['n1']}/{cmp['n2']})"
-    return f"{head}, n={cmp['n1']}/{cmp['n2']})"
+        return f"{head}, p={cmp['p_value']:.2g}, n={cmp['n1']}/{cmp['n2']}{tail})"
+    return f"{head}, n={cmp['n1']}/{cmp['n2']}{tail})"
 
 
 # Xid categories that are the regression itself, not the workload's own fault (stress.hw.xid). Xid 79
@@ -293,6 +325,12 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                 unsure.append(f"{phase}: the probe harness failed ({_first_reason(evs)}), "
                               "so this phase was not fully probed")
 
+    # A desktop cycle that did not happen as asked: the desktop was not checked after it.
+    for e in events:
+        if e.get("ev") == "cycle" and e.get("status") not in (None, "ok"):
+            unsure.append(f"cycle {e.get('index')} ({e.get('do')} {e.get('at')}) {e.get('status')}: "
+                          f"{e.get('reason') or 'no reason recorded'}; the desktop was not checked after it")
+
     # What baseline could not measure, or where it already failed.
     for kind in config.kinds:
         label = KIND_LABEL.get(kind, kind)
@@ -338,6 +376,7 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                     s["regressions"].append(cat)
                     regress.append(_category_sentence(phase, kind, cat, s["_cats"][cat], n, config))
             cmp = compare_latency(s["_lat"], b["_lat"], config)
+            cmp["repeats"] = max(r if isinstance(r := e.get("repeat"), int) else 0 for e in by[phase][kind])
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})
             ctx = context or {}
             loads = ctx.get("load") or {}
@@ -354,11 +393,11 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             elif cmp["slowdown"]:
                 s["regressions"].append("slowdown")
                 regress.append(_latency_sentence(phase, kind, cmp))
-            elif cmp.get("large") and cmp["too_few"]:
+            elif borderline(cmp) and cmp["too_few"]:
                 unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but {cmp['n1']}/{cmp['n2']} "
                               f"samples are too few to show significance at alpha={config.alpha:g}; "
                               f"use probes.repetitions >= {needed_repetitions(config.alpha)}")
-            elif cmp.get("large"):
+            elif borderline(cmp):
                 details["notes"].append(_latency_sentence(phase, kind, cmp).rstrip(")")
                                         + f"), not significant at alpha={config.alpha:g}")
             s["regressed"] = bool(s["regressions"])

@@ -102,7 +102,11 @@ def _display() -> dict:
 
 
 def _host() -> dict:
-    return {"hostname": socket.gethostname(), "user": getpass.getuser(), "home": str(Path.home())}
+    from stress.hw.machine_id import machine_id
+
+    # machine_id: a salted hash of /etc/machine-id (stress.hw.machine_id); reports mask it like the host name
+    return {"hostname": socket.gethostname(), "user": getpass.getuser(), "home": str(Path.home()),
+            "machine_id": machine_id()}
 
 
 def _git() -> dict:

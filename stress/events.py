@@ -51,7 +51,8 @@ RUN: dict[str, Kind] = {
     "resume": _k("runner", "previous_end torn_tail done in_flight"),
     "load_failed": _k("runner", "worker error traceback"),
     "models_reloaded": _k("runner", "worker s ok error"),
-    "probe": _k("probes", "phase kind rep visit status latency_s metrics reason"),
+    "probe": _k("probes", "phase kind rep visit status latency_s metrics reason repeat"),
+    "probe_repeat": _k("probes", "phase visit repeat of kinds"),
     "verdict": _k("runner", "verdict reasons exit_code details"),
     "run_end": _k("runner", "status images_ok images_skipped images_failed wall_s"),
     "signal_deferred": _k("runner", "signal"),
@@ -61,6 +62,7 @@ RUN: dict[str, Kind] = {
     "previous_boot": _k("evidence", "boot_id current_boot_id items"),
     "capture": _k("evidence", "trigger dir items wall_s"),
     "witness": _k("evidence", "status address reason"),
+    "cycle": _k("runner", "index do at state off_s seconds status method readback reason s"),
 }
 
 # A soak's ledger (<state-dir>/soak.jsonl).

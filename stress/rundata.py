@@ -33,7 +33,7 @@ def build_run_json(run_dir: str | Path, record: RunRecord | None = None) -> dict
         r = {k: v for k, v in rec.images[idx].items() if k != "ev"}
         r["finished_at"] = r.pop("t", None)
         images.append(r)
-    probes = [{k: ev.get(k) for k in ("phase", "visit", "kind", "rep", "status", "latency_s", "reason")
+    probes = [{k: ev.get(k) for k in ("phase", "visit", "kind", "rep", "repeat", "status", "latency_s", "reason")
                if ev.get(k) is not None} | {"t": ev.get("t")} for ev in rec.probes]
     workers = [{"worker": w.get("worker"), "pid": w.get("pid"), "reason": w.get("reason"),
                 "started_at": w.get("started_t"), **({"ready_at": w["ready_t"], "load_s": w.get("load_s"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stress import __version__
+from stress.cycles import Cycles
 from stress.errors import ExitCode, StressError
 from stress.events import FROM_WORKER, JOURNAL_FORMAT
 from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
@@ -202,6 +203,7 @@ class Supervisor:
         self.records: dict[int, dict] = {}
         self.t0 = time.time()
         self.during_visits = 0
+        self.probe_history: list[dict] = []     # the run's probe events: what a borderline phase is judged on
         self._next_start_reason = "start"
         self._baseline_done = False
         self._progress_journalled = 0.0
@@ -215,6 +217,7 @@ class Supervisor:
             self.worker_count = prior.worker_count
             self.during_visits = prior.during_visits
             self._baseline_done = prior.has_probes("baseline")
+            self.probe_history = list(prior.probes)
             done = set(self.records)
             self.journal = Journal(self.rd.journal)
             ended = prior.run_end
@@ -305,7 +308,8 @@ class Supervisor:
         self.progress.step(index=None, stage=f"probes {phase}", step=None, total=None)
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
         try:
-            run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit)
+            self.probe_history += run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit,
+                                            history=self.probe_history)
         except Exception as exc:  # noqa: BLE001 - a probe harness bug is a result, not a reason to die
             self.journal.append("probe", phase=phase, kind="harness", rep=0, status="error", latency_s=None,
                                 metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=visit)
@@ -426,12 +430,14 @@ class Supervisor:
             if after > before and len(self.records) < self.sc.images:
                 self._probe("during", visit=self.during_visits)
                 self.during_visits += 1
+            self.cycles.after_images(len(self.records))
 
     def run(self) -> RunResult:
         done = self._prepare()
         from stress.evidence import attach   # witness, capture at failure, previous boot (docs/evidence.md)
         journal = self.journal = attach(self.journal, self.sc, self.rd, resume=self.resume)
         assert journal is not None
+        self.cycles = Cycles(self)   # desktop cycles between images / after the workload (docs/scenarios.md#cycles)
         from stress.probes.phases import probe_env
         from stress.samplers import Monitors
 
@@ -450,6 +456,7 @@ class Supervisor:
                 self._phase("workload", lambda: self._workload(jobs))
                 if self.sc.session.idle_after:
                     time.sleep(self.sc.session.idle_after)
+                self.cycles.after_workload()
                 if self.worker and self.worker.proc and self.worker.proc.poll() is None:
                     self._phase("after", lambda: self._probe("after"))
             except _Stop as stop:

@@ -21,6 +21,7 @@ from stress.workload.models import BUILTINS
 from stress.errors import Problem, ScenarioError
 from stress.scenario_files import check_files as _check_files
 from stress.hw.config import MonitorsConfig
+from stress.cycles import CycleSpec, check_images as _check_cycles
 from stress.probes.config import ProbesConfig
 from stress import yamlsafe
 from stress.yamlsafe import Located
@@ -240,6 +241,9 @@ class Scenario(_Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     faults: list[FaultSpec] = Field(default_factory=list, description="harness self-test: faults to inject")
+    cycles: list[CycleSpec] = Field(default_factory=list, max_length=100, description=(
+        "desktop cycles (display off/on, idle, VT switch, suspend) between images or after the workload, "
+        "each followed by probes (docs/scenarios.md#cycles)"))
     # Set by matrix expansion: the values this run took, for naming and reports.
     matrix_values: dict[str, Any] = Field(default_factory=dict)
 
@@ -290,6 +294,8 @@ class Scenario(_Strict):
                              "component (workload sd15-img2img or sd15-txt2img)")
         if self.optimizations.cpu_offload and self.optimizations.sequential_offload:
             raise ValueError("optimizations: cpu_offload and sequential_offload exclude each other; choose one")
+        if self.cycles and (why := _check_cycles(self.cycles, self.images)):
+            raise ValueError(why)
         return self
 
     # ---- derived values used by the plan and the worker ----

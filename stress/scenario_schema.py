@@ -64,4 +64,11 @@ def user_schema(model_schema: dict, samplers: tuple[str, ...]) -> dict:
     session = defs["SessionSpec"]["properties"]
     for key in _DURATIONS:
         session[key] = _duration(session[key])
+    cycle = defs.get("CycleSpec", {}).get("properties")
+    if cycle:                                  # desktop cycles (stress.cycles): durations and the aliases of `do`
+        from stress.cycles import ALIASES
+
+        for key in ("off_s", "seconds"):
+            cycle[key] = _duration(cycle[key])
+        cycle["do"]["enum"] = [*cycle["do"]["enum"], *ALIASES]
     return schema

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import pg_url, postgres_server  # noqa: F401 - fixtures: a throwaway PostgreSQL server (tests/pg.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -33,6 +33,7 @@ from stress.journal import Journal, RunDir, write_json_atomic  # noqa: E402
 
 USER = "zelda_sentinel"
 HOST = "rig-sentinel-7"
+MACHINE_ID = "m-5e471ne1aaaa0007"   # as stress.hw.machine_id writes it (a salted hash of /etc/machine-id)
 HOME = f"/home/{USER}"
 SERIAL = "1324021234567"
 UUID = "GPU-3f2a9c4e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -107,7 +108,7 @@ def environment_dict(s: Synth) -> dict:
                  "not installed", "driver": None, "cuda_driver": None, "nvml_version": None, "gpus": []}),
         "display": {"type": "x11", "display": ":0", "wayland_display": None, "xdg_session_type": "x11",
                     "desktop": "ubuntu:GNOME", "compositor": "gnome-shell", "display_server": "Xorg", "xwayland": False},
-        "host": {"hostname": HOST, "user": USER, "home": HOME},
+        "host": {"hostname": HOST, "user": USER, "home": HOME, "machine_id": MACHINE_ID},
         "stress_git": {"commit": "0" * 40, "dirty": False},
         "env_vars": {"DISPLAY": ":0", "XDG_SESSION_TYPE": "x11", "XDG_CURRENT_DESKTOP": "ubuntu:GNOME",
                      "HF_TOKEN": "hf_SENTINELSECRETTOKEN0123456789abcdef"},

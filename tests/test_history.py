@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from stress.errors import StressError
-from stress.history import (MIGRATIONS, SCHEMA_VERSION, HistoryError, find_run, open_db, parse_filter, query_runs,
-                            record_run, summarize_run, trends, try_record_run)
+from stress.history import (LEGACY_VERSION, MIGRATIONS, SCHEMA_REVISION, HistoryError, find_run, open_db,
+                            parse_filter, query_runs, record_run, summarize_run, trends, try_record_run)
 from stress.journal import Journal, write_json_atomic
 from stress.rundata import build_run_json
 from tests.conftest import run_cli
@@ -157,19 +157,22 @@ def _make_v1(path: Path) -> None:
 def test_migrating_a_v1_file_to_the_current_schema(tmp_path, db):
     db.parent.mkdir(parents=True)
     _make_v1(db)
-    with open_db(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    with open_db(db):
+        pass
+    with sqlite3.connect(db) as conn:   # through the legacy steps to 3, then Alembic to the newest revision
+        assert LEGACY_VERSION == 3 and conn.execute("PRAGMA user_version").fetchone()[0] == LEGACY_VERSION + 1
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
         cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-        assert {"libraries", "soak_id", "soak_iteration", "cuda_driver", "python"} <= cols
+        assert {"libraries", "soak_id", "soak_iteration", "cuda_driver", "python", "machine_id", "compositor"} <= cols
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(runs)")}
-        assert {"runs_scenario", "runs_driver", "runs_hostname"} <= indexes
+        assert {"runs_scenario", "runs_driver", "runs_hostname", "runs_machine_id"} <= indexes
     old = find_run(db, "old-run")
     # the v1 columns were carried into the v2 metrics table
     assert old is not None and old.metrics == {"images_per_min": 12.5, "image_s_median": 4.8}
     assert old.verdict == "reproduced" and old.driver == "535.104" and old.soak_id is None
     # the migrated file takes new runs like a fresh one, and migrating again changes nothing
     record_run(make_run(tmp_path, "new-run", image_times=[2.0]), None, db)
-    with open_db(db) as conn:
+    with sqlite3.connect(db) as conn:
         assert [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY id")] == ["old-run", "new-run"]
     assert [r.run_id for r in query_runs(db, {"scenario": "demo"})] == ["old-run", "new-run"]
 
@@ -177,7 +180,7 @@ def test_migrating_a_v1_file_to_the_current_schema(tmp_path, db):
 def test_a_newer_or_foreign_database_is_refused_cleanly(tmp_path):
     newer = tmp_path / "newer.db"
     conn = sqlite3.connect(newer)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {LEGACY_VERSION + 2}")   # past the Alembic-managed 4
     conn.close()
     with pytest.raises(HistoryError, match="newer than this gpu-stress"):
         with open_db(newer):

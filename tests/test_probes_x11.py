@@ -84,6 +84,7 @@ def test_clean_round_trip_matches_and_keeps_nothing(xserver, run):
     for e in events:
         m = e["metrics"]
         assert m["mismatch"] is False and m["mismatch_fraction"] == 0.0
+        assert m["connect_attempts"] == 1   # a healthy, idle server accepts the first connection
         assert 0 < e["latency_s"] < 1.0 and m["hidden_s"] is not None
         assert m["size"] == "256x256" and m["at"] == [192, 112]  # centred on the screen
         assert "kept" not in m

@@ -150,6 +150,24 @@ def test_probe_rows_and_comparison(finished):
     assert cmp["screenshot"]["after_failures"] == 2
 
 
+def test_probe_visits_are_what_the_load_chart_draws(finished):
+    run, r = finished
+    from stress.journal import read_journal
+
+    probes = [e for e in read_journal(run / "journal.jsonl").events if e["ev"] == "probe"]
+    visits = r["probes"]["visits"]
+    groups = {(e["phase"], e["visit"], e["kind"]) for e in probes}
+    assert {(v["phase"], v["visit"], v["kind"]) for v in visits} == groups and len(visits) == len(groups)
+    assert sum(v["n"] for v in visits) == len(probes) and all(v["repeat"] == 0 for v in visits)
+    assert [v["t"] for v in visits] == sorted(v["t"] for v in visits)
+    after = next(v for v in visits if (v["phase"], v["kind"]) == ("after", "screenshot"))
+    row = next(x for x in r["probes"]["rows"] if (x["phase"], x["kind"]) == ("after", "screenshot"))
+    assert after["failed"] == row["failures"] == 2 and after["median_s"] == row["latencies"][0]
+    assert after["t"] <= after["t_end"] and after["t"] >= 0
+    # the host load is the timeline's own series: the chart draws both from report.json alone
+    assert any(s["key"] == "host.load1" and s["t"] for s in r["timeline"]["series"])
+
+
 def test_timeline_is_downsampled_and_marked(finished):
     _, r = finished
     tl = r["timeline"]

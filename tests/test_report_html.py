@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from stress.report import write_reports
-from stress.report.charts import gpu_memory_chart, render_charts
+from stress.report.charts import gpu_memory_chart, probe_load_chart, render_charts
 from stress.report.build import build_report
 from stress.report.html import fmt, key_metrics, render_html
 from synth_journal import Synth, make_run, truncate_journal
@@ -74,7 +74,7 @@ def test_html_parses_and_is_self_contained(page):
 def test_html_carries_every_chart_as_png(page):
     html, _ = page
     imgs = parse(html).imgs
-    assert len(imgs) == 5
+    assert len(imgs) == 6
     for img in imgs:
         assert img["src"].startswith("data:image/png;base64,")
         data = base64.b64decode(img["src"].split(",", 1)[1])
@@ -111,10 +111,33 @@ def test_no_nvml_charts_say_so(tmp_path):
     assert chart.empty and "no NVML" in chart.alt
     charts, warnings = render_charts(report)
     assert warnings == []
-    assert [c.empty for c in charts] == [True, False, True, False, False]
+    assert [c.empty for c in charts] == [True, False, True, False, False, False]
     html = render_html(report, charts)
     assert html.count("(no data)") == 2
     assert "no NVIDIA GPU recorded" in html
+
+
+def test_probe_latency_and_host_load_share_one_time_axis(page, tmp_path):
+    import json
+
+    _, res = page
+    report = json.loads(res["report_json"].read_text())
+    chart = probe_load_chart(report)
+    assert not chart.empty and chart.id == "probe-load" and "host load" in chart.alt
+    # repeat rounds, failed visits and the phase loads the verdict compared draw marks of their own
+    marked = json.loads(json.dumps(report))
+    marked["probes"]["visits"][-1]["repeat"] = 1
+    marked["verdict"].setdefault("details", {})["context"] = {"device": "cuda", "load": {"baseline": 0.5,
+                                                                                          "after": 4.0}}
+    assert probe_load_chart(marked).png != chart.png
+    # without host samples it says so in the picture; without probes it is a message
+    no_host = json.loads(json.dumps(report))
+    no_host["timeline"]["series"] = [s for s in no_host["timeline"]["series"] if s["key"] != "host.load1"]
+    assert not probe_load_chart(no_host).empty and probe_load_chart(no_host).png != chart.png
+    no_probes = dict(report, probes={"total": 0, "rows": [], "compare": [], "visits": []})
+    assert probe_load_chart(no_probes).empty
+    html = parse(res["report_html"].read_text())
+    assert "chart-probe-load" in html.ids
 
 
 def test_truncated_run_page_names_what_is_missing(tmp_path):

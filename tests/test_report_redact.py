@@ -13,11 +13,11 @@ from PIL import Image
 
 from stress.report import write_reports
 from stress.report.redact import Redactor, prompt_placeholder
-from synth_journal import HOME, HOST, NEGATIVE, PROMPT, SERIAL, UUID, USER, Synth, make_run
+from synth_journal import HOME, HOST, MACHINE_ID, NEGATIVE, PROMPT, SERIAL, UUID, USER, Synth, make_run
 
 SENTINELS = {"user name": USER, "host name": HOST, "home path": HOME, "prompt": "PROMPTSENTINEL",
              "negative prompt": "NEGSENTINEL", "serial": SERIAL, "uuid": UUID[4:16],
-             "secret token": "SENTINELSECRET"}
+             "secret token": "SENTINELSECRET", "machine id": MACHINE_ID}
 
 
 def _all_files(root: Path) -> list[Path]:

@@ -60,19 +60,46 @@ class XServer:
         return self.proc.poll() is None
 
 
+@contextlib.contextmanager
+def throttled(server: XServer, stopped_s: float = 0.01, running_s: float = 0.0005) -> Iterator[None]:
+    """A slow display path: the server stopped (SIGSTOP) ``stopped_s`` out of every
+    ``stopped_s + running_s`` seconds, so every client request waits; resumed for good on exit."""
+    import threading
+
+    done = threading.Event()
+
+    def duty() -> None:
+        while not done.is_set():
+            server.stop()
+            done.wait(stopped_s)
+            server.cont()
+            done.wait(running_s)
+
+    th = threading.Thread(target=duty, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        done.set()
+        th.join(5)
+        if server.alive:
+            server.cont()
+
+
 def require_xvfb() -> None:
     if XVFB is None:
         pytest.skip(SKIP_REASON)
 
 
 @contextlib.contextmanager
-def xvfb(width: int = 640, height: int = 480, depth: int = 24, timeout: float = 15.0) -> Iterator[XServer]:
-    """Start Xvfb on a free display; skip the test if Xvfb is not installed."""
+def xvfb(width: int = 640, height: int = 480, depth: int = 24, timeout: float = 15.0,
+         args: tuple[str, ...] = ()) -> Iterator[XServer]:
+    """Start Xvfb on a free display (``args``: more of its options); skip the test if Xvfb is not installed."""
     require_xvfb()
     rfd, wfd = os.pipe()
     proc = subprocess.Popen(
         [XVFB, "-displayfd", str(wfd), "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp",
-         "-noreset", "+extension", "Composite"],
+         "-noreset", "+extension", "Composite", *args],
         pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(wfd)
     try:

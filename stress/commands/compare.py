@@ -17,16 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Mann-Whitney U p-value.")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
-    p.add_argument("--db", default=None, help="history database (default: reports/history.db)")
+    p.add_argument("--history", "--db", dest="db", metavar="URL_OR_PATH", default=None,
+                   help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); "
+                        "default: $STRESS_HISTORY_URL, else reports/history.db")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--all", action="store_true", help="show every metric, not only those that changed")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=compare_command)
 
 
-def resolve(ref: str, db: Path) -> tuple[str, list]:
-    """A run directory, a filter, or a run id -> (label, runs with their samples)."""
-    from stress.history import find_run, parse_filter, query_runs, summarize_run
+def resolve(ref: str, db: str | Path) -> tuple[str, list]:
+    """A run directory, a filter, or a run id -> (label, runs with their samples); ``db`` is the
+    history's path or URL."""
+    from stress.history import display, exists, find_run, parse_filter, query_runs, summarize_run
 
     path = Path(ref)
     if path.is_dir():
@@ -36,17 +39,18 @@ def resolve(ref: str, db: Path) -> tuple[str, list]:
         return str(path), [summarize_run(path, reports if reports.exists() else None)]
     if "=" in ref:
         filters = parse_filter(ref)
-        if not db.exists():
-            raise StressError(f"no history database at {db}; give run directories, or --db")
+        if not exists(db):
+            raise StressError(f"no history database at {display(db)}; give run directories, or --db")
         runs = query_runs(db, filters, with_samples=True)
         if not runs:
-            raise StressError(f"no recorded run matches {ref!r} in {db}")
+            raise StressError(f"no recorded run matches {ref!r} in {display(db)}")
         return ref, runs
-    if not db.exists():
-        raise StressError(f"{ref}: not a run directory, and there is no history database at {db} to look it up")
+    if not exists(db):
+        raise StressError(f"{ref}: not a run directory, and there is no history database at {display(db)} "
+                          "to look it up")
     run = find_run(db, ref)
     if run is None:
-        raise StressError(f"{ref}: no such run directory, and no run with that id in {db}")
+        raise StressError(f"{ref}: no such run directory, and no run with that id in {display(db)}")
     return run.run_id, [run]
 
 
@@ -105,12 +109,11 @@ def render(result: dict, label_a: str, label_b: str, *, show_all: bool = False) 
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from stress.history import compare_runs
-    from stress.paths import default_history_db
+    from stress.history import compare_runs, history_location
 
     if not 0 < args.alpha < 1:
         raise StressError(f"--alpha must be between 0 and 1 (got {args.alpha})")
-    db = Path(args.db) if args.db else default_history_db()
+    db = history_location(args.db)
     from stress.history import parse_filter
 
     for ref in (args.a, args.b):  # both filters' syntax first: one error, before any lookup

@@ -27,7 +27,8 @@ MIN_FREE_BYTES = 1 << 30
 # Imported by the supervisor itself (module name, distribution name).
 SUPERVISOR_DEPS = (("pydantic", "pydantic"), ("yaml", "PyYAML"), ("psutil", "psutil"), ("PIL", "pillow"),
                    ("mss", "mss"), ("pynvml", "nvidia-ml-py"), ("numpy", "numpy"), ("scipy", "scipy"),
-                   ("matplotlib", "matplotlib"), ("jinja2", "Jinja2"))
+                   ("matplotlib", "matplotlib"), ("jinja2", "Jinja2"), ("sqlalchemy", "SQLAlchemy"),
+                   ("alembic", "alembic"))   # the history (psycopg only for a PostgreSQL one: docs/history.md)
 # Imported only by the worker, next to torch: checked in the torch subprocess.
 WORKER_DEPS = (("diffusers", "diffusers"), ("transformers", "transformers"), ("compel", "compel"),
                ("safetensors", "safetensors"), ("accelerate", "accelerate"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from stress.errors import ExitCode
 
@@ -21,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verdict", choices=("reproduced", "not-reproduced", "inconclusive", "error"))
     p.add_argument("--soak", metavar="SOAK_ID", help="only the runs of one soak")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="the newest N runs (default 50; 0: all)")
-    p.add_argument("--db", default=None, help="history database (default: reports/history.db)")
+    p.add_argument("--history", "--db", dest="db", metavar="URL_OR_PATH", default=None,
+                   help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); "
+                        "default: $STRESS_HISTORY_URL, else reports/history.db")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=history_command)
 
@@ -38,21 +39,20 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def history_command(args: argparse.Namespace) -> int:
-    from stress.paths import default_history_db
-    from stress.history import query_runs, trends
+    from stress.history import display, history_location, query_runs, trends
     from stress.stats import describe_incidence
 
-    db = Path(args.db) if args.db else default_history_db()
+    db = history_location(args.db)
     filters = {k: getattr(args, k) for k in ("scenario", "machine", "driver", "gpu", "verdict", "soak")
                if getattr(args, k)}
     runs = query_runs(db, filters, limit=args.limit or None)
     groups = trends(runs)
     if args.json:
-        print(json.dumps({"db": str(db), "filters": filters, "runs": [r.to_json() for r in runs],
+        print(json.dumps({"db": display(db), "filters": filters, "runs": [r.to_json() for r in runs],
                           "trends": groups}, indent=2, default=str))
         return int(ExitCode.OK)
     if not runs:
-        print(f"no runs recorded in {db}" + (f" match {filters}" if filters else ""))
+        print(f"no runs recorded in {display(db)}" + (f" match {filters}" if filters else ""))
         return int(ExitCode.OK)
     rows = []
     for r in runs:

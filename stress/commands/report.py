@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from stress.errors import ExitCode, StressError
-from stress.paths import default_history_db, default_reports
+from stress.paths import default_reports
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write <run-id>.tar.gz (default: yes)")
     p.add_argument("--nvidia-bug-report", action="store_true", help="run nvidia-bug-report.sh --safe-mode "
                    "(up to 5 minutes) and add its output to the bundle")
-    p.add_argument("--history", metavar="DB", help="history database (default: reports/history.db)")
+    p.add_argument("--history", metavar="URL_OR_PATH", help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); default: $STRESS_HISTORY_URL, else reports/history.db")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of report.json and exit")
     p.set_defaults(func=report_command)
@@ -120,9 +120,9 @@ def report_command(args: argparse.Namespace) -> int:
         size = res["bundle"].stat().st_size
         print(f"bundle:  {res['bundle']}  ({size / 1e6:.1f} MB)")
     if not args.no_history:
-        from stress.history import try_record_run
+        from stress.history import history_location, try_record_run
 
-        db = Path(args.history) if args.history else default_history_db()
+        db = history_location(args.history)
         warning = try_record_run(run_dir, out, db)
         if warning:
             res["warnings"].append(warning)

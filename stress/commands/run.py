@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bug-report-at-failure", action="store_true",
                    help="at the first driver error or desktop probe failure, also capture nvidia-bug-report.sh "
                         "--safe-mode into the run directory at once (sets monitors.bug_report_at_failure)")
-    p.add_argument("--history", metavar="DB", help="history database (default: reports/history.db)")
+    p.add_argument("--history", metavar="URL_OR_PATH", help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); default: $STRESS_HISTORY_URL, else reports/history.db")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--allow-suspend", action="store_true",
+                   help="let the scenario's suspend cycles suspend this machine (rtcwake; docs/scenarios.md#cycles)")
     p.set_defaults(func=run_command)
 
 
@@ -52,10 +55,16 @@ def run_command(args: argparse.Namespace) -> int:
         scenarios = load_scenarios(scenario_path)
     else:
         raise StressError("give a scenario file (e.g. scenarios/demo.yaml) or --resume RUN_DIR")
-    from stress.paths import default_artifacts, default_history_db, default_reports
+    from stress.paths import default_artifacts, default_reports
 
     if args.witness or args.bug_report_at_failure:
         scenarios = [_with_evidence_options(sc, args) for sc in scenarios]
+    from stress.cycles import ALLOW_SUSPEND_ENV, preflight
+
+    if args.allow_suspend:
+        os.environ[ALLOW_SUSPEND_ENV] = "1"
+    for sc in scenarios:      # a cycle this machine cannot do: one line, before anything runs
+        preflight(sc, str(scenario_path))
     artifacts = Path(args.out) if args.out else default_artifacts()
     reports = Path(args.reports) if args.reports else default_reports()
     progress = Progress.quiet() if args.quiet else Progress.for_stream(sys.stderr)
@@ -73,10 +82,9 @@ def run_command(args: argparse.Namespace) -> int:
         codes.append(result.exit_code)
         print_result(result, sys.stdout)
         if not args.no_history and result.status != "interrupted":
-            from stress.history import try_record_run
+            from stress.history import history_location, try_record_run
 
-            db = Path(args.history) if args.history else (reports / "history.db" if args.reports
-                                                          else default_history_db())
+            db = history_location(args.history, default=reports / "history.db" if args.reports else None)
             report_dir = None if args.no_report else reports / result.run_dir.name
             warning = try_record_run(result.run_dir, report_dir, db)
             if warning:

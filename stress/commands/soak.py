@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-free-disk", metavar="SIZE", help="stop cleanly (exit 13) below this much free disk "
                                                             "(default 5GiB; 0 disables)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here (after every iteration)")
-    p.add_argument("--history", metavar="DB", help="history database (default: <reports>/history.db)")
+    p.add_argument("--history", metavar="URL_OR_PATH", help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); default: $STRESS_HISTORY_URL, else <reports>/history.db")
     p.add_argument("--reports", metavar="DIR", help="folder for reports (default: reports)")
     p.add_argument("--interrupted", choices=("rerun", "resume"), default=None,
                    help="an iteration cut short (kill, reboot) is run again from scratch (default) or resumed")
@@ -74,7 +74,9 @@ def _options(args: argparse.Namespace) -> dict:
     if args.junit:
         opts["junit"] = str(Path(args.junit).resolve())
     if args.history:
-        opts["history"] = str(Path(args.history).resolve())
+        from stress.history import history_location
+
+        opts["history"] = history_location(args.history)
     opts["stop_on"] = args.stop_on
     opts["interrupted"] = args.interrupted
     opts["reports"] = str(Path(args.reports).resolve()) if args.reports else None
@@ -126,6 +128,8 @@ def soak_command(args: argparse.Namespace) -> int:
     if cfg.get("junit"):
         print(f"junit:      {cfg['junit']}")
     if cfg.get("history"):
-        print(f"history:    {cfg['history']}")
+        from stress.history import display
+
+        print(f"history:    {display(cfg['history'])}")
     print(f"exit:       {result.exit_code}")
     return result.exit_code

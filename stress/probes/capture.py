@@ -14,8 +14,9 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 from stress.probes.common import ProbeContext, first_line, result
 
 Region = dict  # {"left", "top", "width", "height"}
+T = TypeVar("T")
 
 
 class Unsupported(Exception):
@@ -58,6 +60,31 @@ def rgb_view(bgrx: bytearray, width: int, height: int) -> np.ndarray:
     return bgra[..., 2::-1]
 
 
+# A connection refused right after another one closed is common on a busy X server (seen on Xvfb
+# under load: 1 in 5 opens, every retry within 150 ms succeeded); a dead server refuses every attempt.
+# Three retries over ~0.3 s tell the two apart. Only the *connection* is retried: a server that accepts
+# and then hangs (stopped) hangs the first attempt, and the probe's timeout records it.
+CONNECT_DELAYS = (0.05, 0.1, 0.15)
+
+
+def connect_retry(open_fn: Callable[[], T], refused: type[BaseException] | Callable[[BaseException], bool],
+                  what: str, delays: tuple[float, ...] = CONNECT_DELAYS) -> tuple[T, int]:
+    """``(open_fn(), attempts)``, calling ``open_fn`` again after each refusal (an exception of the type
+    ``refused``, or one the predicate ``refused`` accepts) while ``delays`` last; the last refusal is
+    raised. Each retry is one line on stderr (the probe log), so a flaky server shows there."""
+    is_refusal = refused if not isinstance(refused, type) else (lambda exc: isinstance(exc, refused))
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            return open_fn(), attempt
+        except Exception as exc:
+            if delay is None or not is_refusal(exc):
+                raise
+            print(f"{what}: connection attempt {attempt} refused ({first_line(exc)}); retrying in "
+                  f"{delay:g} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 class MssCapturer:
     """X11 capture through mss (XShmGetImage, falling back to XGetImage)."""
 
@@ -68,20 +95,11 @@ class MssCapturer:
         from mss.exception import ScreenShotError
 
         self._error = ScreenShotError
-        # A connection refused right after another one closed is common on a busy X server (seen on
-        # Xvfb under load: 1 in 5 opens, every retry within 150 ms succeeded); a dead server refuses
-        # every attempt. Three attempts over ~0.3 s tell the two apart.
-        self.connect_attempts = 0
-        for delay in (0.05, 0.1, 0.15, None):
-            self.connect_attempts += 1
-            try:
-                self._sct = mss.MSS()
-                break
-            except ScreenShotError as exc:
-                if delay is None:
-                    raise CaptureError(f"cannot open display {os.environ.get('DISPLAY', '')}: {first_line(exc)} "
-                                       f"({self.connect_attempts} attempts)") from None
-                time.sleep(delay)
+        try:
+            self._sct, self.connect_attempts = connect_retry(mss.MSS, ScreenShotError, "mss")
+        except ScreenShotError as exc:
+            raise CaptureError(f"cannot open display {os.environ.get('DISPLAY', '')}: {first_line(exc)} "
+                               f"({len(CONNECT_DELAYS) + 1} attempts)") from None
 
     def monitors(self) -> list[Region]:
         try:

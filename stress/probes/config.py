@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Phase = Literal["baseline", "during", "after", "after-exit"]
+Phase = Literal["baseline", "during", "cycle", "after", "after-exit"]   # cycle: after a desktop cycle (stress.cycles)
 ProbeKind = Literal["screenshot", "decode", "display", "display-wayland", "viewer"]
 
 
@@ -22,6 +22,9 @@ class ProbesConfig(BaseModel):
     viewer_command: list[str] | None = Field(None, description="external viewer, e.g. ['feh', '{path}']")
     slowdown_ratio: float = Field(1.5, gt=1.0, le=1000, description="median ratio after/baseline that counts as a slowdown")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
+    repeat_borderline: int = Field(1, ge=0, le=10, description=(
+        "after a phase whose latency is borderline against baseline (a large ratio, not significant), "
+        "repeat that phase's borderline probe kinds up to N more times before the verdict; 0: never"))
     # ---- added with the probes themselves ----
     display: str | None = Field(None, description=(
         "X display to probe, e.g. ':0' (default: $DISPLAY, or the Wayland session of $WAYLAND_DISPLAY)"))

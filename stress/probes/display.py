@@ -16,12 +16,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stress.probes.capture import CaptureError, capturer_for
+from stress.probes.capture import CONNECT_DELAYS, CaptureError, capturer_for, connect_retry
 from stress.probes.common import (ProbeContext, compare, first_line, keep_frame, ppm_bytes, result,
                                   should_keep, make_pattern)
 
 WINDOW_TITLE = "stress-probe"
 NOISE_BAND = 16  # rows of per-probe noise added under an output image
+
+
+def _refused(exc: BaseException) -> bool:
+    """Tk's words when the X server refused (or has no) connection: worth another attempt."""
+    return "couldn't connect to display" in str(exc)
+
+
+def open_tk(tkinter, delays: tuple[float, ...] = CONNECT_DELAYS):
+    """``(root, attempts)``: the probe's Tk root window, the connection retried as the mss capturer's
+    is (a busy server refuses some opens; a dead one every one). A refused last attempt raises its
+    ``TclError`` with ``attempts`` set on it."""
+    try:
+        return connect_retry(lambda: tkinter.Tk(className=WINDOW_TITLE), _refused, "tk", delays)
+    except tkinter.TclError as exc:
+        exc.attempts = len(delays) + 1 if _refused(exc) else 1  # type: ignore[attr-defined]
+        raise
 
 
 def _pick_monitor(monitors: list[dict]) -> dict:
@@ -69,9 +85,10 @@ def probe(ctx: ProbeContext) -> dict:
     root = None
     try:
         try:
-            root = tkinter.Tk(className=WINDOW_TITLE)
+            root, attempts = open_tk(tkinter)
         except tkinter.TclError as exc:
-            return result("fail", reason=f"cannot open a window: {first_line(exc)}", connect_failed=True)
+            return result("fail", reason=f"cannot open a window: {first_line(exc)}", connect_failed=True,
+                          connect_attempts=getattr(exc, "attempts", 1))
         root.withdraw()
         mon = _pick_monitor(cap.monitors())
         side = max(16, min(cfg.display_size, mon["width"], mon["height"]))
@@ -107,8 +124,8 @@ def probe(ctx: ProbeContext) -> dict:
                 break
             time.sleep(0.002)
 
-        metrics: dict = {"backend": cap.name, "source": source, "size": f"{w}x{h}", "at": [x, y],
-                         "polls": polls, "mismatch_fraction": round(cmp["fraction"], 6),
+        metrics: dict = {"backend": cap.name, "connect_attempts": attempts, "source": source,
+                         "size": f"{w}x{h}", "at": [x, y], "polls": polls, "mismatch_fraction": round(cmp["fraction"], 6),
                          "max_diff": cmp["max_diff"], "visible_s": None if visible_s is None else round(visible_s, 6)}
         if visible_s is None:
             # Never matched: either nothing changed on screen, or something else is there.

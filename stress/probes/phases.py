@@ -63,11 +63,17 @@ def probe_env(config: ProbesConfig) -> dict[str, str]:
 
 
 def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journal,
-              images: list[dict], *, visit: int = 0) -> list[dict]:
+              images: list[dict], *, visit: int = 0, history: list[dict] | None = None) -> list[dict]:
     """Run ``config.kinds`` x ``config.repetitions`` probes for one visit of ``phase``.
 
     ``images`` are the run's image records so far. Writes one ``probe`` event per result and
     returns them. Never raises for a probe failure; takes at most about ``timeout`` per probe.
+
+    ``history``: the run's probe events before this visit (the runner's). With it, a later phase whose
+    latency is borderline against baseline (:func:`stress.analysis.borderline_kinds`, pooled over the
+    phase's visits as the verdict pools them) has its borderline kinds run again, up to
+    ``repeat_borderline`` rounds: each round a ``probe_repeat`` event, then probes with ``repeat`` set
+    and ``rep`` numbers after the visit's own (so every probe's seed and kept files differ).
     """
     if not config.enabled or phase not in config.phases:
         return []
@@ -75,26 +81,42 @@ def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journa
     session = session_type(env)
     events: list[dict] = []
 
-    def record(kind: str, res: dict) -> None:
+    def record(kind: str, res: dict, repeat: int) -> None:
+        extra = {"repeat": repeat} if repeat else {}
         events.append(journal.append(
             "probe", phase=phase, visit=visit, kind=kind, rep=res.get("rep", 0),
             status=res.get("status", "error"), latency_s=res.get("latency_s"),
-            metrics=res.get("metrics") or {}, reason=res.get("reason")))
+            metrics=res.get("metrics") or {}, reason=res.get("reason"), **extra))
 
-    for kind in config.kinds:
-        if kind in DISPLAY_KINDS and session == "none":
-            record(kind, {"rep": 0, "status": "unavailable", "reason": "no display"})
-            continue
-        done: set[int] = set()
-        try:
-            for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session):
-                done.add(res["rep"])
-                record(kind, res)
-        except Exception as exc:  # a harness failure (cannot spawn, disk full...): record, carry on
-            for rep in range(config.repetitions):
-                if rep not in done:
-                    record(kind, {"rep": rep, "status": "error",
-                                  "reason": f"harness: {type(exc).__name__}: {exc}"[:300]})
+    def run_kinds(kinds: list[str], repeat: int) -> None:
+        reps = list(range(repeat * config.repetitions, (repeat + 1) * config.repetitions))
+        for kind in kinds:
+            if kind in DISPLAY_KINDS and session == "none":
+                record(kind, {"rep": reps[0], "status": "unavailable", "reason": "no display"}, repeat)
+                continue
+            done: set[int] = set()
+            try:
+                for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session, reps):
+                    done.add(res["rep"])
+                    record(kind, res, repeat)
+            except Exception as exc:  # a harness failure (cannot spawn, disk full...): record, carry on
+                for rep in reps:
+                    if rep not in done:
+                        record(kind, {"rep": rep, "status": "error",
+                                      "reason": f"harness: {type(exc).__name__}: {exc}"[:300]}, repeat)
+
+    run_kinds(list(config.kinds), 0)
+    if history is not None and config.repeat_borderline:
+        from stress.analysis import borderline_kinds
+
+        for repeat in range(1, config.repeat_borderline + 1):
+            unsettled = borderline_kinds([*history, *events], phase, config)
+            if not unsettled:
+                break
+            journal.append("probe_repeat", phase=phase, visit=visit, repeat=repeat, of=config.repeat_borderline,
+                           kinds={k: {key: c.get(key) for key in ("ratio", "p_value", "n1", "n2", "too_few")}
+                                  for k, c in unsettled.items()})
+            run_kinds([k for k in config.kinds if k in unsettled], repeat)
     return events
 
 
@@ -208,10 +230,11 @@ def _parse(rep: int, line: bytes) -> dict:
     return res
 
 
-def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: RunDir,
-              images: list[dict], env: dict[str, str], session: str) -> Iterator[dict]:
-    """Yield one result per repetition of ``kind``, restarting the child after a timeout or crash."""
-    pending = list(range(config.repetitions))
+def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: RunDir, images: list[dict],
+              env: dict[str, str], session: str, reps: list[int] | None = None) -> Iterator[dict]:
+    """Yield one result per repetition of ``kind`` (``reps``, default ``0..repetitions-1``), restarting
+    the child after a timeout or crash."""
+    pending = list(range(config.repetitions)) if reps is None else list(reps)
     log = Path(run_dir.logs) / "probes.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     while pending:

@@ -138,6 +138,7 @@ class RunRecord:
         self.evidence_boot: dict | None = None  # the last boot the run was seen in (its kernel's boot id)
         self.alloc_events: list[dict] = []     # the allocator events as written (a few per image)
         self.probes: list[dict] = []           # the probe events as written (the judge reads them)
+        self.cycles: list[dict] = []           # desktop cycles that ended (`cycle` state end; stress.cycles)
         self.display_events: list[dict] = []   # host events' dsgone / dsnew / ctxgone: display processes that
                                                # went away or took another's place (stress.hw.host)
         self.torn_tail = False
@@ -426,6 +427,10 @@ class RunRecord:
             if visit is not None:
                 self.during_visits = max(self.during_visits, visit + 1)
 
+    def _cycle(self, ev: dict, t: float) -> None:
+        if ev.get("state") == "end":
+            self.cycles.append(dict(ev, t=t))
+
     def _run_start(self, ev: dict, t: float) -> None:
         if self.run_start is None:
             self.run_start = ev
@@ -443,8 +448,9 @@ class RunRecord:
 
     def judged_events(self) -> list[dict]:
         """What the judge (``stress.analysis``) weighs, in journal order: probe events, Xids, classified
-        kernel-log lines, source changes, phase boundaries and the display processes that went away."""
-        evs: list[dict] = [*self.probes, *self.xids, *self.kmsg_classified, *self.source_events]
+        kernel-log lines, source changes, desktop cycles, phase boundaries and the display processes that
+        went away."""
+        evs: list[dict] = [*self.probes, *self.xids, *self.kmsg_classified, *self.source_events, *self.cycles]
         evs += [{"ev": "phase", "phase": ph, "state": st, "t": t} for ph, st, t in self.phase_events]
         evs += self.display_events
         evs.sort(key=lambda e: e.get("t") or 0.0)
@@ -469,7 +475,7 @@ _HANDLERS = {
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
     "monitors_summary": _keep_last("monitors_summary"), "capture": _keep_last("capture"),
     "previous_boot": _keep_last("previous_boot"), "evidence_boot": _keep_last("evidence_boot"), "progress": _keep_last("progress"),
-    "resume": RunRecord._resume,
+    "resume": RunRecord._resume, "cycle": RunRecord._cycle,
 }
 
 

@@ -27,7 +27,7 @@ from stress.report.schema import SCHEMA_VERSION
 from stress.report.sections import (_command, _image_records, _machine, _probes, _prompts_in_outputs,
                                     _redacted_scenario, _scenario_prompts, _source_states, _verdict, _workload)
 from stress.report.series import TIMELINE_BUCKETS, _arrays, _gaps, _metric_summary, minmax_downsample
-from stress.analysis import incidence, metric_changed
+from stress.analysis import LATER_PHASES, incidence, metric_changed
 from stress.stats import rnd
 
 ZOOM_AFTER_S = 1200              # runs longer than this get a detailed view of their end
@@ -264,7 +264,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     phases = (verdict.get("details") or {}).get("phases") if isinstance(verdict.get("details"), dict) else None
     for row in probes["compare"]:
         row["regressed"] = any(((phases or {}).get(ph) or {}).get(row["kind"], {}).get("regressed") is True
-                               for ph in ("during", "after", "after-exit"))
+                               for ph in LATER_PHASES)
     if isinstance(verdict.get("details"), dict) and "incidence" not in verdict["details"]:
         # written by a version before the judge gave the incidence: the judge gives it now
         verdict["details"]["incidence"] = incidence(rec.probes, verdict, _probes_config(scenario))

@@ -27,10 +27,10 @@ WIDTH_IN = 10.0
 ROW_IN = 2.1
 DPI = 90
 PHASE_COLORS = {"baseline": "#d9f0d3", "load": "#f0f0f0", "workload": "#dde8f7", "after": "#fde0c5",
-                "after-exit": "#f8d0d0"}
+                "after-exit": "#f8d0d0", "cycle": "#e8d8f0"}
 STAGE_COLORS = {"text_encode": "#8da0cb", "base": "#4c72b0", "refiner": "#55a868", "vae_decode": "#dd8452",
                 "save": "#937860"}
-PROBE_PHASES = ("baseline", "during", "after", "after-exit")
+PROBE_PHASES = ("baseline", "during", "cycle", "after", "after-exit")
 
 
 @dataclass
@@ -293,6 +293,84 @@ def probe_latency_chart(report: dict) -> Chart:
     return Chart("probe-latency", title, _png(fig), "probe latency distributions per phase")
 
 
+KIND_COLORS = {"screenshot": "#4c72b0", "decode": "#55a868", "display": "#c44e52", "display-wayland": "#8172b2",
+               "viewer": "#937860"}
+# Where on the runner's phases each probe phase's host load was taken (the verdict's context.load).
+LOAD_SPANS = {"baseline": "baseline", "during": "workload", "after": "after", "after-exit": "after-exit"}
+
+
+def probe_load_chart(report: dict) -> Chart:
+    """Probe latency (median per phase visit, kind and repeat round) and the host's 1-minute load on a
+    second axis, over the run's time axis: whether a slow phase was a busy machine. The dashed steps
+    are the per-phase load medians the verdict compared (``verdict.details.context.load``)."""
+    title = "Probe latency per visit and host load (1-min average) over time"
+    visits = [v for v in (report.get("probes") or {}).get("visits") or [] if v.get("median_s") or v.get("failed")]
+    if not visits:
+        return Chart("probe-load", title, _message_png(title, "No probe was measured in this run."), "no probes", True)
+    tm = _Time(report)
+    height = 3.6
+    fig = Figure(figsize=(WIDTH_IN, height))
+    _frame(fig, height, top_in=0.8)
+    fig.subplots_adjust(right=0.92)
+    ax = fig.add_subplot(1, 1, 1)
+    tm.decorate(ax, bottom=True, legend_phases=True)
+    handles = []
+    lows = [v["median_s"] * 1000 for v in visits if v.get("median_s")]
+    low, high = (min(lows), max(lows)) if lows else (1.0, 10.0)
+    for kind in sorted({v["kind"] for v in visits}):
+        color = KIND_COLORS.get(kind, "#333333")
+        mine = [v for v in visits if v["kind"] == kind and v.get("median_s")]
+        if mine:
+            ax.plot(tm.x([v["t"] for v in mine]), [v["median_s"] * 1000 for v in mine], color=color, lw=0.8,
+                    marker="o", ms=3, zorder=4)
+            handles.append(matplotlib.lines.Line2D([], [], color=color, marker="o", ms=3, lw=0.8, label=kind))
+        again = [v for v in mine if v.get("repeat")]
+        if again:
+            ax.scatter(tm.x([v["t"] for v in again]), [v["median_s"] * 1000 for v in again], s=46,
+                       facecolors="none", edgecolors=color, lw=1.2, zorder=5)
+        bad = [v for v in visits if v["kind"] == kind and v.get("failed")]
+        if bad:
+            ax.scatter(tm.x([v["t"] for v in bad]), [high * 1.6] * len(bad), marker="x", color=color, s=22, zorder=5)
+    if any(v.get("repeat") for v in visits):
+        handles.append(matplotlib.lines.Line2D([], [], color="#555555", marker="o", mfc="none", ms=7, lw=0,
+                                               label="repeat round"))
+    if any(v.get("failed") for v in visits):
+        handles.append(matplotlib.lines.Line2D([], [], color="#555555", marker="x", lw=0, label="visit with failures"))
+    ax.set_yscale("log")
+    ax.set_ylim(low / 1.5, high * 2.2)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylabel("probe latency, median (ms)", fontsize=8)
+    ax2 = ax.twinx()
+    load = _series(report, lambda s: s.get("key") == "host.load1")
+    if load and load[0]["t"]:
+        ax2.plot(tm.x(load[0]["t"]), _values(load[0], 1.0), color="#555555", lw=1.0, alpha=0.75, zorder=2)
+        handles.append(matplotlib.lines.Line2D([], [], color="#555555", lw=1.0, label="host load (1 min)"))
+        medians = (((report.get("verdict") or {}).get("details") or {}).get("context") or {}).get("load") or {}
+        spans = (report.get("timeline") or {}).get("phases") or []
+        for phase, value in medians.items():
+            for sp in spans:
+                if sp.get("phase") == LOAD_SPANS.get(phase) and isinstance(value, (int, float)):
+                    end = sp["end"] if sp.get("end") is not None else tm.span
+                    ax2.hlines(value, sp["start"] / tm.div, end / tm.div, colors="#222222", linestyles="--", lw=1.2)
+        if medians:
+            handles.append(matplotlib.lines.Line2D([], [], color="#222222", ls="--", lw=1.2,
+                                                   label="phase load the verdict compared"))
+        ax2.set_ylim(0, max([v for v in load[0]["v"] if v is not None] + [1.0]) * 1.15)
+    else:
+        ax2.text(0.99, 0.95, "no host load samples (" + _source_reason(report, "host") + ")", ha="right", va="top",
+                 transform=ax2.transAxes, fontsize=7, color="#777777")
+        ax2.set_yticks([])
+    ax2.set_ylabel("host load (1-min average)", fontsize=8)
+    handles += [matplotlib.patches.Patch(color=PHASE_COLORS[p], label=p) for p in PHASE_COLORS
+                if any(ph["phase"] == p for ph in tm.phases)]
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / height),
+               ncol=min(len(handles), 7), fontsize=7, frameon=False)
+    return Chart("probe-load", title, _png(fig), "probe latency per visit and host load on a second axis over time")
+
+
 def image_times_chart(report: dict) -> Chart:
     title = "Time per image and per stage"
     images = [i for i in report.get("images") or [] if i.get("timings") or i.get("wall_s")]
@@ -359,7 +437,8 @@ def end_zoom_chart(report: dict) -> Chart | None:
 
 
 CHARTS: tuple[Callable[[dict], Chart | None], ...] = (gpu_memory_chart, process_memory_chart, end_zoom_chart,
-                                                      clocks_chart, probe_latency_chart, image_times_chart)
+                                                      clocks_chart, probe_latency_chart, probe_load_chart,
+                                                      image_times_chart)
 
 
 def render_charts(report: dict) -> tuple[list[Chart], list[str]]:

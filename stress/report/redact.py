@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 USER_MASK = "<user>"
 HOST_MASK = "<host>"
+MACHINE_ID_MASK = "<machine-id>"
 SERIAL_MASK = "<serial>"
 SECRET_MASK = "<redacted>"
 UUID_MASK = "GPU-<uuid>"
@@ -50,6 +51,7 @@ _SERIAL_KEYS = frozenset({"serial", "board_serial", "serial_number", "board_seri
 _UUID_KEYS = frozenset({"uuid", "gpu_uuid"})
 _USER_KEYS = frozenset({"user", "username", "user_name", "login", "logname", "USER", "LOGNAME", "USERNAME"})
 _HOST_KEYS = frozenset({"hostname", "host_name", "nodename", "HOSTNAME", "fqdn"})
+_MACHINE_ID_KEYS = frozenset({"machine_id"})     # stress.hw.machine_id: stable per machine, so identifying
 _HOME_KEYS = frozenset({"home", "HOME"})
 
 # Raw JSON text: the value of a sensitive key, as the journal writes it ("key":"value"). One pattern per
@@ -65,7 +67,7 @@ _JSON_PROMPT_RES = _json_key_res(("prompt", "negative_prompt", "prompt_text", "p
 _JSON_SERIAL_RES = _json_key_res(("serial", "board_serial", "serial_number", "board_serial_number"),
                                  r'("(?:[^"\\]|\\.)*"|-?\d+)')
 _JSON_USER_RES = _json_key_res(("user", "username", "user_name", "login", "logname", "USER", "LOGNAME",
-                                "USERNAME", "hostname", "nodename"), _JSON_STR)
+                                "USERNAME", "hostname", "nodename", "machine_id"), _JSON_STR)
 # The keyed rules of Redactor.obj, for JSON text that is not parsed (the journal copy).
 _JSON_UUID_RES = _json_key_res(("uuid", "gpu_uuid"), _JSON_STR)
 _JSON_HOME_RES = _json_key_res(("home", "HOME"), _JSON_STR)
@@ -118,7 +120,7 @@ class Redactor:
 
     def __init__(self, *, users: Iterable[str] = (), hosts: Iterable[str] = (), homes: Iterable[str] = (),
                  serials: Iterable[str] = (), prompts: Iterable[str] = (), include_prompts: bool = False,
-                 enabled: bool = True):
+                 enabled: bool = True, machine_ids: Iterable[str] = ()):
         self.enabled = enabled
         self.include_prompts = include_prompts
         self.users = {u for u in users if isinstance(u, str) and u.strip()}
@@ -130,6 +132,7 @@ class Redactor:
         self.homes = {h.rstrip("/") for h in homes if isinstance(h, str) and len(h.rstrip("/")) > 1}
         self.serials = {str(s) for s in serials if s not in (None, "") and len(str(s)) >= 4
                         and str(s).lower() not in ("n/a", "none", "unknown", "[n/a]")}
+        self.machine_ids = {m for m in machine_ids if isinstance(m, str) and len(m) >= 8}
         self.prompts: dict[str, str] = {}
         for p in prompts:
             self.add_prompt(p)
@@ -146,6 +149,7 @@ class Redactor:
         host = env.get("host") if isinstance(env.get("host"), dict) else {}
         users.add(host.get("user"))
         hosts.add(host.get("hostname"))
+        machine_ids = {host.get("machine_id")}
         homes.add(host.get("home"))
         for k in ("HOME",):
             homes.add((env.get("env_vars") or {}).get(k) if isinstance(env.get("env_vars"), dict) else None)
@@ -155,6 +159,9 @@ class Redactor:
                     users.add(fn())
                 except Exception:  # noqa: BLE001 - no passwd entry in a container: nothing to mask
                     pass
+            from stress.hw.machine_id import machine_id
+
+            machine_ids.add(machine_id())
             try:
                 hosts.add(socket.gethostname())
                 hosts.add(socket.getfqdn())
@@ -167,7 +174,8 @@ class Redactor:
         serials = set(extra_serials)
         serials.update(_find_key_values(env, _SERIAL_KEYS))
         r = cls(users=[u for u in users if u], hosts=[h for h in hosts if h], homes=[h for h in homes if h],
-                serials=serials, prompts=prompts, include_prompts=include_prompts, enabled=enabled)
+                serials=serials, prompts=prompts, include_prompts=include_prompts, enabled=enabled,
+                machine_ids=[m for m in machine_ids if m])
         return r
 
     def add_prompt(self, text: Any) -> None:
@@ -188,6 +196,8 @@ class Redactor:
                 subs.append((re.compile(r"(?<![\w-])" + re.escape(name) + r"(?![\w-])"), HOST_MASK, name))
         for s in sorted(self.serials, key=len, reverse=True):
             subs.append((re.compile(r"(?<![\w-])" + re.escape(s) + r"(?![\w-])"), SERIAL_MASK, s))
+        for m in sorted(self.machine_ids, key=len, reverse=True):
+            subs.append((re.compile(r"(?<![\w-])" + re.escape(m) + r"(?![\w-])"), MACHINE_ID_MASK, m))
         self._subs = subs
         # Prompts: the raw text and its JSON-escaped forms (how it appears inside a journal line).
         psubs: list[tuple[str, str]] = []
@@ -250,6 +260,8 @@ class Redactor:
                     return USER_MASK if o else o
                 if _key in _HOST_KEYS:
                     return HOST_MASK if o else o
+                if _key in _MACHINE_ID_KEYS:
+                    return MACHINE_ID_MASK if o else o
                 if _key in _HOME_KEYS:
                     return "~" if o else o
                 if _SECRET_KEY_RE.search(_key):
@@ -348,13 +360,13 @@ class Redactor:
     def _json_user_sub(m: re.Match) -> str:
         if not m.group(3):
             return m.group(0)
-        mask = HOST_MASK if m.group(1) in ("hostname", "nodename") else USER_MASK
+        mask = {"hostname": HOST_MASK, "nodename": HOST_MASK, "machine_id": MACHINE_ID_MASK}.get(m.group(1), USER_MASK)
         return f'"{m.group(1)}"{m.group(2)}"{mask}"'
 
     def summary(self) -> dict:
         """What was masked, for report.json (counts and kinds only, never the values)."""
         return {"enabled": self.enabled, "prompts_included": self.include_prompts,
-                "masked": ["user name", "host name", "home directory", "GPU UUIDs", "GPU serial numbers",
+                "masked": ["user name", "host name", "machine id", "home directory", "GPU UUIDs", "GPU serial numbers",
                            "secrets (*TOKEN*, *SECRET*, hf_...)"]
                 + ([] if self.include_prompts else ["prompts (sha256 and token count kept)"])
                 if self.enabled else [],

@@ -102,10 +102,24 @@ class ProbeCompare(_Strict):
     regressed: bool = Field(False, description="the judge's word: this kind regressed in a later phase")
 
 
+class ProbeVisit(_Strict):
+    phase: str
+    visit: int = Field(description="ordinal of the phase visit (the during phase has many)")
+    kind: str
+    repeat: int = Field(description="0: the visit's own probes; 1, 2, ...: a repeat round of a borderline phase")
+    t: float = Field(description="seconds since the run started: the first probe of the group")
+    t_end: float = Field(description="seconds since the run started: the last probe of the group")
+    n: int
+    failed: int = Field(description="fail + timeout + error")
+    median_s: float | None = Field(description="median latency_s of the ok probes")
+
+
 class Probes(_Strict):
     total: int
     rows: list[ProbeRow]
     compare: list[ProbeCompare]
+    visits: list[ProbeVisit] = Field(default_factory=list, description=(
+        "per phase visit, kind and repeat round, in time order: what the probe latency / host load chart draws"))
 
 
 class Metric(_Strict):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from stress.record.fold import FAILED_PROBE, RunRecord, num, to_int, to_str
 from stress.report.redact import prompt_digest, prompt_placeholder
 from stress.stats import rnd, summary
 
-PROBE_PHASES = ("baseline", "during", "after", "after-exit")
+PROBE_PHASES = ("baseline", "during", "cycle", "after", "after-exit")
 
 
 def _machine(env: dict, rec: RunRecord) -> dict:
@@ -148,9 +149,20 @@ def _image_records(run: RunRecord, t0: float, include_prompts: bool) -> list[dic
 
 def _probes(rec: RunRecord, t0: float) -> dict:
     rows: dict[tuple[str, str], dict] = {}
+    visits: dict[tuple[str, int, str, int], dict] = {}
     for ev in rec.probes:
         phase, kind, status = str(ev.get("phase")), str(ev.get("kind")), str(ev.get("status"))
         lat, reason, t = num(ev.get("latency_s")), to_str(ev.get("reason")), ev["t"]
+        vi, rp = ev.get("visit"), ev.get("repeat")
+        vkey = (phase, vi if type(vi) is int else to_int(vi) or 0, kind, rp if type(rp) is int else to_int(rp) or 0)
+        visit = visits.get(vkey)
+        if visit is None:
+            visit = visits[vkey] = {"t": [], "lat": [], "failed": 0}
+        visit["t"].append(t)
+        if status == "ok" and lat is not None:
+            visit["lat"].append(lat)
+        if status in FAILED_PROBE:
+            visit["failed"] += 1
         row = rows.get((phase, kind))
         if row is None:
             row = rows[(phase, kind)] = {"phase": phase, "kind": kind, "n": 0, "statuses": Counter(),
@@ -188,7 +200,12 @@ def _probes(rec: RunRecord, t0: float) -> dict:
                         "ratio_after_exit": rnd(ae / b, 3) if ae is not None and b else None,
                         "baseline_failures": fails("baseline"), "after_failures": fails("after"),
                         "after_exit_failures": fails("after-exit")})
-    return {"total": len(rec.probes), "rows": out_rows, "compare": compare}
+    out_visits = [{"phase": ph, "visit": vi, "kind": kind, "repeat": rep, "t": rnd(min(g["t"]) - t0, 2),
+                   "t_end": rnd(max(g["t"]) - t0, 2), "n": len(g["t"]), "failed": g["failed"],
+                   "median_s": rnd(statistics.median(g["lat"]), 5) if g["lat"] else None}
+                  for (ph, vi, kind, rep), g in visits.items()]
+    out_visits.sort(key=lambda v: (v["t"], v["kind"]))
+    return {"total": len(rec.probes), "rows": out_rows, "compare": compare, "visits": out_visits}
 
 
 def _workload(rec: RunRecord, images: list[dict], scenario: dict | None, win: Windows, t0: float) -> dict:

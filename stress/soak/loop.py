@@ -350,7 +350,7 @@ class Soak:
         if self.cfg.get("history"):
             from stress.history import try_record_run
 
-            w = try_record_run(rd.root, report_dir, Path(self.cfg["history"]), soak_id=self.cfg["soak_id"],
+            w = try_record_run(rd.root, report_dir, self.cfg["history"], soak_id=self.cfg["soak_id"],
                                soak_iteration=start["iteration"])
             if w:
                 self.warn(w)

@@ -119,6 +119,14 @@ def read_config(state_dir: Path) -> dict:
     return cfg
 
 
+def _history(options: dict[str, Any]) -> str:
+    """The soak's history: --history, else $STRESS_HISTORY_URL, else <reports>/history.db."""
+    from stress.history import history_location
+
+    return history_location(options.get("history"),
+                            default=Path(options.get("reports") or default_reports()) / "history.db")
+
+
 def prepare_state(state_dir: Path | None, files: list[Path] | None, options: dict[str, Any]) -> tuple[Path, dict, dict]:
     """Create a soak's state directory, or check that a rerun names the same soak and apply the
     options it changes. Returns (state_dir, config, changes)."""
@@ -167,7 +175,7 @@ def prepare_state(state_dir: Path | None, files: list[Path] | None, options: dic
         "keep": 5 if options.get("keep") is None else options["keep"],
         "min_free_bytes": parse_size("5GiB") if options.get("min_free_bytes") is None else options["min_free_bytes"],
         "junit": options.get("junit"),
-        "history": options.get("history") or str((Path(options.get("reports") or default_reports()) / "history.db").resolve()),
+        "history": _history(options),
         "interrupted": options.get("interrupted") or "rerun",
         "max_failures": options.get("max_failures") or 3,
         "iteration_timeout_s": options.get("iteration_timeout_s"),
