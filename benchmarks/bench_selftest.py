@@ -26,6 +26,12 @@ from stress.selftest.results import markdown, summarize  # noqa: E402
 BEGIN, END = "<!-- selftest:begin -->", "<!-- selftest:end -->"
 
 
+def markers(name: str | None) -> tuple[str, str]:
+    """The markers of the section ``name`` (``--marker``) in docs/validation.md; the default section's
+    without a name."""
+    return (BEGIN, END) if not name else (f"<!-- selftest:{name}:begin -->", f"<!-- selftest:{name}:end -->")
+
+
 def describe(parts: list[dict]) -> str:
     """How each merged selftest run was made, from its own options."""
     out = []
@@ -37,7 +43,7 @@ def describe(parts: list[dict]) -> str:
     return "merged from " + "; ".join(out)
 
 
-def section(summary: dict, command: str) -> str:
+def section(summary: dict, command: str, name: str | None = None) -> str:
     n = {name: c["trials"] for name, c in summary["classes"].items()}
     counts = ", ".join(f"{k} {v}" for k, v in n.items())
     partial = summary.get("options", {})
@@ -47,16 +53,18 @@ def section(summary: dict, command: str) -> str:
         note = (f"\n**Partial**: the run was stopped before it finished (asked for {want} trials per class and "
                 f"{partial.get('clean')} clean runs); the counts above are what was measured.\n")
     shown = command if command.startswith("merged") else f"`{command}`"
-    return (f"{BEGIN}\nCommand: {shown}\n\nTrials per class: {counts}; clean runs: {summary['clean']['runs']}."
-            f"\n\n{markdown(summary)}{note}{END}")
+    begin, end = markers(name)
+    return (f"{begin}\nCommand: {shown}\n\nTrials per class: {counts}; clean runs: {summary['clean']['runs']}."
+            f"\n\n{markdown(summary)}{note}{end}")
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, name: str | None = None) -> None:
+    begin, end = markers(name)
     doc = ROOT / "docs" / "validation.md"
     old = doc.read_text(encoding="utf-8")
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     doc.write_text(new, encoding="utf-8")
@@ -88,6 +96,7 @@ def main() -> int:
     ap.add_argument("--drop", action="append", default=[], metavar="DIR=CLASS,...",
                     help="with --from: leave these classes of DIR out (measured with a verdict rule since replaced)")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--marker", default=None, help="which section of docs/validation.md (default: the unnamed one)")
     a = ap.parse_args()
     command = (f"gpu-stress selftest --trials {a.trials} --clean {a.clean} --jobs {a.jobs}"
                + (f" --classes {a.classes}" if a.classes else ""))
@@ -106,10 +115,10 @@ def main() -> int:
                 "--jobs", str(a.jobs), "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
         subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
         summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
-    text = section(summary, command)
+    text = section(summary, command, a.marker)
     print(text)
     if a.write_docs:
-        write_docs(text)
+        write_docs(text, a.marker)
     return 0 if summary["passed"] else 14
 
 
