@@ -464,11 +464,19 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
 
 def judge(record, config: ProbesConfig) -> dict:
     """The verdict of a run's record (``stress.record.RunRecord``), with its incidence in
-    ``details["incidence"]`` (None unless reproduced): the one place a run is judged."""
+    ``details["incidence"]`` (None unless reproduced): the one place a run is judged. A run whose
+    experimental condition was not read back in effect is ``invalid`` (stress.validity)."""
     from stress.record import derived
+
+    from stress.validity import invalidate, validity
 
     v = verdict(record.judged_events(), config, workload_failed=derived.counts(record).failed > 0,
                 context=_context(record))
+    val = validity(record)     # a matrix cell's condition (env, settings) read back in effect?
+    if val is not None:
+        v["details"]["validity"] = val
+        if not val["valid"]:
+            v = invalidate(v, val, ExitCode.INCONCLUSIVE)
     v["details"]["incidence"] = incidence(record.probes, v, config)
     return v
 

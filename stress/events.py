@@ -62,6 +62,9 @@ RUN: dict[str, Kind] = {
     "previous_boot": _k("evidence", "boot_id current_boot_id items"),
     "capture": _k("evidence", "trigger dir items wall_s"),
     "witness": _k("evidence", "status address reason"),
+    "experiment": _k("runner", "cell env settings"),
+    "env_readback": _k("runner", "target pid worker phase visit kind status expected found wrong reason"),
+    "setting": _k("runner", "name gpu action wanted before after unit readback command status reason changed"),
     "cycle": _k("runner", "index do at state off_s seconds status method readback reason s"),
 }
 

@@ -5,7 +5,7 @@ The shape is the common denominator that Jenkins, GitLab, GitHub Actions reporte
 timestamp, hostname) > ``testcase`` (name, classname, time) with at most one ``failure``, ``error``
 or ``skipped`` child, and ``system-out``. Verdicts map as: ``reproduced`` -> failure,
 ``error`` -> error, ``inconclusive`` -> skipped (with the reason as its message),
-``not-reproduced`` -> passed.
+``not-reproduced`` -> passed, ``invalid`` (a setting of the experiment was not in effect) -> error.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Literal
 Outcome = Literal["passed", "failure", "error", "skipped"]
 
 VERDICT_OUTCOME: dict[str, Outcome] = {"reproduced": "failure", "error": "error", "inconclusive": "skipped",
-                                       "not-reproduced": "passed"}
+                                       "not-reproduced": "passed", "invalid": "error"}
 
 # XML 1.0 forbids most control characters; stderr tails in reasons can carry them.
 _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -51,6 +51,16 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def is_stress_process(pid: int) -> bool:
+    """Whether ``pid`` is a live process of this suite (a run's supervisor that may still be going)."""
+    try:
+        import psutil
+
+        return any("stress" in part for part in psutil.Process(pid).cmdline())
+    except Exception:  # noqa: BLE001 - gone, or not ours to inspect: not a live run
+        return False
+
+
 def tail_file(path: str | os.PathLike, limit: int = 2000) -> str:
     """The last ``limit`` bytes of a log file, decoded; "" when it cannot be read."""
     try:

@@ -1,11 +1,15 @@
-"""Progress on the terminal: one updating status line on a TTY (images done, the current image, stage and
-denoising step, images/min, an ETA from steps), plain lines otherwise (one per image, one per stage, and
-a step line at most every ``PLAIN_EVERY`` seconds)."""
+"""Progress on the terminal: on a TTY, a rich live status line (time elapsed, a bar, images done, the
+current image, stage and denoising step, images/min, an ETA from steps) under the lines that scroll
+(one per image, notes), redrawn as the worker reports and twice a second; plain lines otherwise (one per
+image, one per stage, and a step line at most every ``PLAIN_EVERY`` seconds), with no escape codes."""
 from __future__ import annotations
 
-import shutil
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+    from rich.live import Live
 
 
 def _fmt_s(s: float) -> str:
@@ -16,15 +20,21 @@ def _fmt_s(s: float) -> str:
 class Progress:
     PLAIN_EVERY = 10.0
 
-    def __init__(self, stream: TextIO | None, tty: bool):
+    def __init__(self, stream: TextIO | None, tty: bool, *, console: "Console | None" = None,
+                 refresh_per_second: float | None = None):
+        """``console``: the rich console of the TTY form (default: one on ``stream``);
+        ``refresh_per_second``: also redraw on a timer (the elapsed time and images/min move between
+        the worker's reports); None: only when something is reported."""
         self.stream = stream
-        self.tty = tty
+        self.tty = tty and stream is not None
+        self._console = console
+        self._refresh = refresh_per_second
+        self._live: "Live | None" = None
         self.total = 0
         self.done = 0
         self.started = 0
         self.failed = 0
         self.t0 = time.monotonic()
-        self._bar_shown = False
         self.index: int | None = None       # the image (first of its batch) being made now
         self.stage: str | None = None
         self.step_n: int | None = None
@@ -36,18 +46,28 @@ class Progress:
 
     @classmethod
     def for_stream(cls, stream: TextIO) -> "Progress":
-        return cls(stream, tty=hasattr(stream, "isatty") and stream.isatty())
+        return cls(stream, tty=hasattr(stream, "isatty") and stream.isatty(), refresh_per_second=2.0)
 
     @classmethod
     def quiet(cls) -> "Progress":
         return cls(None, tty=False)
 
+    def console(self) -> "Console":
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, markup=False, emoji=False,
+                                    soft_wrap=True)
+        return self._console
+
     def _write(self, text: str) -> None:
         if self.stream is None:
             return
-        if self._bar_shown:
-            self.stream.write("\r\033[K")
-            self._bar_shown = False
+        if self.tty:   # above the live line, which rich redraws under it
+            from rich.text import Text
+
+            self.console().print(Text(text), soft_wrap=True)
+            return
         self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -58,6 +78,16 @@ class Progress:
     def start(self, total: int, already: int = 0) -> None:
         self.total, self.done, self.started = total, already, already
         self.t0 = time.monotonic()
+        if self.tty and self._live is None:
+            from rich.live import Live
+
+            self._live = Live(get_renderable=self._renderable, console=self.console(), transient=False,
+                              auto_refresh=self._refresh is not None, refresh_per_second=self._refresh or 4,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+            import atexit
+
+            atexit.register(self.finish)   # an exit that skips finish() still shows the cursor again
         self._bar()
 
     def _rate(self) -> float:
@@ -69,11 +99,12 @@ class Progress:
         """From steps while images run (seconds per step x steps left in this image and in those to
         come); from images/min once steps are unknown."""
         left_images = self.total - self.done
-        if self._step_s and self._image_steps and left_images > 0:
-            per_image = sum(self._image_steps.values())
+        steps = list(self._image_steps.items())   # a copy: the live line's timer thread reads it too
+        if self._step_s and steps and left_images > 0:
+            per_image = sum(n for _, n in steps)
             here = 0
             seen = False
-            for st, n in self._image_steps.items():
+            for st, n in steps:
                 if st == self.stage:
                     seen = True
                     here += max(0, n - (self.step_n or 0))
@@ -112,19 +143,32 @@ class Progress:
             self._plain_t = now
             self._write(f"  {self._now()}  ETA {self._eta()}")
 
-    def _bar(self) -> None:
-        if not self.tty or self.stream is None or not self.total:
-            return
-        width = 28
-        filled = int(width * self.done / self.total)
+    def status_line(self) -> str:
+        """The live line's text after the bar: images done, the image/stage/step now, rate, ETA."""
         now = self._now()
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images"
-                + (f"  {now}" if now else "") + f"  {self._rate():.2f} img/min  ETA {self._eta()}"
+        return (f"{self.done}/{self.total} images" + (f"  {now}" if now else "")
+                + f"  {self._rate():.2f} img/min  ETA {self._eta()}"
                 + (f"  {self.failed} failed" if self.failed else ""))
-        cols = shutil.get_terminal_size((120, 24)).columns
-        self.stream.write("\r\033[K" + line[:max(20, cols - 1)])  # one row: a wrapped line would not be redrawn
-        self.stream.flush()
-        self._bar_shown = True
+
+    def _renderable(self):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        # one row, never wrapped (a wrapped line is not redrawn in place): on a narrow terminal the bar
+        # gives way first, then the text is cut
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(min_width=8, max_width=28)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_row(Text(_fmt_s(time.monotonic() - self.t0)),
+                     ProgressBar(total=max(1, self.total), completed=self.done),
+                     Text(self.status_line(), style="bold red" if self.failed else ""))
+        return grid
+
+    def _bar(self) -> None:
+        if self._live is not None and self.total:
+            self._live.refresh()
 
     def image(self, rec: dict) -> None:
         self.done += 1
@@ -140,7 +184,11 @@ class Progress:
             self._write(f"[{self.done}/{self.total}] {line}  {self._rate():.2f} img/min  ETA {self._eta()}")
 
     def finish(self) -> None:
-        if self._bar_shown and self.stream is not None:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._bar_shown = False
+        if self._live is not None:
+            self.index = self.stage = self.step_n = self.step_total = None   # nothing is being made now
+            self._live.refresh()
+            self._live.stop()   # the last status line stays, the cursor below it
+            self._live = None
+            import atexit
+
+            atexit.unregister(self.finish)

@@ -27,7 +27,8 @@ from stress.journal import Journal, RunDir, new_run_id, write_json_atomic
 from stress.oom import OomWatch, allocator_failure, last_own_line, oom_kill_evidence
 from stress.record import derived, fold, load
 from stress.plan import Job, accounting, expand
-from stress.proc import SignalGuard, child_env, describe_returncode, signame, tail_file
+from stress.proc import SignalGuard, child_env, describe_returncode, is_stress_process, signame, tail_file
+from stress import experiment, settings
 from stress.progress import Progress
 from stress.rundata import build_run_json
 from stress.scenario import Scenario
@@ -37,8 +38,9 @@ from stress.workload import threads
 class WorkerHandle:
     """One worker subprocess and its message pipe."""
 
-    def __init__(self, ordinal: int, rd: RunDir, base_dir: Path, journal: Journal):
-        self.ordinal = ordinal
+    def __init__(self, ordinal: int, rd: RunDir, base_dir: Path, journal: Journal, sc: Scenario | None = None,
+                 first_images: list[int] | None = None):
+        self.ordinal, self.sc, self.first_images = ordinal, sc, first_images
         self.rd = rd
         self.base_dir = base_dir
         self.journal = journal
@@ -58,6 +60,7 @@ class WorkerHandle:
     def start(self, reason: str) -> None:
         r, w = os.pipe()
         env = child_env(threads.worker_env())  # passive OpenMP waits, set before torch loads there
+        env, wanted = experiment.worker_env(env, self.sc, self.first_images)   # the scenario's env:, read back below
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stress.workload.worker", "--scenario", str(self.rd.scenario),
@@ -70,6 +73,7 @@ class WorkerHandle:
         self.oom_watch = OomWatch.start(self.proc.pid)     # its memory cgroups' oom_kill counters
         threading.Thread(target=self._read, args=(r,), daemon=True, name=f"worker-{self.ordinal}-reader").start()
         self.journal.append("worker_start", worker=self.ordinal, pid=self.proc.pid, reason=reason)
+        experiment.read_back(self.journal, wanted, "worker", self.proc.pid, worker=self.ordinal)
 
     def _read(self, fd: int) -> None:
         with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as fh:
@@ -235,11 +239,12 @@ class Supervisor:
                             base_dir=str(self.base_dir))
         self.journal.append("environment", env=env)
         self.journal.append("plan", **accounting(self.sc), steps=self.sc.steps, refiner=bool(self.sc.model.refiner))
+        experiment.announce(self.journal, self.sc)
         return done
 
     # ---- workers ----
-    def _start_worker(self, reason: str) -> None:
-        self.worker = WorkerHandle(self.worker_count, self.rd, self.base_dir, self.journal)
+    def _start_worker(self, reason: str, images: list[int] | None = None) -> None:
+        self.worker = WorkerHandle(self.worker_count, self.rd, self.base_dir, self.journal, self.sc, images)
         self.worker_count += 1
         self.worker.on_progress = self._on_progress
         self.worker.start(reason)
@@ -309,7 +314,8 @@ class Supervisor:
         images = [r for r in self.records.values() if r.get("outcome") == "ok"]
         try:
             self.probe_history += run_phase(phase, self.sc.probes, self.rd, self.journal, images, visit=visit,
-                                            history=self.probe_history)
+                                            history=self.probe_history,
+                                            env_vars=experiment.for_target(self.sc.env, "probes"))
         except Exception as exc:  # noqa: BLE001 - a probe harness bug is a result, not a reason to die
             self.journal.append("probe", phase=phase, kind="harness", rep=0, status="error", latency_s=None,
                                 metrics={}, reason=f"{type(exc).__name__}: {exc}", visit=visit)
@@ -414,7 +420,7 @@ class Supervisor:
                 self.worker.stop()
                 self._next_start_reason = "restart-every"
             if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
-                self._start_worker(self._next_start_reason)
+                self._start_worker(self._next_start_reason, job.indices)
             if sess.reload_models_every and self.worker.since_reload >= sess.reload_models_every:
                 self._reload_models()
             before = len(self.records) // self.sc.probes.during_every
@@ -443,12 +449,13 @@ class Supervisor:
 
         monitors = Monitors(self.sc.monitors, journal, worker_pids=lambda: [self.worker.pid]
                             if self.worker and self.worker.pid else [], display_env=probe_env(self.sc.probes))
-        status = "finished"
+        status, applied = "finished", []
         warnings: list[str] = []
         with SignalGuard() as guard:
             try:
                 if self.sc.monitors.enabled:
                     monitors.start()
+                settings.apply_all(self.sc.settings, journal, applied)   # before the baseline probes
                 jobs = [j for j in expand(self.sc) if not set(j.indices) <= done]
                 if not self._baseline_done:
                     self._phase("baseline", lambda: self._probe("baseline"))
@@ -479,6 +486,7 @@ class Supervisor:
                     self.worker.kill("interrupted")
             # Writing the record: signals are deferred until it is complete.
             guard.critical = True
+            warnings += settings.restore_all(self.sc.settings, applied, journal)
             if self.sc.monitors.enabled:
                 try:
                     summary = monitors.stop()
@@ -571,15 +579,6 @@ def _run_and_report(sup: "Supervisor", rd: RunDir, reports: Path | None, report_
     return result
 
 
-def _is_stress_process(pid: int) -> bool:
-    try:
-        import psutil
-
-        return any("stress" in part for part in psutil.Process(pid).cmdline())
-    except Exception:  # noqa: BLE001 - gone, or not ours to inspect: not a live run
-        return False
-
-
 def load_resumable(run_dir: Path) -> Scenario:
     rd = RunDir(run_dir)
     if not rd.journal.exists() or not rd.scenario.exists():
@@ -591,7 +590,7 @@ def load_resumable(run_dir: Path) -> Scenario:
                           "to rewrite its report, or run the scenario again")
     start = rec.last_run_start or {}
     pid = start.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and end is None and _is_stress_process(pid):
+    if isinstance(pid, int) and pid != os.getpid() and end is None and is_stress_process(pid):
         raise StressError(f"{run_dir}: the run is still going (pid {pid}); stop it first")
     try:
         return Scenario.model_validate(json.loads(rd.scenario.read_text(encoding="utf-8")))

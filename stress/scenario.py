@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from stress.workload.models import BUILTINS
 from stress.errors import Problem, ScenarioError
+from stress.experiment import EnvName, EnvVar, SettingSpec, parse_env, set_matrix_value
 from stress.scenario_files import check_files as _check_files
 from stress.hw.config import MonitorsConfig
 from stress.cycles import CycleSpec, check_images as _check_cycles
@@ -184,9 +185,17 @@ class FaultSpec(_Strict):
     """Inject a fault at one image, to check the harness records it (and that a setup works)."""
 
     image: int = Field(..., ge=0, le=1_000_000, description="index of the image the fault hits")
-    kind: Literal["crash", "hang", "oom", "error", "exit"] = Field(..., description=(
+    kind: Literal["crash", "hang", "oom", "error", "exit", "drop-env"] = Field(..., description=(
         "crash: the worker dies of SIGSEGV; hang: it stops responding; oom: torch.OutOfMemoryError; "
-        "error: a Python exception; exit: the worker exits with status 3"))
+        "error: a Python exception; exit: the worker exits with status 3; drop-env: the worker that "
+        "starts for this image is launched without the variable `env` (a launcher losing a setting)"))
+    env: str | None = Field(None, description="drop-env: the variable (of the scenario's env) to leave out")
+
+    @model_validator(mode="after")
+    def _env_only_for_drop(self) -> "FaultSpec":
+        if (self.kind == "drop-env") != (self.env is not None):
+            raise ValueError("give env: NAME with kind drop-env, and only with it")
+        return self
 
 
 class OutputSpec(_Strict):
@@ -217,7 +226,7 @@ Resolution = Annotated[tuple[int, int], BeforeValidator(_parse_resolution), Afte
 
 class Scenario(_Strict):
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(..., min_length=1, max_length=80)
+    name: str = Field(..., min_length=1, max_length=200)
     description: str = ""
     workload: Literal["sdxl", "sd15-img2img", "sd15-txt2img"] = "sdxl"
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -241,6 +250,12 @@ class Scenario(_Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     faults: list[FaultSpec] = Field(default_factory=list, description="harness self-test: faults to inject")
+    env: Annotated[dict[EnvName, EnvVar], BeforeValidator(parse_env)] = Field(default_factory=dict, description=(
+        "environment variables for the processes the suite starts: NAME: \"value\" (worker and probe "
+        "children), NAME: null (removed), or NAME: {value, for: [worker | probes]}; read back from "
+        "/proc/<pid>/environ after each start"))
+    settings: list[SettingSpec] = Field(default_factory=list, description=(
+        "GPU settings applied with nvidia-smi before the baseline probes and read back through NVML"))
     cycles: list[CycleSpec] = Field(default_factory=list, max_length=100, description=(
         "desktop cycles (display off/on, idle, VT switch, suspend) between images or after the workload, "
         "each followed by probes (docs/scenarios.md#cycles)"))
@@ -294,6 +309,10 @@ class Scenario(_Strict):
                              "component (workload sd15-img2img or sd15-txt2img)")
         if self.optimizations.cpu_offload and self.optimizations.sequential_offload:
             raise ValueError("optimizations: cpu_offload and sequential_offload exclude each other; choose one")
+        for f in self.faults:
+            if f.env is not None and (f.env not in self.env or "worker" not in self.env[f.env].for_):
+                raise ValueError(f"faults.env: {f.env} is not a variable of env for the worker; drop-env "
+                                 "leaves out one the scenario sets")
         if self.cycles and (why := _check_cycles(self.cycles, self.images)):
             raise ValueError(why)
         return self
@@ -412,7 +431,7 @@ def _short(v: Any) -> str:
 
 
 # pydantic's union/tagged-loc fragments that mean nothing to a user
-_NOISE = re.compile(r"^(int|str|list\[.*\]|SeedsSpec|tuple\[.*\]|function-after\[.*\]|function-before\[.*\])$")
+_NOISE = re.compile(r"^(\[key\]|int|str|list\[.*\]|SeedsSpec|tuple\[.*\]|function-after\[.*\]|function-before\[.*\])$")
 
 
 def _problems_from(exc: ValidationError, located: Located, source: str) -> list[Problem]:
@@ -462,6 +481,8 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
 
 
 def _matrix_label(value: Any) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     return str(value)
@@ -497,14 +518,18 @@ def load_scenarios(path: str | Path, *, check_files: bool = True) -> list[Scenar
                                         f"(got {sizes}); split it into several files"))
             if not problems:
                 keys = list(matrix)
+                for k in keys:      # a value set by the matrix is located at its matrix key
+                    located.lines.setdefault(tuple(k.split(".")), located.lines.get(("matrix", k), (f, line)))
                 for combo in itertools.product(*(matrix[k] for k in keys)):
                     d = copy.deepcopy(data)
                     for k, v in zip(keys, combo):
-                        _set_path(d, k, v)
+                        set_matrix_value(d, k, v, _set_path)
                     values = dict(zip(keys, combo))
                     d["matrix_values"] = values
                     label = ",".join(f"{k.split('.')[-1]}={_matrix_label(v)}" for k, v in values.items())
-                    d["name"] = f"{data.get('name', path.stem)}[{label}]"
+                    base = data.get("name", path.stem)
+                    # a name that is no string stays as it is, so that validation says so
+                    d["name"] = f"{base}[{label}]" if isinstance(base, str) else base
                     variants.append((d, values))
     else:
         variants.append((data, {}))

@@ -28,6 +28,21 @@ def _duration(prop: dict) -> dict:
     return out
 
 
+def _env_schema(props: dict, defs: dict) -> None:
+    """``env:`` as written: NAME -> a string, null, or {value, for}; ``for`` one target or a list."""
+    from stress.experiment import NAME
+
+    env = props.get("env")
+    if env is None:
+        return
+    env["propertyNames"] = {"pattern": NAME.pattern}
+    env["additionalProperties"] = {"anyOf": [{"type": "string"}, {"type": "null"}, {"$ref": "#/$defs/EnvVar"}]}
+    for_ = defs["EnvVar"]["properties"]["for"]
+    items = for_["items"]
+    defs["EnvVar"]["properties"]["for"] = {"description": for_.get("description", ""),
+                                           "anyOf": [items, {k: v for k, v in for_.items() if k != "description"}]}
+
+
 def user_schema(model_schema: dict, samplers: tuple[str, ...]) -> dict:
     schema = copy.deepcopy(model_schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -61,6 +76,7 @@ def user_schema(model_schema: dict, samplers: tuple[str, ...]) -> dict:
     sampler = defs["SamplerSpec"]["properties"]["name"]
     sampler["enum"] = list(samplers)
     sampler.pop("type", None)
+    _env_schema(props, defs)
     session = defs["SessionSpec"]["properties"]
     for key in _DURATIONS:
         session[key] = _duration(session[key])

@@ -1,5 +1,5 @@
 """The statistics every judgement and summary uses, defined once: medians and summaries, the
-Mann-Whitney U test, the Wilson interval, the incidence of a verdict series, and the
+Mann-Whitney U test, Fisher's exact test, the Wilson interval, the incidence of a verdict series, and the
 Benjamini-Hochberg correction for many tests at once. Pure functions; scipy is imported lazily."""
 from __future__ import annotations
 
@@ -81,6 +81,15 @@ def benjamini_hochberg(pvalues: list[float | None]) -> list[float | None]:
     for i, q in zip(idx, adj):
         out[i] = float(min(1.0, q))
     return out
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float | None:
+    """Two-sided Fisher exact p-value that ``k1/n1`` and ``k2/n2`` come from the same rate (None: no data)."""
+    if n1 <= 0 or n2 <= 0:
+        return None
+    from scipy.stats import fisher_exact as _fisher
+
+    return float(_fisher([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided").pvalue)
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:

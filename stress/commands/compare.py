@@ -15,8 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(* and ? glob). Per metric: A, B, the change and, where samples exist "
                                    "(per-image times, per-probe latencies, or 3+ runs a side), a two-sided "
                                    "Mann-Whitney U p-value.")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
+    p.add_argument("a", metavar="A", nargs="?")
+    p.add_argument("b", metavar="B", nargs="?")
+    p.add_argument("--cells", nargs="+", metavar="RUNS",
+                   help="compare the cells of a matrix instead of A and B: run directories, folders of run "
+                        "directories (artifacts/), run ids or history filters (matrix=NAME); per cell the "
+                        "incidence with its 95%% Wilson interval and the probe latencies against --reference")
+    p.add_argument("--reference", metavar="CELL", help="the reference cell (its label or an unambiguous part of "
+                                                        "it; default: the first cell run)")
+    p.add_argument("--html", metavar="FILE", help="with --cells: also write an HTML page, one chart per metric")
     p.add_argument("--history", "--db", dest="db", metavar="URL_OR_PATH", default=None,
                    help="history: an SQLite file or a URL (sqlite:///PATH, postgresql://USER@HOST/DB); "
                         "default: $STRESS_HISTORY_URL, else reports/history.db")
@@ -95,11 +102,10 @@ def render(result: dict, label_a: str, label_b: str, *, show_all: bool = False) 
             note = f"SIGNIFICANT ({r['direction']}); " + note
         rows.append([r["metric"], _num(r["metric"], r["a"]), _num(r["metric"], r["b"]), rel, _p(r["p"]), note])
     if rows:
-        header = ["metric", "A", "B", "change", "p", "note"]
-        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        from stress.tables import table_lines
+
         out.append("")
-        for row in [header, *rows]:
-            out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        out += table_lines(["metric", "A", "B", "change", "p", "note"], rows, right={1, 2, 3, 4})
     else:
         out.append("no metric changed")
     sig = result["significant"]
@@ -115,6 +121,17 @@ def compare_command(args: argparse.Namespace) -> int:
         raise StressError(f"--alpha must be between 0 and 1 (got {args.alpha})")
     db = history_location(args.db)
     from stress.history import parse_filter
+
+    if args.cells:
+        if args.a or args.b:
+            raise StressError("give either A and B, or --cells RUNS..., not both")
+        from stress.commands._compare_cells import cells_command
+
+        return cells_command(args, db)
+    if args.html or args.reference:
+        raise StressError("--html and --reference go with --cells")
+    if not (args.a and args.b):
+        raise StressError("give two runs (or groups of runs) A and B, or --cells RUNS... for a matrix")
 
     for ref in (args.a, args.b):  # both filters' syntax first: one error, before any lookup
         if "=" in ref and not Path(ref).is_dir():

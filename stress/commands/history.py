@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--machine", help="host name")
     p.add_argument("--driver", help="driver version, e.g. 550.54.14 or '550.*'")
     p.add_argument("--gpu", help="GPU name, e.g. '*4090*'")
-    p.add_argument("--verdict", choices=("reproduced", "not-reproduced", "inconclusive", "error"))
+    p.add_argument("--verdict", choices=("reproduced", "not-reproduced", "inconclusive", "error", "invalid"))
     p.add_argument("--soak", metavar="SOAK_ID", help="only the runs of one soak")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="the newest N runs (default 50; 0: all)")
     p.add_argument("--history", "--db", dest="db", metavar="URL_OR_PATH", default=None,
@@ -32,10 +32,9 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    from stress.tables import table
+
+    return table(header, rows)
 
 
 def history_command(args: argparse.Namespace) -> int:

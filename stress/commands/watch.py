@@ -161,43 +161,74 @@ def supervisor_alive(rec: Any) -> bool | None:
     pid = (rec.last_run_start or {}).get("pid")
     if not isinstance(pid, int):
         return None
-    from stress.runner import _is_stress_process
+    from stress.proc import is_stress_process as _is_stress_process
 
     return _is_stress_process(pid)
 
 
 class Watch:
-    def __init__(self, run_dir: Path, out: TextIO, tty: bool, every: float = 5.0, poll_s: float = 0.5):
+    """Event lines as they arrive and a status line. On a terminal the status line is a rich live line
+    under the event lines (redrawn every poll, cut to the width); otherwise plain lines, a status line
+    at most every ``every`` seconds when it changed."""
+
+    def __init__(self, run_dir: Path, out: TextIO, tty: bool, every: float = 5.0, poll_s: float = 0.5,
+                 console: Any = None):
         from stress.record import Follower
 
         self.follower = Follower(run_dir / "journal.jsonl")
         self.out, self.tty, self.every, self.poll_s = out, tty, every, poll_s
-        self._status_shown = False
+        self._console = console
+        self._live: Any = None
+        self._line = ""
         self._last_status = ("", 0.0)
 
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.out, highlight=False, markup=False, emoji=False, soft_wrap=True)
+        return self._console
+
     def _print(self, line: str) -> None:
-        if self._status_shown:
-            self.out.write("\r\033[K")
-            self._status_shown = False
+        if self.tty:   # above the live status line
+            from rich.text import Text
+
+            self.console().print(Text(line), soft_wrap=True)
+            return
         self.out.write(line + "\n")
         self.out.flush()
 
     def _status(self) -> None:
         line = status_line(self.follower.record)
         if self.tty:
-            import shutil
+            self._line = line
+            if self._live is None:
+                from rich.live import Live
+                from rich.text import Text
 
-            cols = shutil.get_terminal_size((160, 24)).columns
-            self.out.write("\r\033[K" + line[:max(20, cols - 1)])
-            self.out.flush()
-            self._status_shown = True
+                self._live = Live(get_renderable=lambda: Text(self._line, no_wrap=True, overflow="ellipsis"),
+                                  console=self.console(), auto_refresh=False, transient=False,
+                                  redirect_stdout=False, redirect_stderr=False)
+                self._live.start()
+            self._live.refresh()
             return
         now = time.monotonic()
         if line != self._last_status[0] and now - self._last_status[1] >= self.every:
             self._last_status = (line, now)
             self._print(line)
 
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()   # the last status line stays; the cursor is shown again below it
+            self._live = None
+
     def run(self) -> int:
+        try:
+            return self._follow()
+        finally:
+            self._stop_live()
+
+    def _follow(self) -> int:
         rec = self.follower.record
         gone_since: float | None = None
         while True:
@@ -209,8 +240,6 @@ class Watch:
                 self._last_status = ("", 0.0)
                 self.every = 0.0
                 self._status()
-                if self._status_shown:
-                    self.out.write("\n")
                 return int(ExitCode.OK)
             self._status()
             alive = supervisor_alive(rec)

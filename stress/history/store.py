@@ -128,7 +128,8 @@ def _summaries(conn: Connection, rows: list, *, with_samples: bool) -> list[RunS
 # filter key -> column; ``machine`` is the user-facing word for the hostname
 FILTER_KEYS = {"scenario": "scenario", "machine": "hostname", "hostname": "hostname", "driver": "driver",
                "gpu": "gpu", "kernel": "kernel", "verdict": "verdict", "status": "status", "soak": "soak_id",
-               "run": "run_id", "run_id": "run_id", "machine_id": "machine_id", "compositor": "compositor"}
+               "run": "run_id", "run_id": "run_id", "machine_id": "machine_id", "compositor": "compositor",
+               "matrix": "scenario"}
 
 
 def parse_filter(text: str) -> dict[str, str]:
@@ -180,6 +181,9 @@ def query_runs(db: str | Path, filters: dict[str, str] | None = None, *, limit: 
     with open_db(db, create=False) as conn:
         stmt = select(runs)
         for key, value in (filters or {}).items():
+            if key == "matrix":     # the cells of a matrix: scenario names 'NAME[...]' (stress.cells)
+                stmt = stmt.where(func.substr(runs.c.scenario, 1, len(value) + 1) == value + "[")
+                continue
             stmt = stmt.where(_match(conn, runs.c[FILTER_KEYS[key]], value))
         stmt = stmt.order_by(func.coalesce(runs.c.started_at, runs.c.recorded_at).desc(), runs.c.id.desc())
         if limit:

@@ -26,14 +26,11 @@ def _count(n: int) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> list[str]:
-    right = right if right is not None else set(range(1, len(headers)))
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    """The lines of a table (stress.tables: rich; plain ASCII when not on a terminal); numbers right-aligned
+    (by default every column but the first)."""
+    from stress.tables import table_lines
 
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return [fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    return table_lines(headers, rows, right=right if right is not None else range(1, len(headers)))
 
 
 def render_text(plan: dict) -> str:

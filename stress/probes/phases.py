@@ -63,11 +63,14 @@ def probe_env(config: ProbesConfig) -> dict[str, str]:
 
 
 def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journal,
-              images: list[dict], *, visit: int = 0, history: list[dict] | None = None) -> list[dict]:
+              images: list[dict], *, visit: int = 0, history: list[dict] | None = None,
+              env_vars: dict[str, str | None] | None = None) -> list[dict]:
     """Run ``config.kinds`` x ``config.repetitions`` probes for one visit of ``phase``.
 
     ``images`` are the run's image records so far. Writes one ``probe`` event per result and
     returns them. Never raises for a probe failure; takes at most about ``timeout`` per probe.
+    ``env_vars`` (the scenario's ``env:`` for probes) are set in each child and read back from its
+    ``/proc/<pid>/environ`` right after it starts (an ``env_readback`` event, stress.experiment).
 
     ``history``: the run's probe events before this visit (the runner's). With it, a later phase whose
     latency is borderline against baseline (:func:`stress.analysis.borderline_kinds`, pooled over the
@@ -77,7 +80,9 @@ def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journa
     """
     if not config.enabled or phase not in config.phases:
         return []
-    env = probe_env(config)
+    from stress import experiment
+
+    env = experiment.apply(probe_env(config), env_vars or {})
     session = session_type(env)
     events: list[dict] = []
 
@@ -95,8 +100,12 @@ def run_phase(phase: str, config: ProbesConfig, run_dir: RunDir, journal: Journa
                 record(kind, {"rep": reps[0], "status": "unavailable", "reason": "no display"}, repeat)
                 continue
             done: set[int] = set()
+
+            def spawned(pid: int, kind: str = kind) -> None:
+                experiment.read_back(journal, env_vars or {}, "probes", pid, phase=phase, visit=visit, kind=kind)
+
             try:
-                for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session, reps):
+                for res in _run_kind(kind, phase, visit, config, run_dir, images, env, session, reps, spawned):
                     done.add(res["rep"])
                     record(kind, res, repeat)
             except Exception as exc:  # a harness failure (cannot spawn, disk full...): record, carry on
@@ -231,9 +240,9 @@ def _parse(rep: int, line: bytes) -> dict:
 
 
 def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: RunDir, images: list[dict],
-              env: dict[str, str], session: str, reps: list[int] | None = None) -> Iterator[dict]:
+              env: dict[str, str], session: str, reps: list[int] | None = None, on_spawn=None) -> Iterator[dict]:
     """Yield one result per repetition of ``kind`` (``reps``, default ``0..repetitions-1``), restarting
-    the child after a timeout or crash."""
+    the child after a timeout or crash; ``on_spawn(pid)`` is called as each child starts."""
     pending = list(range(config.repetitions)) if reps is None else list(reps)
     log = Path(run_dir.logs) / "probes.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +261,8 @@ def _run_kind(kind: str, phase: str, visit: int, config: ProbesConfig, run_dir: 
             os.unlink(req_path)
             raise
         try:
+            if on_spawn is not None:
+                on_spawn(child.proc.pid)
             first = child.read_line(max(STARTUP_TIMEOUT, config.timeout))
             if first is _TIMEOUT:
                 child.kill()

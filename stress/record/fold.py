@@ -161,6 +161,9 @@ class RunRecord:
         self.resumes: list[dict] = []
         self.monitors_summary: dict | None = None
         self.progress: dict | None = None      # the last `progress` event (stage / step of the image now)
+        self.experiment: dict | None = None    # what the run (a matrix cell) asked for: cell, env, settings
+        self.env_readbacks: list[dict] = []    # each started process's environment as read back
+        self.settings: list[dict] = []         # GPU settings applied / restored, with their read-back
 
     def feed(self, ev: dict) -> None:
         kind = ev.get("ev")
@@ -475,7 +478,9 @@ _HANDLERS = {
     "plan": _keep_last("plan"), "verdict": _keep_last("verdict"), "run_end": _keep_last("run_end"),
     "monitors_summary": _keep_last("monitors_summary"), "capture": _keep_last("capture"),
     "previous_boot": _keep_last("previous_boot"), "evidence_boot": _keep_last("evidence_boot"), "progress": _keep_last("progress"),
-    "resume": RunRecord._resume, "cycle": RunRecord._cycle,
+    "resume": RunRecord._resume, "cycle": RunRecord._cycle, "experiment": _keep_last("experiment"),
+    "env_readback": lambda rec, ev, t: rec.env_readbacks.append(dict(ev, t=t)),
+    "setting": lambda rec, ev, t: rec.settings.append(dict(ev, t=t)),
 }
 
 

@@ -26,6 +26,7 @@ from stress.report.redact import Redactor
 from stress.report.schema import SCHEMA_VERSION
 from stress.report.sections import (_command, _image_records, _machine, _probes, _prompts_in_outputs,
                                     _redacted_scenario, _scenario_prompts, _source_states, _verdict, _workload)
+from stress.report.sections import experiment as _experiment
 from stress.report.series import TIMELINE_BUCKETS, _arrays, _gaps, _metric_summary, minmax_downsample
 from stress.analysis import LATER_PHASES, incidence, metric_changed
 from stress.stats import rnd
@@ -308,6 +309,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
                                  "outcome": r["outcome"]} for r in images],
                      "marks": marks},
         "evidence": _evidence(rec, env),
+        "experiment": _experiment(rec, t0),
         "completeness": completeness,
         "redaction": redactor.summary(),
         "attachments": [],

@@ -15,7 +15,8 @@ import jinja2
 from stress.report.charts import Chart
 
 VERDICT_COLORS = {"reproduced": "#c62828", "not-reproduced": "#2e7d32", "inconclusive": "#ef6c00",
-                  "error": "#6a1b9a", "incomplete": "#616161"}
+                  "error": "#6a1b9a", "incomplete": "#616161",
+                  "invalid": "#37474f"}
 
 # Metrics worth a row in "What changed", in this order (a key may match several series: per GPU, per process).
 KEY_METRICS = (

@@ -18,7 +18,7 @@ class _Open(BaseModel):
 
 
 class VerdictModel(_Strict):
-    verdict: str = Field(description="reproduced | not-reproduced | inconclusive | error | incomplete")
+    verdict: str = Field(description="reproduced | not-reproduced | inconclusive | error | invalid | incomplete")
     reasons: list[str]
     exit_code: int | None
     source: Literal["journal", "derived"] = Field(description="journal: the runner's verdict event; derived: "
@@ -336,6 +336,8 @@ class Completeness(_Strict):
 class Report(_Strict):
     evidence: dict | None = Field(None, description="fingerprint, capture at failure, previous boot, "
                                                     "NVIDIA template facts (docs/evidence.md)")
+    experiment: dict | None = Field(None, description="a matrix cell's condition and its read-backs: cell, env, "
+                                                      "settings_asked, env_readbacks, settings (docs/experiments.md)")
     schema_version: Literal[1]
     generated_at: float
     generator: str

@@ -398,3 +398,17 @@ def _command(argv: list[str]) -> str | None:
     elif first in ("gpu-stress", "__main__.py", "stress") or args[0].endswith("stress/__main__.py"):
         args = ["gpu-stress"] + args[1:]
     return shlex.join(args)
+
+
+def experiment(rec, t0: float) -> dict | None:
+    """What the run (a matrix cell) asked for and what was read back, for report.json; the judgement
+    (valid or not) is the verdict's ``details.validity`` (stress.validity)."""
+    exp = rec.experiment
+    if exp is None and not rec.env_readbacks and not rec.settings:
+        return None
+    exp = exp or {}
+    keep = ("target", "pid", "worker", "phase", "visit", "kind", "status", "expected", "found", "wrong", "reason")
+    sets = ("name", "gpu", "action", "wanted", "before", "after", "unit", "readback", "command", "status", "reason")
+    return {"cell": exp.get("cell") or {}, "env": exp.get("env") or {}, "settings_asked": exp.get("settings") or [],
+            "env_readbacks": [dict({k: rb.get(k) for k in keep}, t=round(rb["t"] - t0, 2)) for rb in rec.env_readbacks],
+            "settings": [dict({k: s.get(k) for k in sets}, t=round(s["t"] - t0, 2)) for s in rec.settings]}

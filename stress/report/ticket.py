@@ -140,6 +140,7 @@ def render_ticket(report: dict, *, bundle_name: str | None = None) -> str:
     if v.get("source") != "derived":      # a derived verdict's reasons are the "did not end normally" list
         for reason in v.get("reasons") or []:
             lines.append(f"- {reason}")
+    lines += _experiment_lines(report.get("experiment"))
     facts = _facts(report)
     if facts:
         lines += ["", "Observed:", *facts]
@@ -302,3 +303,29 @@ def evidence_section(report: dict) -> str:
             lines += [f"- {m['fact']}: {r(str(m['why']))}: `{m['command']}`" for m in missing]
     lines.append("")
     return "\n".join(lines)
+
+
+def _experiment_lines(exp: dict | None) -> list[str]:
+    """The cell's condition and what was read back from each process (report.json's ``experiment``)."""
+    if not exp:
+        return []
+    shown = lambda v: "unset" if v is None else str(v)  # noqa: E731
+    out = ["", "Experiment (this run is one cell of a matrix; docs/experiments.md):"]
+    if exp.get("cell"):
+        out.append("- cell: " + ", ".join(f"`{k}={shown(v)}`" for k, v in exp["cell"].items()))
+    rbs = exp.get("env_readbacks") or []
+    probes = [rb for rb in rbs if rb.get("target") == "probes"]
+    for rb in rbs:           # every worker; probe children only where they differ (they are many)
+        if rb.get("target") != "worker" and rb.get("status") == "ok":
+            continue
+        who = f"worker {rb.get('worker')}" if rb.get("target") == "worker" else \
+            f"{rb.get('kind')} probe child ({rb.get('phase')})"
+        found = ", ".join(f"`{k}={shown((rb.get('found') or {}).get(k))}`" for k in rb.get("expected") or {})
+        out.append(f"- {who}, pid {rb.get('pid')}: {rb.get('status')}; read back from /proc: {found or '-'}")
+    if probes:
+        ok = sum(rb.get("status") == "ok" for rb in probes)
+        out.append(f"- probe children: {ok} of {len(probes)} read back as asked")
+    for s in exp.get("settings") or []:
+        out.append(f"- setting {s.get('name')} on GPU {s.get('gpu')} ({s.get('action')}): {s.get('status')}; "
+                   f"read back {shown(s.get('after'))}{' ' + s['unit'] if s.get('unit') else ''} through {s.get('readback')}")
+    return out
