@@ -192,6 +192,8 @@ def _category_sentence(phase: str, kind: str, cat: str, evs: list[dict], n: int,
         return f"{phase}: {label} timed out in {k}/{n} probes (limit {config.timeout:g} s)"
     if cat == "error":
         return f"{phase}: {label} probe crashed in {k}/{n} probes ({_first_reason(evs)})"
+    if kind == "decode":   # a saved output's bytes, pixels or size changed, or it cannot be read or decoded
+        return f"{phase}: saved outputs were corrupted or missing in {k}/{n} decode probes ({_first_reason(evs)})"
     return f"{phase}: {label} failed in {k}/{n} probes ({_first_reason(evs)})"
 
 
@@ -291,7 +293,8 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
     ``context`` (from :func:`judge`): ``device`` the workload ran on, ``load`` the host's load per phase.
     A latency slowdown is a regression only on a GPU workload whose phase ran under a host load like
     baseline's; on a CPU workload (a smoke test of the set-up: the workload competes with the probes
-    for the same cores) or under a markedly different load it is inconclusive, with the reason.
+    for the same cores) before its worker exited (``during``, ``after``; ``after-exit`` has no worker
+    left to compete) or under a markedly different load it is inconclusive, with the reason.
     Nothing is ``reproduced`` when no screen probe (screenshot, display round trip) was measured at all.
 
     Precedence: ``reproduced`` (any later phase regressed; a failed workload is listed too) >
@@ -377,7 +380,7 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})
             ctx = context or {}
             loads = ctx.get("load") or {}
-            if cmp["slowdown"] and ctx.get("device") == "cpu":
+            if cmp["slowdown"] and ctx.get("device") == "cpu" and phase != "after-exit":
                 s["slowdown_discounted"] = "cpu-workload"
                 unsure.append(f"{_latency_sentence(phase, kind, cmp)}, but the workload ran on the CPU: this is "
                               "a smoke test of the set-up (the workload competes with the probes for the cores), "

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     INCONCLUSIVE = 11       # run finished, but a verdict could not be reached (e.g. no display)
     WORKLOAD_ERROR = 12     # run finished with images that crashed, hung or ran out of memory
     SOAK_HARNESS = 13       # a soak stopped early on a harness problem (disk floor, state file)
+    SELFTEST_MISSED = 14    # selftest finished, but a detection or false-alarm target was missed
     INTERRUPTED = 130       # Ctrl-C / SIGTERM: stopped cleanly, everything recorded so far is kept
 
 

@@ -152,7 +152,8 @@ def test_regression_beats_an_unsupported_kind():
     events += healthy("after", kinds=("display",)) + [ev("after", "screenshot", "unavailable", reason="no display")]
     v = verdict(events, CFG)
     assert v["verdict"] == "reproduced"
-    assert v["reasons"] == ["after: decode failed in 5/5 probes (1 of 3 images failed: outputs/x.jpg: cannot decode)"]
+    assert v["reasons"] == ["after: saved outputs were corrupted or missing in 5/5 decode probes (1 of 3 images "
+                            "failed: outputs/x.jpg: cannot decode)"]
 
 
 def test_during_visits_are_pooled_and_decode_compares_reference_time():
@@ -375,3 +376,13 @@ def test_reasons_are_never_repeated():
     events += [{"ev": "host", "t": 1.0 + i, "dsgone": [[42, "Xorg"]]} for i in range(3)]
     v = verdict(events, CFG)
     assert v["verdict"] == "reproduced" and len(v["reasons"]) == len(set(v["reasons"])) == 1
+
+
+def test_a_slowdown_after_the_cpu_worker_exited_counts():
+    """after-exit has no worker left to compete with the probes: a slowdown there is a regression even
+    on a CPU workload (selftest's slow display path is injected there)."""
+    events = healthy("baseline", lat={"screenshot": _BASE}) + healthy("after-exit", lat={"screenshot": _SLOW})
+    v = verdict(events, CFG, context={"device": "cpu", "load": {}})
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"][0].startswith("after-exit: screenshot latency median")
+

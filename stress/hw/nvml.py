@@ -5,7 +5,7 @@ others: "not supported"-like errors become an :class:`Unsupported` value (record
 not asked again), a lost GPU raises :class:`GpuLost` (the caller stops sampling that GPU), anything
 else becomes a :class:`Failed` value for this tick only. The module that stands for pynvml comes from
 :func:`_load_pynvml`; tests replace that function with one returning a scripted stand-in
-(tests/fake_nvml.py). The environment variable ``STRESS_NVML_MODULE`` names another importable module
+(stress/selftest/fake_nvml.py). The environment variable ``STRESS_NVML_MODULE`` names another importable module
 to use instead of pynvml, for trying the suite end to end without a GPU.
 """
 from __future__ import annotations
@@ -158,7 +158,7 @@ class NvmlSession:
 
     def __init__(self, nv: ModuleType, handles: dict[int, Any]):
         # Where the GPU's PCI/DRM facts are read: /sys, or the tree an NVML stand-in brings for the
-        # GPU it stands for (tests/fake_nvml.py ``sysfs_root``).
+        # GPU it stands for (stress/selftest/fake_nvml.py ``sysfs_root``).
         self.sysfs = Path(getattr(nv, "sysfs_root", None) or pcisys.SYSFS)
         self.nv = nv
         self.handles = handles

@@ -1,0 +1,65 @@
+"""Background load for the clean-run control: what a real desktop has going on while nothing is broken.
+
+- one core busy (a spinning process),
+- disk I/O (a process rewriting and fsyncing a 32 MiB file in 1 MiB chunks, in the trial's folder),
+- a browser-like client on selftest's own display (stress.selftest.xwin.BUSY_WINDOW: redraws every
+  40 ms, unmapped and mapped again every 2 s).
+
+Every process is started here and ended here, by its own handle.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from stress.selftest.xwin import BUSY_WINDOW, start_client
+
+_SPIN = "while True:\n    pass\n"
+_DISK = r"""
+import os, sys, time
+path = sys.argv[1]
+chunk = os.urandom(1 << 20)
+while True:
+    with open(path, "wb") as fh:
+        for _ in range(32):
+            fh.write(chunk)
+            fh.flush(); os.fsync(fh.fileno())
+            time.sleep(0.02)
+    os.unlink(path)
+"""
+
+
+class BackgroundLoad:
+    def __init__(self, folder: Path, display_env: dict[str, str]):
+        self.folder, self.env = folder, display_env
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> "BackgroundLoad":
+        quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                 "start_new_session": True}
+        self.procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], **quiet))
+        self.procs.append(subprocess.Popen([sys.executable, "-c", _DISK, str(self.folder / "disk-load.bin")], **quiet))
+        self.procs.append(start_client(BUSY_WINDOW, [], self.env))
+        return self
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        try:
+            (self.folder / "disk-load.bin").unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "BackgroundLoad":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
