@@ -2,7 +2,7 @@
 
 Runs :class:`stress.samplers.Monitors` as a run does (real psutil on a real worker process tree, the
 real kernel-log follower when the log is readable here, a real fsync'd journal) with the scripted
-NVML of tests/fake_nvml.py standing in for the GPU, for ``--seconds`` at ``--interval``. Prints the
+NVML of stress/selftest/fake_nvml.py standing in for the GPU, for ``--seconds`` at ``--interval``. Prints the
 sampler threads' CPU time as a share of one core, the time per tick, the bytes written per tick and
 the journal growth per hour. The figures in docs/monitors.md come from this script.
 
@@ -13,7 +13,6 @@ On a machine with an NVIDIA GPU, ``--real-nvml`` uses the real pynvml instead of
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,10 +38,10 @@ time.sleep(3600)
 
 
 def load_fake():
-    spec = importlib.util.spec_from_file_location("fake_nvml", ROOT / "tests" / "fake_nvml.py")
-    mod = importlib.util.module_from_spec(spec)
+    # The stand-in lives in the package (tests/fake_nvml.py is a shim that names the same module).
+    from stress.selftest import fake_nvml as mod
+
     sys.modules["fake_nvml"] = mod
-    spec.loader.exec_module(mod)
     return mod
 
 
@@ -106,7 +105,7 @@ def main() -> int:
         "interval_s": args.interval,
         "seconds": args.seconds,
         "gpus": len(summary["gpus"]),
-        "nvml": "real" if args.real_nvml else "scripted (tests/fake_nvml.py)",
+        "nvml": "real" if args.real_nvml else "scripted (stress/selftest/fake_nvml.py)",
         "kernel_log": summary["kernel_log_via"],
         "fsync": not args.no_fsync,
         "ticks": summary["ticks"],

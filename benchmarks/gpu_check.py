@@ -15,7 +15,7 @@ Steps, each recorded (with its time, or why it was skipped) in one JSON and a Ma
    the meta-device prediction of the same; |error| per row.
 
 ``--dry-run`` (no GPU): the same steps on the CPU with the tiny models; step 2 with the scripted NVML
-of tests/fake_nvml.py; step 4 measures real CPU allocations (torch.profiler) instead of CUDA's
+of stress/selftest/fake_nvml.py; step 4 measures real CPU allocations (torch.profiler) instead of CUDA's
 counters. tests/test_gpu_check.py runs it. A dry run never writes GPU figures: the Markdown it
 writes says which machine and mode produced it.
 """
@@ -61,7 +61,7 @@ def step_sampler(dry: bool, seconds: float) -> dict:
         return {"rc": p.returncode, "error": p.stderr.strip().splitlines()[-1:] or [""]}
     start = p.stdout.find("{")
     data = json.loads(p.stdout[start:]) if start >= 0 else {}
-    return {"rc": 0, "nvml": "scripted (tests/fake_nvml.py)" if dry else "real", **data}
+    return {"rc": 0, "nvml": "scripted (stress/selftest/fake_nvml.py)" if dry else "real", **data}
 
 
 def _scenario_yaml(dry: bool, images: int) -> str:

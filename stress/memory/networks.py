@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+import threading
+from typing import Any, Iterator
 
 import torch
 
@@ -34,20 +35,41 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_"
                    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
 
 
+_init_lock = threading.Lock()
+_init_depth = 0
+_init_saved: dict[str, Any] = {}
+
+
+def _noop_init(tensor, *a, **k):
+    return tensor
+
+
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
     """``torch.nn.init`` as no-ops while meta modules are built: initialising tensors that have no
-    memory only costs time (a third of building full-size SDXL: every Linear's ``reset_parameters``)."""
+    memory only costs time (a third of building full-size SDXL: every Linear's ``reset_parameters``).
+
+    Nested and concurrent uses (threads) share one patch, counted: the real functions are saved once,
+    by the outermost use, never a no-op, and put back when the last use ends."""
     import torch.nn.init as init
 
-    saved = {n: getattr(init, n) for n in _INIT_FUNCTIONS if hasattr(init, n)}
-    for n in saved:
-        setattr(init, n, lambda tensor, *a, **k: tensor)
+    global _init_depth
+    with _init_lock:
+        if _init_depth == 0:
+            _init_saved.clear()
+            _init_saved.update({n: getattr(init, n) for n in _INIT_FUNCTIONS
+                                if hasattr(init, n) and getattr(init, n) is not _noop_init})
+            for n in _init_saved:
+                setattr(init, n, _noop_init)
+        _init_depth += 1
     try:
         yield
     finally:
-        for n, f in saved.items():
-            setattr(init, n, f)
+        with _init_lock:
+            _init_depth -= 1
+            if _init_depth == 0:
+                for n, f in _init_saved.items():
+                    setattr(init, n, f)
 
 
 def build_module(comp: Component) -> torch.nn.Module:
