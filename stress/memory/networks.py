@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from typing import Any, Iterator
 
 import torch
@@ -35,13 +34,17 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_"
                    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
 
 
-_init_lock = threading.Lock()
-_init_depth = 0
-_init_saved: dict[str, Any] = {}
-
-
 def _noop_init(tensor, *a, **k):
     return tensor
+
+
+def _real_init_functions() -> dict[str, Any]:
+    import torch.nn.init as init
+
+    return {n: getattr(init, n) for n in _INIT_FUNCTIONS if hasattr(init, n)}
+
+
+_REAL_INIT = _real_init_functions()   # taken when this module is imported, before any patch of ours
 
 
 @contextlib.contextmanager
@@ -49,27 +52,19 @@ def _no_init() -> Iterator[None]:
     """``torch.nn.init`` as no-ops while meta modules are built: initialising tensors that have no
     memory only costs time (a third of building full-size SDXL: every Linear's ``reset_parameters``).
 
-    Nested and concurrent uses (threads) share one patch, counted: the real functions are saved once,
-    by the outermost use, never a no-op, and put back when the last use ends."""
+    Leaving always puts back the real functions taken at import, never what was there on entry: a
+    nested or concurrent use that ended first only makes the rest of a build slower, and no path can
+    leave a no-op behind for the models of a later build (a CI run found one left, which zeroed the
+    weights of tiny models built afterwards in the same process)."""
     import torch.nn.init as init
 
-    global _init_depth
-    with _init_lock:
-        if _init_depth == 0:
-            _init_saved.clear()
-            _init_saved.update({n: getattr(init, n) for n in _INIT_FUNCTIONS
-                                if hasattr(init, n) and getattr(init, n) is not _noop_init})
-            for n in _init_saved:
-                setattr(init, n, _noop_init)
-        _init_depth += 1
+    for n in _REAL_INIT:
+        setattr(init, n, _noop_init)
     try:
         yield
     finally:
-        with _init_lock:
-            _init_depth -= 1
-            if _init_depth == 0:
-                for n, f in _init_saved.items():
-                    setattr(init, n, f)
+        for n, f in _REAL_INIT.items():
+            setattr(init, n, f)
 
 
 def build_module(comp: Component) -> torch.nn.Module:
