@@ -54,6 +54,60 @@ def test_no_init_build_has_the_same_parameters():
     assert sum(p.numel() for p in m.parameters()) > 0
 
 
+_FRESH_ORDER = r"""
+import sys, tempfile
+from pathlib import Path
+import torch
+assert "diffusers.models.modeling_utils" not in sys.modules     # the order that broke: first import here
+from stress.memory.architectures import load_architecture
+from stress.memory.networks import build_module
+build_module(load_architecture("builtin:tiny-sdxl").components["unet"])
+from diffusers.models.modeling_utils import TORCH_INIT_FUNCTIONS
+assert TORCH_INIT_FUNCTIONS["normal_"] is torch.nn.init.normal_, TORCH_INIT_FUNCTIONS["normal_"]
+from stress.workload.models import load_model
+cache = Path(tempfile.mkdtemp())
+common = dict(base_dir=Path("."), cache_dir=cache, device="cpu", dtype=torch.float32)
+load_model("builtin:tiny-sdxl", "sdxl", role="base", **common)      # from_pretrained restores diffusers' table
+assert torch.nn.init.normal_.__module__ == "torch.nn.init", torch.nn.init.normal_
+ref = load_model("builtin:tiny-sdxl-refiner", "sdxl-refiner", role="refiner", **common).pipe   # built now
+bad = [n for n, p in ref.unet.named_parameters() if not torch.isfinite(p).all() or p.abs().max() > 100]
+assert not bad, bad[:5]
+print("ok")
+"""
+
+
+def test_a_meta_build_first_leaves_no_noop_init_for_later_models(tmp_path):
+    """diffusers copies torch.nn.init's functions when diffusers.models.modeling_utils is first
+    imported and puts the copy back after every from_pretrained. A meta build that imported it first
+    (inside our no-op patch) made every model built later in the process uninitialised memory: a tiny
+    refiner built after a plan saved garbage weights and gave black images. Fresh interpreter: the
+    order of first imports is the point."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRESS_CACHE": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", _FRESH_ORDER], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_repair_puts_real_functions_back_into_a_library_table():
+    import diffusers.models.modeling_utils as mu
+
+    from stress.memory import networks
+
+    saved = dict(mu.TORCH_INIT_FUNCTIONS)
+    try:
+        mu.TORCH_INIT_FUNCTIONS["normal_"] = networks._noop_init
+        assert networks.repair_init_snapshots() == ["diffusers.models.modeling_utils.TORCH_INIT_FUNCTIONS[normal_]"]
+        assert mu.TORCH_INIT_FUNCTIONS["normal_"] is networks._REAL_INIT["normal_"]
+        assert networks.repair_init_snapshots() == []
+    finally:
+        mu.TORCH_INIT_FUNCTIONS.update(saved)
+
+
 def test_replaying_from_a_cloned_prefix_equals_a_full_replay():
     rng = random.Random(7)
     events, live = [], []

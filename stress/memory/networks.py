@@ -47,6 +47,45 @@ def _real_init_functions() -> dict[str, Any]:
 _REAL_INIT = _real_init_functions()   # taken when this module is imported, before any patch of ours
 
 
+# Libraries that copy torch.nn.init's functions into a table when they are first imported, and put
+# that table back on torch.nn.init after each of their own no-init loads (diffusers'
+# ModelMixin.from_pretrained, transformers' no_init_weights). Imported first by _no_init: if one were
+# first imported while our no-ops are installed (diffusers imports modeling_utils lazily, on the
+# first getattr of a model class) it would keep them as "the originals" and reinstall them after
+# every later from_pretrained, so the next model *built* in the process got uninitialised memory as
+# weights (a CI run: a tiny refiner built after a plan in the same process saved garbage to the
+# model cache, and its images were black).
+_INIT_SNAPSHOTS = (("diffusers.models.modeling_utils", "TORCH_INIT_FUNCTIONS"),
+                   ("transformers.initialization", "TORCH_INIT_FUNCTIONS"))
+
+
+def _import_snapshotters() -> None:
+    import importlib
+
+    for mod, _attr in _INIT_SNAPSHOTS:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+
+
+def repair_init_snapshots() -> list[str]:
+    """Put the real functions back into any library table that holds one of our no-ops; returns the
+    tables repaired ("module.TABLE[name]"). A safeguard: with _import_snapshotters first it finds none."""
+    import sys
+
+    fixed = []
+    for mod, attr in _INIT_SNAPSHOTS:
+        table = getattr(sys.modules.get(mod), attr, None)
+        if not isinstance(table, dict):
+            continue
+        for name, fn in list(table.items()):
+            if fn is _noop_init and name in _REAL_INIT:
+                table[name] = _REAL_INIT[name]
+                fixed.append(f"{mod}.{attr}[{name}]")
+    return fixed
+
+
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
     """``torch.nn.init`` as no-ops while meta modules are built: initialising tensors that have no
@@ -55,9 +94,11 @@ def _no_init() -> Iterator[None]:
     Leaving always puts back the real functions taken at import, never what was there on entry: a
     nested or concurrent use that ended first only makes the rest of a build slower, and no path can
     leave a no-op behind for the models of a later build (a CI run found one left, which zeroed the
-    weights of tiny models built afterwards in the same process)."""
+    weights of tiny models built afterwards in the same process). The libraries that copy the init
+    functions at import are imported before the patch (see _INIT_SNAPSHOTS)."""
     import torch.nn.init as init
 
+    _import_snapshotters()
     for n in _REAL_INIT:
         setattr(init, n, _noop_init)
     try:
@@ -65,6 +106,9 @@ def _no_init() -> Iterator[None]:
     finally:
         for n, f in _REAL_INIT.items():
             setattr(init, n, f)
+        fixed = repair_init_snapshots()
+        if fixed:
+            logging.getLogger(__name__).warning("put the real torch.nn.init functions back into %s", ", ".join(fixed))
 
 
 def build_module(comp: Component) -> torch.nn.Module:
