@@ -166,3 +166,31 @@ def test_journal_text_gets_the_keyed_rules_too():
     out = r.json_text(line)
     assert "/root" not in out and "GPU-1234" not in out and "hf_secretvalue" not in out and "alice" not in out
     assert json.loads(out)["env"]["host"]["home"] == "~"
+
+
+def test_json_text_with_covering_needles_equals_every_line_redacted():
+    """json_text looks for fewer, shorter, lower-cased needles than the rules test for (a superset of
+    the lines); the text must be exactly what running the rules on every line gives. Seeded random
+    lines built from the rules' own keys, the run's literals in other cases, and filler."""
+    import random
+
+    from stress.report import redact as R
+
+    r = Redactor(users=[USER], hosts=[HOST], homes=[HOME], serials=[SERIAL], prompts=[PROMPT, NEGATIVE],
+                 machine_ids=[MACHINE_ID])
+    keys = [p.strip('"') for p, _ in (*R._JSON_PROMPT_RES, *R._JSON_SERIAL_RES, *R._JSON_USER_RES,
+                                      *R._JSON_UUID_RES, *R._JSON_HOME_RES)]
+    words = [*keys, *(k.upper() for k in keys), "HF_TOKEN", "my_Secret", "Cookie", "authz", USER, USER.upper(),
+             HOST, HOME, SERIAL, MACHINE_ID, UUID, "hf_abcdefghijklmnopqrstuvwxyz123", PROMPT[:30], PROMPT, NEGATIVE,
+             "/home/bob/x", "/Users/carol", "MIG-1234", "nm", "Xorg", "python3", "t", "mu", "12", "0.5"]
+    rng = random.Random(11)
+    lines = []
+    for _ in range(600):
+        fields = {rng.choice(words): rng.choice([rng.choice(words), rng.randrange(10**15), None, [rng.choice(words)]])
+                  for _ in range(rng.randrange(1, 5))}
+        lines.append(json.dumps({"ev": rng.choice(["nvml", "host", "image", "environment"]), **fields},
+                                ensure_ascii=rng.random() < 0.5))
+    text = "\n".join(lines)
+    assert r.json_text(text) == "\n".join(r.text(r._json_line(line)) for line in lines)
+    needles = R.covering_needles(["ab", "xaby", "Prompt", "prompt_2", "z" * 100, "", "Q"])
+    assert needles == ["q", "ab", "prompt", "z" * 40]   # shorter needles cover longer ones; long ones cut

@@ -97,6 +97,26 @@ def _lines_holding(s: str, needles: Iterable[str], starts: list[int]) -> set[int
     return out
 
 
+_COVER_PREFIX = 40   # a needle longer than this is looked for by its first 40 characters
+
+
+def covering_needles(needles: Iterable[str]) -> list[str]:
+    """Fewer, lower-cased needles whose lines, found in the lower-cased text, include every line that
+    holds one of ``needles``: each needle lower-cased (the caller's text must lower-case to the same
+    length, so that offsets line up), cut to its first 40 characters, and dropped when another needle
+    is a substring of it. Finding a superset of the lines is exact here, because every rule that edits
+    a line first tests that one of the needles is in it: a line selected only by a shorter needle
+    comes back unchanged. 53 scans of the benchmark's 30 MB journal copy became 29 (the prompts'
+    common beginnings, upper- and lower-case keys, keys sharing an ending, /home/<user> under /home/)."""
+    cut = {n.lower()[:_COVER_PREFIX] for n in needles if n}
+    by_len = sorted(cut, key=len)
+    kept: list[str] = []
+    for n in by_len:
+        if not any(k in n for k in kept):
+            kept.append(n)
+    return kept
+
+
 def count_tokens(text: str) -> int:
     """Estimate of CLIP tokens: words and punctuation marks (CLIP's BPE splits rare words further)."""
     return len(re.findall(r"\w+|[^\w\s]", text))
@@ -301,8 +321,9 @@ class Redactor:
             return "\n".join(self._json_line(line) for line in s.split("\n"))
         lines = s.split("\n")
         starts = _line_starts(s)
-        todo = _lines_holding(s, key_probes, starts) | _lines_holding(low, _SECRET_WORDS, starts)
-        todo |= _lines_holding(s, self._probes(), starts)
+        # A key probe '"k"' is looked for as 'k"', so "prompt" and "negative_prompt" are one scan.
+        needles = [*(p[1:] for p in key_probes), *_SECRET_WORDS, *self._probes()]
+        todo = _lines_holding(low, covering_needles(needles), starts)
         for i in sorted(todo):
             lines[i] = self.text(self._json_line(lines[i]))
         return "\n".join(lines)
