@@ -110,9 +110,11 @@ class Timeline:
             self._weight_keys.discard(key)
             self.weights_live -= nbytes
 
-    def alloc(self, nbytes: int, *, weight: bool = False) -> int:
-        """An allocation the tracker cannot see (weights, workspaces); returns its key for :meth:`free`."""
-        key = next(_SYNTHETIC_KEYS)
+    def alloc(self, nbytes: int, *, weight: bool = False, key: int | None = None) -> int:
+        """An allocation the tracker cannot see (weights, workspaces); returns its key for :meth:`free`.
+        ``key``: one given before (a model's weights coming back to the GPU) instead of a new one."""
+        if key is None:
+            key = next(_SYNTHETIC_KEYS)
         if weight:
             self._weight_keys.add(key)
             self.weights_live += int(nbytes)

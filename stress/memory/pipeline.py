@@ -17,10 +17,11 @@ a session:
    the decode and back), and the post-processing on the device.
 
 Weights exist before the trace; their residency is added to the same timeline as explicit events by
-:class:`Residency`: everything resident for the whole session without offload; one model at a time
-with ``cpu_offload`` (``enable_model_cpu_offload`` moves the previous model out when the next one
-runs, and every model out at the end of a pipeline call); the VAE's fp32 copy while an upcast decode
-runs.
+:class:`Residency`: everything resident for the whole session without offload; with ``cpu_offload``
+accelerate's chained hooks as ``enable_model_cpu_offload`` installs them (a model's hook moves out only
+the model before it in ``model_cpu_offload_seq``; every model of a pipeline goes out at the end of its
+call), and a second image that starts where the first ended; the VAE's fp32 copy while an upcast
+decode runs.
 
 What depends on the device is the attention kernel SDPA picks. On a GPU, flash or memory-efficient
 attention return the output and a float32 log-sum-exp and never build the score matrix; on the meta
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -45,75 +46,10 @@ from stress.memory.architectures import Architecture, Component, config_key
 from stress.memory.memtrace import ModuleLabels, StorageTracker, Timeline, storage_bytes
 from stress.memory.networks import apply_attention, build_module, materialize, quiet_libraries, weight_sizes
 from stress.memory.residency import Residency
+from stress.memory.traces import AttentionCall, ImageTrace, StageInfo
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHUNK_TOKENS = 77
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class AttentionCall:
-    module: str
-    kind: str          # "self" or "cross"
-    batch: int
-    heads: int
-    queries: int
-    keys: int
-
-
-@dataclass
-class StageInfo:
-    name: str
-    component: str               # the network that runs in this stage
-    flops: int = 0               # as traced (the whole stage as run once)
-    evaluations: int = 1         # network forwards in the trace
-    attention: list[AttentionCall] = field(default_factory=list)
-    peak: int = 0                # live bytes at the stage's peak (weights included)
-    weights_at_peak: int = 0
-    peak_module: str = ""
-
-
-@dataclass
-class ImageTrace:
-    """One image (one batch) at one resolution, after the session's prefix (loading the weights,
-    encoding the prompts once): the allocation sequences of both and the facts of each stage."""
-
-    width: int
-    height: int
-    batch: int
-    prefix: Timeline           # load + text encoding: once a session, shared by every resolution
-    image: Timeline            # one image; starts where the prefix ended; self-contained
-    stages: dict[str, StageInfo]
-    seconds: float
-    leaked: int = 0            # bytes the image left allocated (0 unless the tracer missed a free)
-
-    @property
-    def peak(self) -> int:
-        return max(self.prefix.peak, self.image.peak)
-
-    @property
-    def peak_stage(self) -> str:
-        return self.image.peak_stage if self.image.peak >= self.prefix.peak else self.prefix.peak_stage
-
-    @property
-    def peak_module(self) -> str:
-        return self.image.peak_module if self.image.peak >= self.prefix.peak else self.prefix.peak_module
-
-    @property
-    def peak_weights(self) -> int:
-        return self.image.peak_weights if self.image.peak >= self.prefix.peak else self.prefix.peak_weights
-
-    @property
-    def events(self) -> list[tuple[int, int]]:
-        """Every allocation event, the estimated transient conv workspaces included."""
-        return self.prefix.events + self.image.events
-
-    @property
-    def events_without_workspace(self) -> list[tuple[int, int]]:
-        return self.prefix.events_without_workspace() + self.image.events_without_workspace()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +146,23 @@ class PipelineTracer:
         self.build_seconds = time.perf_counter() - t0
         self._cache: dict[tuple[int, int], ImageTrace] = {}
         self._prefix_state: Any = None
+        self._weight_keys: dict[str, list[int]] = {}   # Residency.keys: one set per model for every trace
+
+    def _chains(self) -> dict[str, list[str]]:
+        """Each pipeline's models in its ``model_cpu_offload_seq`` order (diffusers' own class
+        attribute), as ``enable_model_cpu_offload`` chains their hooks."""
+        import diffusers
+
+        out = {}
+        for prefix, arch in (("base", self.base), ("refiner", self.refiner)):
+            if arch is None:
+                continue
+            cls = ("StableDiffusionXLImg2ImgPipeline" if prefix == "refiner" else "StableDiffusionXLPipeline"
+                   if arch.kind != "sd" else "StableDiffusionImg2ImgPipeline" if self.s.img2img
+                   else "StableDiffusionPipeline")
+            seq = getattr(diffusers, cls).model_cpu_offload_seq.split("->")
+            out[prefix] = [f"{prefix}.{n}" for n in seq if f"{prefix}.{n}" in self.modules]
+        return out
 
     def _offload_mode(self) -> str:
         if self.s.sequential_offload:
@@ -274,7 +227,8 @@ class PipelineTracer:
         once and keeps the embeddings on the GPU for every later image."""
         if self._prefix_state is None:
             tl = Timeline()
-            res = Residency(tl, self.sizes, self._offload_mode(), pinned=self._pinned(), never=self._never())
+            res = Residency(tl, self.sizes, self._offload_mode(), pinned=self._pinned(), never=self._never(),
+                            chains=self._chains(), keys=self._weight_keys)
             tl.mark("load")
             res.load_all(list(self.modules))
             stages: dict[str, StageInfo] = {}
@@ -299,9 +253,9 @@ class PipelineTracer:
             else:
                 tracker = StorageTracker(tl, self._all_weights(), count_flops=True,
                                          conv_workspace=self.s.conv_workspace)
+                # The worker encodes outside any pipeline call: no maybe_free_model_hooks after it.
                 with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
                     cached = self._encode_all(tl, res, stages)
-                    res.finish_image()
                 tracker.detach_all()   # the cached embeddings live as long as the session
                 self._finish_stages(tl, stages)
             self._prefix_state = (tl, res, cached, stages)
@@ -322,23 +276,34 @@ class PipelineTracer:
         tl = ptl.fork()
         res = pres.continue_on(tl)
         stages: dict[str, StageInfo] = {}
+        self._traced_image(tl, res, stages, width, height, cached)
+        leaked = tl.live - ptl.live + (ptl.weights_live - tl.weights_live)
+        steady = None
+        moves = [("prefix", *m) for m in pres.log] + [("image", *m) for m in res.log]
+        if res.mode == "model":   # what the first image left on the GPU is where the next one starts
+            steady = tl.fork()
+            sres = res.continue_on(steady)
+            self._traced_image(steady, sres, {}, width, height, cached)
+            moves += [("steady", *m) for m in sres.log]
+        self._finish_stages(tl, stages, steady)
+        return ImageTrace(width, height, self.s.batch, ptl, tl, {**pstages, **stages},
+                          time.perf_counter() - t0, leaked=leaked, steady=steady, residency=moves)
+
+    def _traced_image(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], width: int, height: int,
+                      cached: dict) -> None:
         existing = list(self._all_weights()) + [t for d in cached.values() for t in d.values()]
         tracker = StorageTracker(tl, existing, count_flops=True, conv_workspace=self.s.conv_workspace)
         with torch.no_grad(), self._ctx(), tracker, self._labels(tl), res.sequential_hooks(self._roots()):
             self._run_image(tl, res, stages, width, height, cached)
-            res.finish_image()
         tracker.detach_all()
-        leaked = tl.live - ptl.live + (ptl.weights_live - tl.weights_live)
-        self._finish_stages(tl, stages)
-        return ImageTrace(width, height, self.s.batch, ptl, tl, {**pstages, **stages},
-                          time.perf_counter() - t0, leaked=leaked)
 
     @staticmethod
-    def _finish_stages(tl: Timeline, stages: dict[str, StageInfo]) -> None:
+    def _finish_stages(tl: Timeline, stages: dict[str, StageInfo], also: Timeline | None = None) -> None:
         for name, info in stages.items():
-            info.peak = tl.stage_peaks.get(name, 0)
-            info.weights_at_peak = tl.stage_peak_weights.get(name, 0)
-            info.peak_module = tl.stage_peak_modules.get(name, "")
+            t = also if also is not None and also.stage_peaks.get(name, -1) > tl.stage_peaks.get(name, 0) else tl
+            info.peak = t.stage_peaks.get(name, 0)
+            info.weights_at_peak = t.stage_peak_weights.get(name, 0)
+            info.peak_module = t.stage_peak_modules.get(name, "")
 
     @contextlib.contextmanager
     def _stage(self, tl: Timeline, stages: dict[str, StageInfo], name: str, component: str,
@@ -386,9 +351,9 @@ class PipelineTracer:
         pooled = None
         for te_name in arch.text_encoders:
             key = f"{prefix}.{te_name}"
-            res.use(key)
             te = self.modules[key]
             with self._stage(tl, stages, f"text_encode:{prefix}.{te_name}", key, te) as info:
+                res.use(key)
                 vocab = int(self.components[key].config.get("vocab_size", 49408))
                 ids = torch.randint(0, vocab, (1, CHUNK_TOKENS))
                 out = te(ids, output_hidden_states=True, return_dict=True)
@@ -490,13 +455,10 @@ class PipelineTracer:
 
     def _decode(self, tl: Timeline, res: Residency, stages: dict[str, StageInfo], latents: torch.Tensor) -> None:
         key = self.decoder_key
-        res.use(key)
-        vae = self.modules[key]
-        undo = None
-        if self.upcast_vae is not None:
-            vae = self.upcast_vae
-            undo = res.swap_dtype(key, weight_sizes(vae))
+        vae = self.upcast_vae if self.upcast_vae is not None else self.modules[key]
         with self._stage(tl, stages, "vae_decode", key, vae):
+            res.use(key)                # the VAE's hook fires on decode (diffusers' apply_forward_hook)
+            undo = res.swap_dtype(key, weight_sizes(vae)) if self.upcast_vae is not None else None
             if self.s.vae_tiling:
                 vae.enable_tiling()
             if self.s.vae_slicing:
@@ -547,13 +509,15 @@ class PipelineTracer:
         latents = latents * 1.0                                # * scheduler.init_noise_sigma
         latents = self._denoise(tl, res, stages, "base", latents, cond)
         del cond
+        res.finish_pipeline("base")     # the base pipeline call ends (output_type="latent")
         if self.refiner is not None:
             tl.mark("refiner:prepare")
             cond = self._pipeline_inputs(self.refiner, cached["refiner"])
             latents = torch.cat([latents], dim=0)              # img2img prepare_latents (4-channel input)
             latents = self._denoise(tl, res, stages, "refiner", latents, cond)
             del cond
-        self._decode(tl, res, stages, latents)
+            res.finish_pipeline("refiner")
+        self._decode(tl, res, stages, latents)   # the worker's decode_latents: outside any pipeline call
         del latents
 
 

@@ -139,8 +139,8 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             # fallback plans need): what the run needs, since PyTorch falls back when memory is short.
             # Every trace shares the prefix (the tracer traces it once).
             assert tr.prefix is first.prefix
-            big = full_prefix.replay(tr.image.events)
-            lean_rest = tr.image.events_without_workspace()
+            big = full_prefix.replay(tr.rest_events())
+            lean_rest = tr.rest_events(workspace=False)
             lean = lean_prefix.replay(lean_rest)
             required_cap = lean_prefix.minimum_capacity(lean_rest, lean.peak_allocated, lean.peak_reserved)
             out[(w, h)] = (dataclasses.replace(tr, prefix=None) if child else tr,
@@ -208,8 +208,11 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
     session_events: list[tuple[int, int]] = []
     lean_session: list[tuple[int, int]] = []
     for key in order:
-        session_events.extend(traces[key].image.events)
-        lean_session.extend(traces[key].image.events_without_workspace())
+        # The first image of the session as it starts after the prompts; any later one as it starts
+        # after another image (model offload: the steady trace, which follows any image's end state).
+        later = bool(session_events)
+        session_events.extend(traces[key].later_events() if later else traces[key].rest_events())
+        lean_session.extend(traces[key].later_events(False) if later else traces[key].rest_events(False))
     srep = full_prefix.replay(session_events)
     slean = lean_prefix.replay(lean_session)
     s_required = lean_prefix.minimum_capacity(lean_session, slean.peak_allocated, slean.peak_reserved)
