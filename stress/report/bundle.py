@@ -267,21 +267,45 @@ def journal_member(journal_text: bytes) -> bytes:
     return gzip.compress(journal_text, compresslevel=3, mtime=0)   # 3: 3x faster than 6, 14% larger
 
 
+_RUN_FILES = (("scenario.resolved.json", "the scenario as run, every default filled in"),
+              ("environment.json", "OS, kernel, driver, GPUs, libraries, display session"),
+              ("run.json", "summary of the run derived from the journal"))
+
+
+def run_file_members(root: Path, redactor: Redactor, skipped: list[str]) -> list[Member]:
+    """The run directory's JSON files, redacted (the scenario as run, the environment, run.json)."""
+    out = []
+    for name, what in _RUN_FILES:
+        if not os.path.lexists(root / name) or _read_inside(root, root / name, skipped) is None:
+            continue
+        data = _redacted_json_file(root / name, redactor)
+        if data is not None:
+            out.append(Member(name, data, what, "run"))
+    return out
+
+
 def prepared_journal(run_dir: Path, redactor: Redactor) -> dict:
-    """What the bundle needs of the journal, made ahead (``stress.background`` runs it beside
-    the charts): the compressed redacted copy, its uncompressed size and what was left out. The
-    redacted text itself is made again only if the bundle must thin it to fit its cap."""
+    """What the bundle needs of the run directory's own files, made ahead (``stress.background`` runs it
+    beside the charts): the compressed redacted journal copy, its uncompressed size and what was left
+    out, and the redacted run files. The redacted journal text itself is made again only if the bundle
+    must thin it to fit its cap."""
     skipped: list[str] = []
-    text = journal_copy(run_dir.resolve(), redactor, skipped)
-    return {"gz": journal_member(text), "size": len(text), "skipped": skipped}
+    root = run_dir.resolve()
+    text = journal_copy(root, redactor, skipped)
+    run_skipped: list[str] = []
+    run_files = run_file_members(root, redactor, run_skipped)
+    return {"gz": journal_member(text), "size": len(text), "skipped": skipped,
+            "run_files": run_files, "run_skipped": run_skipped}
 
 
 def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, redactor: Redactor, *,
                     include_screenshots: bool, nvidia_bug_report: Path | None,
                     include_thumbnails: bool = False, journal: bytes | None = None,
+                    run_files: tuple[list[Member], list[str]] | None = None,
                     ) -> tuple[list[Member], bytes, list[str]]:
     """Everything the bundle may hold, and the redacted journal (kept apart: it may be thinned later);
-    ``journal``: that journal text when it was made already (then nothing is read for it here)."""
+    ``journal``: that journal text when it was made already (then nothing is read for it here);
+    ``run_files``: :func:`run_file_members` and what it left out, when they were made already."""
     members: list[Member] = []
     warnings: list[str] = []
     root = run_dir.resolve()
@@ -292,14 +316,11 @@ def collect_members(run_dir: Path, report_files: dict[str, Path], report: dict, 
                                   "docs/report-format.md)", "report.html": "the report, self-contained",
                                   "ticket.md": "text for the driver bug form"}.get(name, name), "report"))
     journal_text = journal_copy(root, redactor, skipped) if journal is None else journal
-    for name, what in (("scenario.resolved.json", "the scenario as run, every default filled in"),
-                       ("environment.json", "OS, kernel, driver, GPUs, libraries, display session"),
-                       ("run.json", "summary of the run derived from the journal")):
-        if not os.path.lexists(root / name) or _read_inside(root, root / name, skipped) is None:
-            continue
-        data = _redacted_json_file(root / name, redactor)
-        if data is not None:
-            members.append(Member(name, data, what, "run"))
+    if run_files is None:
+        members += run_file_members(root, redactor, skipped)
+    else:
+        members += run_files[0]
+        skipped += run_files[1]
     images = [i for i in report.get("images") or [] if i.get("sha256") and i.get("file")]
     if images:
         lines = "".join(f"{i['sha256']}  outputs/{i['file']}\n" for i in images)
@@ -434,13 +455,15 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
     members, journal_text, warnings = collect_members(
         run_dir, report_files, report, redactor, include_screenshots=include_screenshots,
         nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails,
-        journal=b"" if prepared is not None else None)
+        journal=b"" if prepared is not None else None,
+        run_files=(prepared["run_files"], prepared["run_skipped"]) if prepared and "run_files" in prepared else None)
     if prepared is not None:
         warnings = list(prepared["skipped"]) + warnings
     notes = list(extra_notes or []) + warnings     # what was left out (links out of the run directory)
     mtime = report.get("generated_at") or time.time()
     keep_every = 1
     journal_gz = 0
+    written_names: list[list[str]] = [[]]
 
     def build() -> int:
         nonlocal journal_gz, journal_text, prepared
@@ -456,6 +479,7 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
         journal_gz = len(jm.data)
         all_members = members + [jm]
         all_members.insert(0, Member("README.txt", _readme(run_id, all_members, notes), "this file", "readme"))
+        written_names[0] = [m.name for m in all_members] + ["MANIFEST.sha256"]   # the tar's files, in order
         return _write_tar(out_path, run_id, all_members, mtime)
 
     size = build()
@@ -512,6 +536,4 @@ def write_bundle(run_dir: Path, out_path: Path, report_files: dict[str, Path], r
             size = build()
     if size > cap_bytes:
         warnings.append(f"bundle is {_mb(size)}, still over the {_mb(cap_bytes)} cap after every reduction")
-    with tarfile.open(out_path, "r:gz") as tar:
-        names = [m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()]
-    return BundleResult(out_path, size, names, warnings, keep_every)
+    return BundleResult(out_path, size, written_names[0], warnings, keep_every)
