@@ -175,3 +175,22 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+def test_measured_stage_peaks_keep_the_steady_image_in_its_own_stages():
+    """plan --compare's per-stage replay: the steady image's events belong to its own stages, not to
+    the first image's last one (the decode would otherwise carry the next image's UNets)."""
+    from stress.memory.architectures import load_architecture
+    from stress.memory.measured import stage_peaks
+    from stress.memory.overhead import OverheadModel
+    from stress.memory.pipeline import PipelineTracer, TraceSettings
+
+    b, r = load_architecture("builtin:tiny-sdxl"), load_architecture("builtin:tiny-sdxl-refiner")
+    tr = PipelineTracer(b, r, TraceSettings(dtype="fp32", cpu_offload=True)).trace(64, 64)
+    assert tr.steady is not None and tr.steady.stages
+    ov = OverheadModel()
+    sp = stage_peaks(tr, ov)
+    for stage, traced in (("base", "base:denoise"), ("refiner", "refiner:denoise"), ("vae_decode", "vae_decode")):
+        live = max(t.stage_peaks.get(traced, 0) for t in (tr.image, tr.steady))
+        got = sp[stage]["peak_allocated"] - ov.cublas_workspace
+        assert live <= got <= live * 1.05 + (1 << 20), (stage, got, live)

@@ -16,12 +16,16 @@ from stress.memory.overhead import CachingAllocatorModel, OverheadModel
 
 
 def stage_peaks(trace: Any, overhead: OverheadModel) -> dict[str, dict[str, int]]:
-    """Replay one traced image (after the prefix) and take the allocator's peaks per worker stage
-    (``text_encode``, ``base``, ``refiner``, ``vae_decode``), as the worker's ``alloc`` events
-    report them (peaks are reset after each stage; reserved is cumulative)."""
+    """Replay one traced image (after the prefix; with model offload also the steady image after it)
+    and take the allocator's peaks per worker stage (``text_encode``, ``base``, ``refiner``,
+    ``vae_decode``), as the worker's ``alloc`` events report them (peaks are reset after each stage;
+    reserved is cumulative; a stage's worst over the images)."""
     marks: list[tuple[int, str]] = [(i, name) for i, name in trace.prefix.stages]
     offset = len(trace.prefix.events)
     marks += [(offset + i, name) for i, name in trace.image.stages]
+    if trace.steady is not None:
+        offset += len(trace.image.events)
+        marks += [(offset + i, name) for i, name in trace.steady.stages]
     marks.sort()
     alloc = CachingAllocatorModel()
     alloc.malloc(-(1 << 62), overhead.cublas_workspace)
