@@ -1,7 +1,8 @@
 """From traces to the plan: accounting per image and session, predicted peaks per resolution.
 
 For each distinct resolution of the scenario one image (one batch) is traced (see
-:mod:`stress.memory.pipeline`); the session's prefix (weights, prompt encoding) is traced once.
+:mod:`stress.memory.pipeline`; with model offload two: the first, and a steady one that starts with
+what the first left on the GPU); the session's prefix (weights, prompt encoding) is traced once.
 Memory per resolution:
 
 - the tensor peak (what ``max_memory_allocated`` would show before rounding) with its split into
@@ -14,7 +15,8 @@ Memory per resolution:
   releases its cached segments and retries before it gives up, so this can be below the peak a big
   GPU shows), plus the same two allowances; ``fits`` = ``required <= available``.
 
-The session replay runs one image of every resolution, in the scenario's order, after the prefix:
+The session replay runs one image of every resolution, in the scenario's order, after the prefix
+(with model offload: the first resolution's two images, then the steady image of each other one):
 a long-lived worker keeps its cache between images, and switching resolutions can fragment it.
 """
 from __future__ import annotations
