@@ -21,6 +21,20 @@ def model_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (``pytest.mark.usefixtures("one_torch_thread")``): tiny
+    models run fastest so (on a shared 2-core machine several threads per process wait on each other
+    at every op, see engine.set_cpu_threads), and oneDNN's per-thread scratch would blur comparisons
+    of traced against real allocations."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m stress ...`` as a user would, in a real subprocess."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 def _worker_stage(planner_stage: str) -> str:
     if planner_stage.startswith("text_encode"):
@@ -166,15 +166,6 @@ def test_residency_follows_the_chain_not_one_model_at_a_time():
     r.use("a.te")            # first in its chain: nothing before it to offload
     assert set(r.resident) == {"b.unet", "a.te"}
     assert [m[1:] for m in r.log[:3]] == [("load", "a.te"), ("offload", "a.te"), ("load", "a.te2")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 def test_measured_stage_peaks_keep_the_steady_image_in_its_own_stages():

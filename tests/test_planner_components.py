@@ -14,6 +14,8 @@ from stress.memory.memtrace import tensor_peak
 from stress.memory.pipeline import PipelineTracer, TraceSettings, vae_decode_upcasts
 from stress.scenario import Scenario
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _measured_peak(fn) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -25,14 +27,6 @@ def _measured_peak(fn) -> int:
         live += e.nbytes()
         peak = max(peak, live)
     return peak
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _sc(**kw) -> Scenario:

@@ -17,6 +17,8 @@ from stress.memory.architectures import load_architecture
 from stress.memory.memtrace import StorageTracker, Timeline, tensor_peak
 from stress.memory.pipeline import PipelineTracer, TraceSettings, apply_attention, build_module, materialize
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _measured_peak(fn) -> int:
     """Peak of live bytes the CPU allocator reported while ``fn`` ran, from zero at its start."""
@@ -29,14 +31,6 @@ def _measured_peak(fn) -> int:
         live += e.nbytes()
         peak = max(peak, live)
     return peak
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)   # oneDNN scratch per thread would blur the comparison
-    yield
-    torch.set_num_threads(prev)
 
 
 def _close(predicted: int, measured: int) -> bool:

@@ -12,14 +12,7 @@ from stress.workload.prompts import CHUNK, PromptEncoder, generate_prompt
 TE1, TE2 = 32, 64  # hidden sizes of the tiny text encoders (real SDXL: 768, 1280)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and on a shared 2-core machine several threads per
-    process wait on each other at every op (see engine.set_cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

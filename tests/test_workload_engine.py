@@ -17,17 +17,7 @@ from stress.workload import alloc, models
 from stress.workload.engine import WorkloadSession
 from stress.workload.schedulers import make_scheduler
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads per process
-    wait on each other at every op (see engine.set_cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def scenario(**over) -> Scenario:
