@@ -6,7 +6,9 @@ count as a detection. :func:`reason_categories` sorts a verdict's reason sentenc
 verdict was ``reproduced`` but whether it said why.
 
 The slow display path is a display server kept busy by other clients' expensive requests (measured
-on Xvfb with mss captures 50 ms apart: 2.6x, 8x and 11x the idle latency at the three severities).
+on Xvfb with mss captures 50 ms apart: 2.6x, 8x and 11x the idle latency at the three severities, the
+heaviest then with three clients; with two, a display round trip 3x-78x idle, each whole probe well
+inside the 4 s timeout: docs/selftest.md, benchmarks/bench_slow_path.py).
 Throttling the server's CPU instead (SIGSTOP/SIGCONT duty cycles, a cgroup quota) does not slow an
 idle server's short requests: they fit in the time it is given, in bursts. It is injected in ``after-exit``: on a CPU workload, a slowdown in ``during`` or
 ``after`` is discounted by design (the workload's process competes with the probes for the cores, see
