@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_slow_path.py [--reps 8] [--flood 2048,4,2 ...]
 
 For no flood and for each slow-* class (or each ``--flood SIDE,BATCH,CLIENTS``): start an Xvfb (as
-selftest does), start the class's flooding clients, and run the screenshot and display round-trip
+selftest does, with the class's server arguments), start the class's flooding clients, and run the screenshot and display round-trip
 probes (``python -m stress.probes.child``, selftest's probe settings: timeout 4 s, display_wait 2 s)
 ``--reps`` times each. Prints the median and max latency per kind and the ratio to no flood. This is
 how an injection's severity is chosen: no verdict and no selftest trial is involved.
@@ -61,8 +61,8 @@ def probe(kind: str, reps: int, env: dict, run_dir: Path) -> list[dict]:
     return out
 
 
-def measure(flood: tuple[int, int, int] | None, reps: int) -> dict:
-    display = start_xvfb()
+def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[str, ...] = ()) -> dict:
+    display = start_xvfb(args=server_args)
     clients = []
     try:
         env = display.env()
@@ -85,7 +85,8 @@ def measure(flood: tuple[int, int, int] | None, reps: int) -> dict:
         lat = [r["latency_s"] for r in rs if r.get("status") == "ok" and r.get("latency_s") is not None]
         row[kind] = {"n": len(rs), "ok": len(lat), "status": sorted({r.get("status") for r in rs}),
                      "median": statistics.median(lat) if lat else None, "max": max(lat) if lat else None,
-                     "wall_max": max((r["wall_s"] for r in rs), default=None)}
+                     "wall_max": max((r["wall_s"] for r in rs), default=None),
+                     "series": [round(r["latency_s"] * 1000, 1) if r.get("latency_s") is not None else None for r in rs]}
     return row
 
 
@@ -93,16 +94,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--flood", action="append", default=[], metavar="SIDE,BATCH,CLIENTS")
+    ap.add_argument("--series", action="store_true", help="print every display probe's latency (ms), in order")
+    ap.add_argument("--xvfb-arg", action="append", default=[],
+                    help="one more Xvfb argument for the --flood cases and idle (e.g. -dumbSched)")
     args = ap.parse_args()
-    cases: list[tuple[str, tuple[int, int, int] | None]] = [("idle", None)]
+    xargs = tuple(args.xvfb_arg)
+    cases: list[tuple[str, tuple[int, int, int] | None, tuple[str, ...]]] = [("idle", None, xargs)]
     if args.flood:
-        cases += [(f, tuple(int(x) for x in f.split(","))) for f in args.flood]  # type: ignore[misc]
-    else:
-        cases += [(n, f.flood) for n, f in FAULTS.items() if f.flood]
+        cases += [(f, tuple(int(x) for x in f.split(",")), xargs) for f in args.flood]  # type: ignore[misc]
+    else:   # each slow-* class as selftest injects it (its server's arguments, e.g. round-robin scheduling)
+        slow = [f for f in FAULTS.values() if f.flood]
+        cases = [("idle", None, slow[0].server_args)] + [(f.name, f.flood, f.server_args) for f in slow]
     print(f"load {os.getloadavg()[0]:.2f}, {args.reps} probes per kind, timeout {TIMEOUT_S:g} s")
     base = None
-    for name, flood in cases:
-        row = measure(flood, args.reps)
+    for name, flood, server_args in cases:
+        row = measure(flood, args.reps, server_args)
         base = base or row
         cells = []
         for kind, r in row.items():
@@ -111,6 +117,8 @@ def main() -> int:
                          f"{r['max'] and r['max'] * 1000:.1f} ms, whole probe max {r['wall_max']:.2f} s, ok {r['ok']}/{r['n']} {r['status']}"
                          + (f", {ratio:.1f}x" if ratio else ""))
         print(f"{name:<14} {flood}  " + "; ".join(cells), flush=True)
+        if args.series:
+            print("    display ms:", row["display"]["series"], flush=True)
     return 0
 
 
