@@ -3,9 +3,9 @@
     PYTHONPATH=. python benchmarks/bench_slow_path.py [--reps 8] [--flood 2048,4,2 ...]
 
 For no flood and for each slow-* class (or each ``--flood SIDE,BATCH,CLIENTS``): start an Xvfb (as
-selftest does, with the class's server arguments), start the class's flooding clients, and run the screenshot and display round-trip
+selftest does; ``--xvfb-arg`` adds server arguments), start the class's flooding clients, and run the screenshot and display round-trip
 probes (``python -m stress.probes.child``, selftest's probe settings: timeout 4 s, display_wait 2 s)
-``--reps`` times each. Prints the median and max latency per kind and the ratio to no flood. This is
+``--reps`` times each, ``--delay`` seconds after the flood started (``--series``: every latency). Prints the median and max latency per kind and the ratio to no flood. This is
 how an injection's severity is chosen: no verdict and no selftest trial is involved.
 """
 from __future__ import annotations
@@ -61,8 +61,18 @@ def probe(kind: str, reps: int, env: dict, run_dir: Path) -> list[dict]:
     return out
 
 
-def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[str, ...] = ()) -> dict:
-    display = start_xvfb(args=server_args)
+def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[str, ...] = (),
+            delay: float = 0.5) -> dict:
+    if server_args:   # more Xvfb arguments (--xvfb-arg), for trying a server setting: selftest has none
+        from stress.selftest import display as _display
+
+        argv = _display._argv
+        _display._argv = lambda *a, **k: [*argv(*a, **k), *server_args]
+        try:
+            return measure(flood, reps, (), delay)
+        finally:
+            _display._argv = argv
+    display = start_xvfb()
     clients = []
     try:
         env = display.env()
@@ -72,7 +82,7 @@ def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[st
             for c in clients:
                 c.stdin.write("go\n")
                 c.stdin.flush()
-            time.sleep(0.5)
+            time.sleep(delay)
         with tempfile.TemporaryDirectory(prefix="bench-slow-") as tmp:
             res = {k: probe(k, reps, env, Path(tmp)) for k in ("screenshot", "display")}
     finally:
@@ -94,6 +104,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--flood", action="append", default=[], metavar="SIDE,BATCH,CLIENTS")
+    ap.add_argument("--delay", type=float, default=0.5, help="seconds of flood before the first probe")
     ap.add_argument("--series", action="store_true", help="print every display probe's latency (ms), in order")
     ap.add_argument("--xvfb-arg", action="append", default=[],
                     help="one more Xvfb argument for the --flood cases and idle (e.g. -dumbSched)")
@@ -102,13 +113,12 @@ def main() -> int:
     cases: list[tuple[str, tuple[int, int, int] | None, tuple[str, ...]]] = [("idle", None, xargs)]
     if args.flood:
         cases += [(f, tuple(int(x) for x in f.split(",")), xargs) for f in args.flood]  # type: ignore[misc]
-    else:   # each slow-* class as selftest injects it (its server's arguments, e.g. round-robin scheduling)
-        slow = [f for f in FAULTS.values() if f.flood]
-        cases = [("idle", None, slow[0].server_args)] + [(f.name, f.flood, f.server_args) for f in slow]
+    else:   # each slow-* class as selftest injects it
+        cases += [(f.name, f.flood, xargs) for f in FAULTS.values() if f.flood]
     print(f"load {os.getloadavg()[0]:.2f}, {args.reps} probes per kind, timeout {TIMEOUT_S:g} s")
     base = None
     for name, flood, server_args in cases:
-        row = measure(flood, args.reps, server_args)
+        row = measure(flood, args.reps, server_args, args.delay)
         base = base or row
         cells = []
         for kind, r in row.items():

@@ -20,13 +20,13 @@ from stress.errors import ExitCode, StressError
 START_TIMEOUT = 20.0
 
 
-def _argv(display: str | None, fd: int | None, size: str, extra: tuple[str, ...] = ()) -> list[str]:
+def _argv(display: str | None, fd: int | None, size: str) -> list[str]:
     xvfb = shutil.which("Xvfb")
     if not xvfb:
         raise StressError("selftest needs Xvfb to own a display (apt-get install -y xvfb)", ExitCode.ENVIRONMENT)
     where = [display] if display else ["-displayfd", str(fd)]
     return [xvfb, *where, "-screen", "0", f"{size}x24", "-nolisten", "tcp", "-noreset", "-retro",
-            "+extension", "Composite", *extra]
+            "+extension", "Composite"]
 
 
 @dataclass
@@ -37,7 +37,6 @@ class OwnDisplay:
     proc: subprocess.Popen
     size: str = "640x480"
     pids: list[int] = field(default_factory=list)
-    args: tuple[str, ...] = ()          # more server arguments (a fault class's, e.g. -dumbSched); kept on restart
 
     @property
     def pid(self) -> int:
@@ -68,7 +67,7 @@ class OwnDisplay:
     def restart(self) -> None:
         """Kill the server (if still running) and start a new one on the same display number."""
         self.kill()
-        self.proc = _spawn(_argv(self.display, None, self.size, self.args))
+        self.proc = _spawn(_argv(self.display, None, self.size))
         self.pids.append(self.proc.pid)
         _wait_ready(self.display, self.proc)
 
@@ -98,10 +97,10 @@ def _wait_ready(display: str, proc: subprocess.Popen, timeout: float = START_TIM
     raise RuntimeError(f"Xvfb {display} did not accept connections within {timeout:g} s of its restart")
 
 
-def start_xvfb(size: str = "640x480", timeout: float = START_TIMEOUT, args: tuple[str, ...] = ()) -> OwnDisplay:
+def start_xvfb(size: str = "640x480", timeout: float = START_TIMEOUT) -> OwnDisplay:
     rfd, wfd = os.pipe()
     try:
-        proc = _spawn(_argv(None, wfd, size, tuple(args)), pass_fds=(wfd,))
+        proc = _spawn(_argv(None, wfd, size), pass_fds=(wfd,))
     finally:
         os.close(wfd)
     try:
@@ -121,4 +120,4 @@ def start_xvfb(size: str = "640x480", timeout: float = START_TIMEOUT, args: tupl
         raise
     finally:
         os.close(rfd)
-    return OwnDisplay(display=f":{int(number)}", proc=proc, size=size, pids=[proc.pid], args=tuple(args))
+    return OwnDisplay(display=f":{int(number)}", proc=proc, size=size, pids=[proc.pid])

@@ -27,19 +27,7 @@ class FaultClass:
     phase: str              # the probe phase it is injected in
     what: str               # one line for the summary and the docs
     flood: tuple[int, int, int] | None = None   # slow-*: (pixmap side, copies per round trip, clients)
-    server_args: tuple[str, ...] = ()           # more arguments for this trial's X server (baseline included)
 
-
-# The slow path's server schedules its clients round robin (-dumbSched: at most 10 requests a turn).
-# Xorg's default "smart" scheduler favours a client that has just connected or was idle over ones
-# that used their whole time slices, so after a few seconds every new probe connection jumped the
-# flood's queue and the slowdown faded within the phase (an idle Xvfb, 24 probes a row: 48-72 ms at
-# first, 1.4 ms from about the 12th on; docs/selftest.md). A slow composition path does not step
-# aside for newcomers. Each flooding client keeps seconds of copies queued (thousands per round
-# trip), so the server has its work even while the host does not run the client.
-
-
-_ROUND_ROBIN = ("-dumbSched",)
 
 FAULTS: dict[str, FaultClass] = {f.name: f for f in (
     FaultClass("stall", "unresponsive", "after", "display server stopped (SIGSTOP) for 6 s, then resumed (SIGCONT)"),
@@ -48,13 +36,13 @@ FAULTS: dict[str, FaultClass] = {f.name: f for f in (
     FaultClass("black", "black", "after", "screen turns black (full-screen overlay painted black)"),
     FaultClass("frozen", "frozen", "after", "screen freezes (full-screen overlay showing the old screen, never updated)"),
     FaultClass("slow-light", "slow", "after-exit", "display server kept busy: one client copying 512x512 pixmaps",
-               (512, 5000, 1), _ROUND_ROBIN),
-    FaultClass("slow-medium", "slow", "after-exit", "display server kept busy: one client copying 1024x1024 pixmaps",
-               (1024, 2000, 1), _ROUND_ROBIN),
-    # two clients at most: with three copying 2048x2048 pixmaps (the first slow-heavy), a whole display
-    # probe (connect, map, capture, close) took up to 3.8 s of the 4 s probe timeout: a stall
-    FaultClass("slow-heavy", "slow", "after-exit", "display server kept busy: two clients copying 1024x1024 pixmaps",
-               (1024, 2000, 2), _ROUND_ROBIN),
+               (512, 20, 1)),
+    FaultClass("slow-medium", "slow", "after-exit", "display server kept busy: one client copying 2048x2048 pixmaps",
+               (2048, 4, 1)),
+    # two clients, not three: with three, a whole display probe (connect, map, capture, close) took up
+    # to 3.8 s of the 4 s probe timeout on an idle Xvfb, so the heaviest "slow" path was a stall
+    FaultClass("slow-heavy", "slow", "after-exit", "display server kept busy: two clients copying 2048x2048 pixmaps",
+               (2048, 4, 2)),
     FaultClass("corrupt", "outputs-corrupted", "after", "saved outputs corrupted on disk (bytes flipped, one truncated)"),
     FaultClass("xid", "driver-xid", "after", "Xid 119 (GSP timeout) in the kernel log (stand-in source)"),
     FaultClass("modeset", "driver-modeset", "after", "nvidia-modeset display-engine error in the kernel log (stand-in)"),

@@ -126,7 +126,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
     error = None
     proc = None
     try:
-        display = start_xvfb(args=fault.server_args if fault else ())
+        display = start_xvfb()
         target = Target(display, None, folder / "kernel.log", folder / "nvml-control")
         injector = Injector(fault, target) if fault else None
         if injector:

@@ -75,7 +75,6 @@ x11.XCreatePixmap.restype = ul; x11.XCreatePixmap.argtypes = [vp, ul, ui, ui, ui
 x11.XCreateGC.restype = vp; x11.XCreateGC.argtypes = [vp, ul, ul, vp]
 x11.XCopyArea.argtypes = [vp, ul, ul, vp, i, i, ui, ui, i, i]
 x11.XFillRectangle.argtypes = [vp, ul, vp, i, i, ui, ui]
-x11.XSetGraphicsExposures.argtypes = [vp, vp, i]
 x11.XSync.argtypes = [vp, i]
 d = x11.XOpenDisplay(None)
 if not d:
@@ -84,7 +83,6 @@ side, batch = int(sys.argv[1]), int(sys.argv[2])
 root = x11.XDefaultRootWindow(d); depth = x11.XDefaultDepth(d, x11.XDefaultScreen(d))
 a = x11.XCreatePixmap(d, root, side, side, depth); b = x11.XCreatePixmap(d, root, side, side, depth)
 gc = x11.XCreateGC(d, a, 0, None)
-x11.XSetGraphicsExposures(d, gc, 0)   # no NoExpose event per copy: nothing for the server to queue back to us
 x11.XFillRectangle(d, a, gc, 0, 0, side, side)
 x11.XSync(d, 0)
 print("ready", flush=True)
