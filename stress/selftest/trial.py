@@ -30,7 +30,7 @@ POLL_S = 0.1
 # a single baseline probe slowed by the host (a loaded machine) hides any slowdown. 8 is the fewest
 # equal sample size that tolerates one such probe on either side (9 overlaps of 64 at p < 0.01; 6 and
 # 7 tolerate 3 and 6, under one probe's n): chosen from the test's exact distribution, not from trials
-# (docs/validation.md). tests/test_selftest.py checks the arithmetic.
+# (docs/selftest.md; measured in docs/validation.md). tests/test_selftest.py checks the arithmetic.
 REPETITIONS = 8
 
 SCENARIO = """\
