@@ -92,6 +92,42 @@ def test_every_fault_class_expects_a_known_category_and_a_probe_phase():
     assert reason_categories(["after: screenshot returned all-black frames in 5/5 probes"]) == ["black"]
 
 
+def _one_outlier_p(n: int) -> float:
+    """p of the verdict's one-sided test for n slowed probes against n baseline ones of which one was
+    slower than every slowed probe (a baseline probe the loaded host delayed)."""
+    from stress.stats import mann_whitney
+
+    slowed = [0.050 + 0.001 * i for i in range(n)]
+    base = [0.010 + 0.001 * i for i in range(n - 1)] + [0.200]
+    return mann_whitney(slowed, base, "greater")
+
+
+def test_selftest_repetitions_are_the_fewest_that_survive_one_outlier():
+    """selftest's scenario probes REPETITIONS times per kind and phase: the fewest with which a clear
+    slowdown stays significant at the verdict's alpha with one outlying baseline probe (5, the fewest
+    that can reach it at all, allow one overlapping pair only)."""
+    import yaml
+
+    from stress.selftest.trial import REPETITIONS, scenario_text
+
+    alpha = ProbesConfig().alpha
+    assert _one_outlier_p(REPETITIONS) < alpha
+    assert all(_one_outlier_p(n) >= alpha for n in range(5, REPETITIONS))
+    probes = yaml.safe_load(scenario_text(("baseline", "after", "after-exit")))["probes"]
+    cfg = ProbesConfig.model_validate(probes)
+    assert cfg.repetitions == REPETITIONS and cfg.phases == ["baseline", "after", "after-exit"]
+    assert cfg.alpha == alpha and cfg.timeout == 4
+
+
+def test_slow_heavy_is_heavier_than_medium_and_lighter_than_the_old_stall():
+    """The slow path's severities: more competing server work at each step, the heaviest two clients
+    (three made a whole probe take up to 3.8 s of the 4 s timeout: a stall, not a slowdown)."""
+    work = [FAULTS[c].flood for c in ("slow-light", "slow-medium", "slow-heavy")]
+    pixels = [side * side * batch * clients for side, batch, clients in work]
+    assert pixels == sorted(pixels) and len(set(pixels)) == 3
+    assert FAULTS["slow-heavy"].flood[2] == 2
+
+
 def test_parse_classes():
     assert parse_classes(None) == list(FAULTS)
     assert parse_classes(None, quick=True) == list(QUICK)

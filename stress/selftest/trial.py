@@ -25,11 +25,19 @@ from stress.selftest.results import detection_time, trial_result
 
 RUN_TIMEOUT_S = 300.0
 POLL_S = 0.1
+# Probes per kind and phase. With 5 (the fewest that can reach p < 0.01 at all, see
+# stress.analysis.needed_repetitions) the one-sided Mann-Whitney test allows one overlap of 25 pairs:
+# a single baseline probe slowed by the host (a loaded machine) hides any slowdown. 8 is the fewest
+# equal sample size that tolerates one such probe on either side (9 overlaps of 64 at p < 0.01; 6 and
+# 7 tolerate 3 and 6, under one probe's n): chosen from the test's exact distribution, not from trials
+# (docs/selftest.md; measured in docs/validation.md). tests/test_selftest.py checks the arithmetic.
+REPETITIONS = 8
 
 SCENARIO = """\
 # gpu-stress selftest's scenario: the tiny SDXL model on the CPU, one small image, probes at baseline,
-# after the workload and (when a chosen fault class is injected there) after its worker exited; 5
-# repetitions: the fewest that can show a slowdown at alpha=0.01. Written by `gpu-stress selftest`;
+# after the workload and (when a chosen fault class is injected there) after its worker exited;
+# {repetitions} repetitions: the fewest with which a slowdown stays significant at alpha=0.01 when one
+# baseline probe was slower than every probe of the slowed phase. Written by `gpu-stress selftest`;
 # faults are injected into this run from outside.
 name: selftest
 workload: sdxl
@@ -52,12 +60,17 @@ session:
 probes:
   phases: [{phases}]
   kinds: [screenshot, decode, display]
-  repetitions: 5
+  repetitions: {repetitions}
   timeout: 4
   display_wait: 2
 monitors:
   interval: 0.5
 """
+
+
+def scenario_text(phases: tuple[str, ...], repetitions: int = REPETITIONS) -> str:
+    """The scenario every trial runs (its probe phases; ``repetitions`` probes per kind and phase)."""
+    return SCENARIO.replace("{phases}", ", ".join(phases)).replace("{repetitions}", str(repetitions))
 
 
 def _env(display_env: dict[str, str], folder: Path, cache: Path | None) -> dict[str, str]:
@@ -99,7 +112,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
 
     folder.mkdir(parents=True, exist_ok=True)
     scenario = folder / "selftest.yaml"
-    scenario.write_text(SCENARIO.replace("{phases}", ", ".join(phases)), encoding="utf-8")
+    scenario.write_text(scenario_text(phases), encoding="utf-8")
     (folder / "kernel.log").write_text("", encoding="utf-8")
     (folder / "nvml-control").write_text("ok\n", encoding="utf-8")
     fault = FAULTS.get(fault_name)

@@ -1,0 +1,136 @@
+"""The slow display path's severities, measured with the probes' own code on an idle Xvfb.
+
+    PYTHONPATH=. python benchmarks/bench_slow_path.py [--reps 8] [--flood 2048,4,2 ...]
+
+For no flood and for each slow-* class (or each ``--flood SIDE,BATCH,CLIENTS``): start an Xvfb (as
+selftest does; ``--xvfb-arg`` adds server arguments), start the class's flooding clients, and run the screenshot and display round-trip
+probes (``python -m stress.probes.child``, selftest's probe settings: timeout 4 s, display_wait 2 s)
+``--reps`` times each, ``--delay`` seconds after the flood started (``--series``: every latency). Prints the median and max latency per kind and the ratio to no flood. This is
+how an injection's severity is chosen: no verdict and no selftest trial is involved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stress.probes.config import ProbesConfig  # noqa: E402
+from stress.selftest.display import start_xvfb  # noqa: E402
+from stress.selftest.faults import FAULTS  # noqa: E402
+from stress.selftest.xwin import FLOOD, start_client  # noqa: E402
+
+TIMEOUT_S = 4.0
+
+
+def probe(kind: str, reps: int, env: dict, run_dir: Path) -> list[dict]:
+    cfg = ProbesConfig(kinds=["screenshot", "display"], repetitions=reps, timeout=TIMEOUT_S, display_wait=2)
+    req = {"kind": kind, "phase": "after-exit", "visit": 0, "reps": list(range(reps)),
+           "config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "images": [], "session": "x11"}
+    path = run_dir / f"req-{kind}.json"
+    path.write_text(json.dumps(req), encoding="utf-8")
+    env = dict(env, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "stress.probes.child", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out: list[dict] = []
+    try:
+        assert proc.stdout is not None
+        # the whole child is bounded like the supervisor bounds it: timeout per probe (plus start-up)
+        deadline = time.monotonic() + 20 + reps * TIMEOUT_S
+        last = time.monotonic()
+        for line in proc.stdout:
+            res = json.loads(line)
+            now = time.monotonic()
+            if "rep" in res:
+                res["wall_s"] = now - last   # what the supervisor's timeout bounds: the whole probe
+                out.append(res)
+            last = now
+            if time.monotonic() > deadline:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
+
+
+def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[str, ...] = (),
+            delay: float = 0.5) -> dict:
+    if server_args:   # more Xvfb arguments (--xvfb-arg), for trying a server setting: selftest has none
+        from stress.selftest import display as _display
+
+        argv = _display._argv
+        _display._argv = lambda *a, **k: [*argv(*a, **k), *server_args]
+        try:
+            return measure(flood, reps, (), delay)
+        finally:
+            _display._argv = argv
+    display = start_xvfb()
+    clients = []
+    try:
+        env = display.env()
+        if flood:
+            side, batch, n = flood
+            clients = [start_client(FLOOD, [str(side), str(batch)], env) for _ in range(n)]
+            for c in clients:
+                c.stdin.write("go\n")
+                c.stdin.flush()
+            time.sleep(delay)
+        with tempfile.TemporaryDirectory(prefix="bench-slow-") as tmp:
+            res = {k: probe(k, reps, env, Path(tmp)) for k in ("screenshot", "display")}
+    finally:
+        for c in clients:
+            c.kill()
+            c.wait()
+        display.kill()
+    row = {}
+    for kind, rs in res.items():
+        lat = [r["latency_s"] for r in rs if r.get("status") == "ok" and r.get("latency_s") is not None]
+        row[kind] = {"n": len(rs), "ok": len(lat), "status": sorted({r.get("status") for r in rs}),
+                     "median": statistics.median(lat) if lat else None, "max": max(lat) if lat else None,
+                     "wall_max": max((r["wall_s"] for r in rs), default=None),
+                     "series": [round(r["latency_s"] * 1000, 1) if r.get("latency_s") is not None else None for r in rs]}
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--flood", action="append", default=[], metavar="SIDE,BATCH,CLIENTS")
+    ap.add_argument("--delay", type=float, default=0.5, help="seconds of flood before the first probe")
+    ap.add_argument("--series", action="store_true", help="print every display probe's latency (ms), in order")
+    ap.add_argument("--xvfb-arg", action="append", default=[],
+                    help="one more Xvfb argument for the --flood cases and idle (e.g. -dumbSched)")
+    args = ap.parse_args()
+    xargs = tuple(args.xvfb_arg)
+    cases: list[tuple[str, tuple[int, int, int] | None, tuple[str, ...]]] = [("idle", None, xargs)]
+    if args.flood:
+        cases += [(f, tuple(int(x) for x in f.split(",")), xargs) for f in args.flood]  # type: ignore[misc]
+    else:   # each slow-* class as selftest injects it
+        cases += [(f.name, f.flood, xargs) for f in FAULTS.values() if f.flood]
+    print(f"load {os.getloadavg()[0]:.2f}, {args.reps} probes per kind, timeout {TIMEOUT_S:g} s")
+    base = None
+    for name, flood, server_args in cases:
+        row = measure(flood, args.reps, server_args, args.delay)
+        base = base or row
+        cells = []
+        for kind, r in row.items():
+            ratio = (r["median"] / base[kind]["median"]) if r["median"] and base[kind]["median"] else None
+            cells.append(f"{kind}: median {r['median'] and r['median'] * 1000:.1f} ms, max "
+                         f"{r['max'] and r['max'] * 1000:.1f} ms, whole probe max {r['wall_max']:.2f} s, ok {r['ok']}/{r['n']} {r['status']}"
+                         + (f", {ratio:.1f}x" if ratio else ""))
+        print(f"{name:<14} {flood}  " + "; ".join(cells), flush=True)
+        if args.series:
+            print("    display ms:", row["display"]["series"], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
