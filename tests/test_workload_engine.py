@@ -454,44 +454,15 @@ def test_stress_cpu_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_busy_elsewhere_leaves_out_this_process_and_sees_a_spinner():
-    import os
-    import subprocess
-    import sys
-
-    from stress.workload import threads
-
-    hz = os.sysconf("SC_CLK_TCK")
-    stats = iter([(1000, 600), (1000 + 2 * hz, 600 + hz // 2)])     # 2 cores x 1 s: 1.5 core-seconds busy
-    owns = iter([10.0, 10.5])                                       # 0.5 of them ours
-    clock = iter([0.0, 1.0])
-    got = threads.busy_elsewhere(1.0, read_stat=lambda: next(stats), own_cpu=lambda: next(owns),
-                                 sleep=lambda s: None, clock=lambda: next(clock))
-    assert got == 1.0
-    assert threads.busy_elsewhere(read_stat=lambda: None) is None
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        assert threads.busy_elsewhere(0.5) >= 0.6     # the spinner's core (others may add to it)
-    finally:
-        spin.kill()
-        spin.wait()
-
-
 def test_threads_follow_the_free_cores():
     from stress.workload import threads
 
-    # what other processes keep busy now decides; the 1-minute load average only when that is unknown
-    assert threads.choose({}, cores=2, busy=0.0, load=1.8) == (
-        2, "2 cores in this process's affinity, 0.0 busy with other processes over 0.3 s: 2 free")
-    assert threads.choose({}, cores=2, busy=0.9)[0] == 1
-    assert threads.choose({}, cores=2, busy=1.7)[0] == 1          # never fewer than one
-    assert threads.choose({}, cores=16, busy=3.4)[0] == 13
-    assert threads.choose({}, cores=2, busy=None, load=0.0) == (2, "2 cores in this process's affinity, 1-min load 0.0: 2 free")
-    assert threads.choose({}, cores=2, busy=None, load=1.2)[0] == 1
-    assert threads.choose({}, cores=2, busy=None, load=7.0)[0] == 1
-    assert threads.choose({}, cores=4, busy=None, load=None)[0] == 4
-    assert threads.choose({"STRESS_CPU_THREADS": "3"}, cores=2, busy=1.9) == (3, "STRESS_CPU_THREADS")
+    assert threads.choose({}, cores=2, load=0.0) == (2, "2 cores in this process's affinity, 1-min load 0.0: 2 free")
+    assert threads.choose({}, cores=2, load=1.2)[0] == 1
+    assert threads.choose({}, cores=2, load=7.0)[0] == 1          # never fewer than one
+    assert threads.choose({}, cores=16, load=3.4)[0] == 13
+    assert threads.choose({}, cores=4, load=None)[0] == 4
+    assert threads.choose({"STRESS_CPU_THREADS": "3"}, cores=2, load=9.0) == (3, "STRESS_CPU_THREADS")
     with pytest.raises(ValueError, match="positive integer"):
         threads.choose({"STRESS_CPU_THREADS": "0"})
     assert threads.worker_env({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
