@@ -185,3 +185,24 @@ def test_measured_stage_peaks_keep_the_steady_image_in_its_own_stages():
         live = max(t.stage_peaks.get(traced, 0) for t in (tr.image, tr.steady))
         got = sp[stage]["peak_allocated"] - ov.cublas_workspace
         assert live <= got <= live * 1.05 + (1 << 20), (stage, got, live)
+
+
+def test_a_session_of_resolutions_leaves_no_weights_behind():
+    """The session replay strings one image of each resolution after another; each image's events
+    must end with the weights where the next one expects them. The fp16 VAE's upcast put its weights
+    back under new keys, which the next resolution's trace (made from the prefix) never freed: one
+    leaked VAE copy per resolution change in the session figures (every SDXL fp16 plan)."""
+    from stress.memory.architectures import load_architecture
+    from stress.memory.overhead import CachingAllocatorModel
+    from stress.memory.pipeline import PipelineTracer, TraceSettings
+
+    b, r = load_architecture("builtin:tiny-sdxl"), load_architecture("builtin:tiny-sdxl-refiner")
+    for offload in (False, True):
+        tracer = PipelineTracer(b, r, TraceSettings(dtype="fp16", cpu_offload=offload))
+        assert tracer.upcast_vae is not None            # the SDXL fp16 decode upcasts the VAE
+        t1, t2 = tracer.trace(64, 64), tracer.trace(64, 96)
+        alloc = CachingAllocatorModel(None)
+        alloc.replay(t1.prefix.events + t1.rest_events())
+        after_first = alloc.allocated
+        alloc.replay(t2.later_events())
+        assert alloc.allocated == after_first, (offload, alloc.allocated - after_first)
