@@ -441,8 +441,9 @@ def _problems_from(exc: ValidationError, located: Located, source: str) -> list[
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _NOISE.match(p)))
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         # Cross-field checks raise at the model level; their message names the key they are about.
-        m = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", msg, re.S)
-        if m:
+        m = re.match(r"^([a-z_]+(?:\.[a-z_]+)*): (.*)$", msg, re.S)
+        owner = _model_for(loc) if m and "." not in m.group(1) else None
+        if m and ("." in m.group(1) or (owner is not None and m.group(1) in owner.model_fields)):
             loc = loc + tuple(m.group(1).split("."))
             msg = m.group(2)
         if err["type"] == "extra_forbidden":

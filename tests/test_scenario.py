@@ -73,6 +73,13 @@ def test_unknown_sampler_alone_is_one_line(tmp_path):
     assert line.startswith(f"{p}:2: sampler.name: unknown sampler") or ":2: sampler.name: unknown sampler" in line
 
 
+def test_a_cross_key_check_points_at_its_key(tmp_path):
+    """A check between two keys of one section is located at that section, not at line 1."""
+    p = write(tmp_path, "o.yaml", "name: o\nsteps: 4\noptimizations:\n  cpu_offload: true\n  sequential_offload: true\n")
+    [line] = problems(p)
+    assert ":3: optimizations: cpu_offload and sequential_offload exclude each other" in line
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     p = write(tmp_path, "y.yaml", "name: x\nsteps: [1,\n")
     [line] = problems(p)
