@@ -157,9 +157,12 @@ class PipelineTracer:
         for prefix, arch in (("base", self.base), ("refiner", self.refiner)):
             if arch is None:
                 continue
-            cls = ("StableDiffusionXLImg2ImgPipeline" if prefix == "refiner" else "StableDiffusionXLPipeline"
-                   if arch.kind != "sd" else "StableDiffusionImg2ImgPipeline" if self.s.img2img
-                   else "StableDiffusionPipeline")
+            if prefix == "refiner":
+                cls = "StableDiffusionXLImg2ImgPipeline"
+            elif arch.kind != "sd":
+                cls = "StableDiffusionXLPipeline"
+            else:
+                cls = "StableDiffusionImg2ImgPipeline" if self.s.img2img else "StableDiffusionPipeline"
             seq = getattr(diffusers, cls).model_cpu_offload_seq.split("->")
             out[prefix] = [f"{prefix}.{n}" for n in seq if f"{prefix}.{n}" in self.modules]
         return out

@@ -75,13 +75,12 @@ class Residency:
         pipeline's model, stays until :meth:`finish_pipeline` (the worker's refiner text encoder, run
         before the base pipeline, stays through the base UNet; the VAE that decoded the last image
         stays through the next one's UNets)."""
-        if name in self.never or self.mode == "resident" or self.mode == "sequential":
-            if self.mode == "resident" and name not in self.resident and name not in self.never:
-                self._load(name)
+        if name in self.never or self.mode == "sequential":
             return
-        prev = self.prev.get(name)
-        if prev is not None and prev in self.resident and prev not in self.pinned:
-            self._unload(prev)
+        if self.mode == "model":
+            prev = self.prev.get(name)
+            if prev is not None and prev in self.resident and prev not in self.pinned:
+                self._unload(prev)
         if name not in self.resident:
             self._load(name)
 
