@@ -163,3 +163,41 @@ def test_nvidia_bug_report_missing_or_failing(tmp_path, fake_bug_report, monkeyp
     monkeypatch.setenv("PATH", "/nonexistent")
     path, why = capture_nvidia_bug_report(tmp_path / "nbr2", timeout=20)
     assert path is None and "not found" in why
+
+
+def test_gzip_segments_are_one_member_every_reader_takes(tmp_path):
+    """Segments at different levels (stored for what is compressed already) make one ordinary gzip
+    member: Python's gzip, tarfile in random-access and streaming mode, and the system's gzip and tar."""
+    import io
+    import random
+
+    from stress.report.gzsegments import STORED, GzipSegments
+
+    rnd = random.Random(7)
+    noise = bytes(rnd.getrandbits(8) for _ in range(300_000))
+    text = b"".join(b'{"ev":"nvml","t":%d,"u":%d}\n' % (i, i % 97) for i in range(20_000))
+    raw = io.BytesIO()
+    with GzipSegments(raw, mtime=1234) as gz:
+        gz.write(text[:1000])
+        gz.level(STORED)
+        gz.write(noise)
+        gz.level(6)
+        gz.write(text)
+        assert gz.tell() == 1000 + len(noise) + len(text)
+    blob = raw.getvalue()
+    assert gzip.decompress(blob) == text[:1000] + noise + text
+    assert len(blob) < len(noise) + len(text) // 5          # the text was deflated, the noise stored
+    assert len(blob) > len(noise)
+
+    # A real bundle, whose journal copy (gzip data) is stored.
+    run = make_run(tmp_path / "a", Synth(images=4))
+    bundle = write_reports(run, tmp_path / "out")["bundle"]
+    with tarfile.open(bundle, mode="r:gz") as tar:
+        names = tar.getnames()
+    with tarfile.open(bundle, mode="r|gz") as tar:           # streaming: one pass, no seeking back
+        streamed = [m.name for m in tar]
+    assert streamed == names and f"{run.name}/journal.jsonl.gz" in names
+    for tool in (["gzip", "-t", str(bundle)], ["tar", "-tzf", str(bundle)]):
+        if shutil.which(tool[0]):
+            done = subprocess.run(tool, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr

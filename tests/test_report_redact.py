@@ -194,3 +194,21 @@ def test_json_text_with_covering_needles_equals_every_line_redacted():
     assert r.json_text(text) == "\n".join(r.text(r._json_line(line)) for line in lines)
     needles = R.covering_needles(["ab", "xaby", "Prompt", "prompt_2", "z" * 100, "", "Q"])
     assert needles == ["q", "ab", "prompt", "z" * 40]   # shorter needles cover longer ones; long ones cut
+
+
+def test_run_redactor_is_the_reports_redactor(tmp_path):
+    """The bundle's journal copy starts with run_redactor (a fold without the sampler ticks) before the
+    report's own fold: it must mask exactly what the report's redactor masks, including a prompt on a
+    line that begins like a sampler tick but is not one, and a torn last line."""
+    from stress.report.build import build_report, run_redactor
+
+    run = make_run(tmp_path / "artifacts", Synth(images=3))
+    with open(run / "journal.jsonl", "a") as fh:
+        fh.write('{"ev":"nvml","ev":"image","t":99.0,"index":77,"prompt":"DUPLICATE-KEY PROMPT SENTINEL"}\n')
+        fh.write('{"ev":"host","t":100.0,"load1":0.5')     # torn
+    light, full = run_redactor(run), build_report(run).redactor
+    for attr in ("users", "hosts", "homes", "serials", "machine_ids", "prompts", "include_prompts", "enabled"):
+        assert getattr(light, attr) == getattr(full, attr), attr
+    assert "DUPLICATE-KEY PROMPT SENTINEL" in light.prompts and light.users
+    assert any(SERIAL in s for s in light.serials)
+    assert run_redactor(run, include_prompts=True).include_prompts

@@ -326,12 +326,13 @@ _HANDLERS = {
 }
 
 
-def fold(path: str | os.PathLike) -> RunRecord:
+def fold(path: str | os.PathLike, *, skip_kinds: tuple[str, ...] = ()) -> RunRecord:
     """Fold one journal file into its record. Never raises on damaged content: a torn last line and
     lines that are not JSON are counted in ``torn_tail`` / ``bad_lines``. Raises ``OSError`` only when
-    the file cannot be read at all."""
+    the file cannot be read at all. ``skip_kinds``: event kinds left out unread (a partial record, for
+    a reader that needs none of what their handlers keep)."""
     rec = RunRecord()
-    stream = JournalStream(path)
+    stream = JournalStream(path, skip_kinds=skip_kinds)
     gc_was = gc.isenabled()
     gc.disable()   # hundreds of thousands of small dicts: the cyclic GC would run constantly for nothing
     try:
@@ -345,13 +346,14 @@ def fold(path: str | os.PathLike) -> RunRecord:
     return rec
 
 
-def load(run_dir: str | os.PathLike) -> RunRecord:
-    """The record of a run directory; a clear :class:`StressError` when it is not one."""
+def load(run_dir: str | os.PathLike, *, skip_kinds: tuple[str, ...] = ()) -> RunRecord:
+    """The record of a run directory (``skip_kinds``: see :func:`fold`); a clear :class:`StressError`
+    when it is not one."""
     rd = RunDir(run_dir)
     if not rd.journal.is_file():
         raise StressError(f"{rd.root}: no journal.jsonl there; give a run directory (artifacts/<run-id>)")
     try:
-        rec = fold(rd.journal)
+        rec = fold(rd.journal, skip_kinds=skip_kinds)
     except OSError as exc:
         raise StressError(f"{rd.journal}: cannot be read ({exc.strerror or exc})") from None
     if rec.format is not None and rec.format > JOURNAL_FORMAT:

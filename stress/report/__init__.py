@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 from stress.errors import StressError
-from stress.background import Background
+from stress.background import Background, can_fork
 from stress.report.bundle import BUNDLE_CAP_BYTES, NVIDIA_BUG_REPORT_TIMEOUT_S, capture_nvidia_bug_report, \
     prepared_journal, redact_gzip_text, write_bundle
-from stress.report.build import build_report, dumps_report
+from stress.report.build import build_report, dumps_report, run_redactor
 from stress.report.schema import SCHEMA_VERSION, report_json_schema, validate_report
 
 __all__ = ["write_reports", "build_report", "report_json_schema", "validate_report", "SCHEMA_VERSION",
@@ -55,13 +55,14 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
     :class:`StressError` (one line) when ``run_dir`` has no journal or ``out_dir`` cannot be written.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    # The bundle's redacted, compressed journal copy (a third of the work on a long run) is made in a
+    # second process while report.json and the charts are made here. It starts first, with the redactor
+    # the report will make (run_redactor, from the journal without its sampler ticks): the second core
+    # is not left idle during the report's fold, and the fork copies a small heap, not the record.
     journal_job: list[Background] = []
-
-    def start_journal_copy(redactor) -> None:
-        # The bundle's redacted, compressed journal copy (a third of the work on a long run) is made in a
-        # second process while report.json and the charts are made here.
-        if bundle:
-            journal_job.append(Background(lambda: prepared_journal(run_dir, redactor)))
+    if bundle and can_fork():
+        journal_job.append(Background(lambda: prepared_journal(
+            run_dir, run_redactor(run_dir, include_prompts=include_prompts))))
 
     # The record holds every sampler tick as read (hundreds of thousands of dicts and lists, none in a
     # cycle): with the cyclic GC on, each of its full collections while the report is made would walk
@@ -69,7 +70,7 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        return _write_reports(run_dir, out_dir, journal_job, start_journal_copy, include_prompts=include_prompts,
+        return _write_reports(run_dir, out_dir, journal_job, include_prompts=include_prompts,
                               include_screenshots=include_screenshots, bundle=bundle,
                               nvidia_bug_report=nvidia_bug_report, include_thumbnails=include_thumbnails,
                               bundle_cap_bytes=bundle_cap_bytes, nvidia_bug_report_timeout=nvidia_bug_report_timeout)
@@ -80,10 +81,10 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
             gc.enable()
 
 
-def _write_reports(run_dir: Path, out_dir: Path, journal_job: list, start_journal_copy, *, include_prompts: bool,
+def _write_reports(run_dir: Path, out_dir: Path, journal_job: list, *, include_prompts: bool,
                    include_screenshots: bool, bundle: bool, nvidia_bug_report: bool, include_thumbnails: bool,
                    bundle_cap_bytes: int, nvidia_bug_report_timeout: float) -> dict:
-    built = build_report(run_dir, include_prompts=include_prompts, on_redactor=start_journal_copy)
+    built = build_report(run_dir, include_prompts=include_prompts)
     report, redactor = built.report, built.redactor
     warnings = list(built.warnings)
     try:

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 from stress import __version__
@@ -74,15 +74,45 @@ class BuiltReport:
     report: dict
     warnings: list[str]
     redactor: Redactor
-    output_prompts: list[str]
+
+
+# Event kinds whose handlers keep nothing the redactor is made from (prompts, GPU serials, the
+# environment, the run's base folder): :func:`run_redactor` folds the journal without them.
+_NOT_REDACTION_FACTS = ("nvml", "host", "probe", "stage", "alloc")
+
+
+def _run_env(env_file: Any, rec: RunRecord) -> dict:
+    """The run's environment: environment.json, else the journal's environment event."""
+    if isinstance(env_file, dict):
+        return env_file
+    return rec.env_event.get("env") if rec.env_event and isinstance(rec.env_event.get("env"), dict) else {}
+
+
+def _run_redactor(rd: RunDir, rec: RunRecord, env: dict, scenario: Any, *, include_prompts: bool,
+                  redact: bool) -> Redactor:
+    base_dir = (rec.run_start or {}).get("base_dir")
+    serials = [g.get("serial") for g in rec.gpu_static.values() if g.get("serial")]
+    return Redactor.for_run(environment=env, extra_serials=serials,
+                            prompts=_scenario_prompts(scenario, base_dir) + rec.prompts + _prompts_in_outputs(rd.root),
+                            include_prompts=include_prompts, enabled=redact)
+
+
+def run_redactor(run_dir: str | os.PathLike, *, include_prompts: bool = False, redact: bool = True) -> Redactor:
+    """The redactor :func:`build_report` makes for ``run_dir``, without folding the sampler ticks (a
+    tenth of the time on a long run): the bundle's journal copy starts with it before the report's fold.
+    Raises :class:`StressError` when there is no journal."""
+    rd = RunDir(run_dir)
+    rec = load(rd.root, skip_kinds=_NOT_REDACTION_FACTS)
+    throwaway: list[str] = []
+    env = _run_env(_read_json_file(rd.environment, throwaway), rec)
+    return _run_redactor(rd, rec, env, _read_json_file(rd.scenario, throwaway), include_prompts=include_prompts,
+                         redact=redact)
 
 
 def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, redact: bool = True,
-                 record: RunRecord | None = None, on_redactor: Callable[[Redactor], None] | None = None,
-                 ) -> BuiltReport:
+                 record: RunRecord | None = None) -> BuiltReport:
     """report.json's content for ``run_dir`` (redacted unless ``redact=False``); ``record`` is the run's
-    record when the caller has folded it already; ``on_redactor`` is called with the redactor as soon as
-    it exists (the bundle's journal copy starts there, beside the rest of the report).
+    record when the caller has folded it already.
 
     Raises :class:`StressError` only when there is no journal; anything else damaged is reported in
     ``completeness`` and the returned warnings.
@@ -96,8 +126,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     env_file = _read_json_file(rd.environment, notes)
     scenario = _read_json_file(rd.scenario, notes)
 
-    env = env_file if isinstance(env_file, dict) else (
-        rec.env_event.get("env") if rec.env_event and isinstance(rec.env_event.get("env"), dict) else {})
+    env = _run_env(env_file, rec)
     if not files["environment.json"]:
         notes.append("environment.json is missing" + ("; taken from the journal's environment event"
                                                       if env else ""))
@@ -112,14 +141,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     win = derived.phase_windows(rec, missing)
 
     # ---- prompts and redaction ----
-    base_dir = (rec.run_start or {}).get("base_dir")
-    output_prompts = _prompts_in_outputs(rd.root)
-    serials = [g.get("serial") for g in rec.gpu_static.values() if g.get("serial")]
-    redactor = Redactor.for_run(environment=env, extra_serials=serials,
-                                prompts=_scenario_prompts(scenario, base_dir) + rec.prompts + output_prompts,
-                                include_prompts=include_prompts, enabled=redact)
-    if on_redactor is not None:
-        on_redactor(redactor)
+    redactor = _run_redactor(rd, rec, env, scenario, include_prompts=include_prompts, redact=redact)
 
     # ---- monitors ----
     sources: list[dict] = []
@@ -341,7 +363,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
         "warnings": warnings,
     }
     report = redactor.obj(report)
-    return BuiltReport(report, warnings, redactor, output_prompts)
+    return BuiltReport(report, warnings, redactor)
 
 
 def dumps_report(report: dict) -> str:

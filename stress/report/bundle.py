@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from stress.fields import DISPLAY_EVENT_KEYS, HOST, NVML_CHANGE_ONLY
+from stress.report.gzsegments import STORED, GzipSegments
 from stress.report.redact import Redactor
 
 BUNDLE_CAP_BYTES = 25 * 1000 * 1000
@@ -36,6 +37,7 @@ THUMB_PX = 128
 LOG_TAIL_BYTES = 256 * 1024
 NVIDIA_BUG_REPORT_TIMEOUT_S = 300.0
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp")
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x89PNG", b"\xff\xd8\xff")   # gzip, PNG, JPEG: stored in the bundle
 _SAMPLE_RE = re.compile(rb'"ev":\s*"(nvml|host)"')
 # Change-only sampler keys (the field table's): a thinned tick's values are carried into the next kept one.
 _NVML_CHANGE_ONLY = NVML_CHANGE_ONLY
@@ -427,9 +429,9 @@ def _write_tar(path: Path, run_id: str, members: list[Member], mtime: float) -> 
 
 
 def _write_tar_to(tmp: Path, path: Path, run_id: str, members: list[Member], manifest: bytes, mtime: float) -> int:
-    # gzip's header would carry the file name; the tar headers carry no user or group names (see below)
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6,
-                                                mtime=int(mtime)) as gz, \
+    # gzip's header carries no file name; the tar headers carry no user or group names (see below).
+    # What is compressed already goes in stored (stress.report.gzsegments), not deflated again.
+    with open(tmp, "wb") as raw, GzipSegments(raw, level=6, mtime=int(mtime)) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs = sorted({"/".join(m.name.split("/")[:i]) for m in members for i in range(1, m.name.count("/") + 1)})
         for d in [""] + dirs:
@@ -440,7 +442,9 @@ def _write_tar_to(tmp: Path, path: Path, run_id: str, members: list[Member], man
             info = tarfile.TarInfo(f"{run_id}/{m.name}")
             info.size, info.mode, info.mtime = len(m.data), 0o644, int(mtime)
             info.uname = info.gname = ""        # never the local account names
+            gz.level(STORED if m.data.startswith(_COMPRESSED_MAGIC) else 6)
             tar.addfile(info, io.BytesIO(m.data))
+            gz.level(6)
     os.replace(tmp, path)
     return path.stat().st_size
 
