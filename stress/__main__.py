@@ -1,5 +1,3 @@
-import sys
+from stress.cli import entry
 
-from stress.cli import main
-
-sys.exit(main())
+entry()

@@ -191,6 +191,25 @@ def test_cli_plan_json_and_bad_input(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def test_plan_into_a_pipe_closed_early_is_not_an_error(tmp_path):
+    """`gpu-stress plan ... | head`: the plan leaves with os._exit once its output is flushed
+    (stress.cli.entry); a reader gone before then is not a failure and prints no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: s\nmodel: {base: builtin:tiny-sdxl}\nsteps: 2\nimages: 1\nresolutions: [256x256]\n"
+                  "prompt: {tokens: 20}\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    p = subprocess.Popen([sys.executable, "-m", "stress", "plan", str(sc), "--json", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()                      # the reader is gone before the plan writes anything
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+
+
 def test_gpu_memory_is_asked_from_nvml_in_a_subprocess(monkeypatch):
     """fake_nvml stands in for the driver: a 24 GiB GPU of which other processes use ~900 MiB."""
     from stress.memory.gpu import detect_gpu, resolve_gpu_memory

@@ -148,3 +148,43 @@ def test_cached_synthetic_vocabulary_equals_a_fresh_one(tmp_path, monkeypatch):
     assert first == fresh and second[0] == fresh[0] and [tuple(m) for m in second[1]] == fresh[1]
     next(tmp_path.glob("synthetic-vocab-*.json")).write_text("{broken", encoding="utf-8")
     assert models._cached_synthetic_vocab()[0] == fresh[0]   # a corrupt cache is trained again
+
+
+def test_a_retargeted_tracer_traces_as_a_fresh_one():
+    """make_plan builds the networks while the prompts are counted, then gives the counted chunks to
+    the tracer (retarget): its traces are those of a tracer built with them, and a setting the
+    networks were built with cannot be changed that way."""
+    import dataclasses
+
+    import pytest
+
+    b, r = load_archs()
+    counted = TraceSettings(dtype="fp16", base_chunks=3, refiner_chunks=3)
+    tracer = PipelineTracer(b, r, dataclasses.replace(counted, base_chunks=1, refiner_chunks=1))
+    one_chunk = tracer.trace(256, 320)
+    tracer.retarget(counted)
+    again = tracer.trace(256, 320)
+    fresh = PipelineTracer(b, r, counted).trace(256, 320)
+    assert again is not one_chunk and again.peak != one_chunk.peak   # three chunks: more to hold
+    assert [n for _, n in again.events] == [n for _, n in fresh.events]
+    assert again.peak == fresh.peak
+    assert [n for _, n in again.prefix.events] == [n for _, n in fresh.prefix.events]
+    tracer.retarget(counted)
+    assert tracer.trace(256, 320) is again      # the same settings: the traces are kept
+    with pytest.raises(ValueError, match="dtype"):
+        tracer.retarget(dataclasses.replace(counted, dtype="fp32"))
+
+
+def test_the_resolutions_are_shared_by_latent_positions():
+    from stress.memory.predict import balanced_half
+
+    sdnext = [(1152, 1536), (1024, 1024), (1152, 1152), (848, 1152), (1024, 1536)]
+    theirs = balanced_half(sdnext)
+    mine = [r for r in sdnext if r not in theirs]
+    area = lambda rs: sum(w * h for w, h in rs)   # noqa: E731
+    assert abs(area(mine) - area(theirs)) == 10240 and area(mine) <= area(theirs)
+    assert theirs == [r for r in sdnext if r in theirs]          # in the scenario's order
+    assert balanced_half([(512, 512)]) == [] and balanced_half([]) == []
+    many = [(64 * (i % 7 + 1), 64 * (i % 5 + 1)) for i in range(20)]   # past the exhaustive search
+    theirs = balanced_half(many)
+    assert 0 < len(theirs) < 20 and abs(area(theirs) - area([r for r in many if r not in theirs])) <= 64 * 448

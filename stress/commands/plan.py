@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-if-not-fits", action="store_true",
                    help=f"exit {int(ExitCode.WORKLOAD_ERROR)} when a resolution is predicted not to fit")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=plan_command)
+    p.set_defaults(func=plan_command, fast_exit=True)   # see stress.cli.entry
 
 
 def _jsonable(measured: dict) -> dict:

@@ -26,14 +26,17 @@ __all__ = ["make_plan", "preflight", "render_text", "PLAN_FORMAT"]
 _TRACERS: dict[str, Any] = {}
 
 
-def _settings_for(sc: Scenario, prompts: dict, traced_steps: int) -> Any:
+def _settings_for(sc: Scenario, prompts: dict | None, traced_steps: int) -> Any:
+    """The tracer's settings for ``sc``; ``prompts`` None (not counted yet): one chunk each, enough
+    to build the networks (PipelineTracer.retarget takes the counted chunks)."""
     from stress.memory.pipeline import TraceSettings
 
     o = sc.optimizations
+    chunks = prompts["padded_chunks"] if prompts is not None else 1
     return TraceSettings(dtype=sc.model.dtype, attention=o.attention, channels_last=o.channels_last,
                          vae_tiling=o.vae_tiling, vae_slicing=o.vae_slicing, cpu_offload=o.cpu_offload,
-                         cfg=sc.cfg > 1, batch=sc.batch_size, base_chunks=prompts["padded_chunks"],
-                         refiner_chunks=prompts["padded_chunks"], clip_skip=sc.model.clip_skip,
+                         cfg=sc.cfg > 1, batch=sc.batch_size, base_chunks=chunks,
+                         refiner_chunks=chunks, clip_skip=sc.model.clip_skip,
                          traced_steps=traced_steps, img2img=sc.workload == "sd15-img2img",
                          sequential_offload=o.sequential_offload, precomputed_embeds=o.precomputed_embeds)
 
@@ -46,9 +49,13 @@ def _tracer(base: Any, refiner: Any, settings: Any) -> Any:
     from stress.memory.architectures import config_key
     from stress.memory.pipeline import PipelineTracer
 
+    # Settings that only say how the networks are traced (the prompts' chunks, the workspace factor
+    # make_plan gives after the build) are not part of the key: the tracer is retargeted to them.
+    shape = {k: v for k, v in dataclasses.asdict(settings).items()
+             if k not in ("base_chunks", "refiner_chunks", "conv_workspace")}
     key = json.dumps([sorted(config_key(c) for c in base.components.values()),
                       sorted(config_key(c) for c in refiner.components.values()) if refiner else None,
-                      dataclasses.asdict(settings)], sort_keys=True)
+                      shape], sort_keys=True)
     if key not in _TRACERS:
         _TRACERS.clear()   # one scenario at a time: full-size fake networks are not free either
         _TRACERS[key] = PipelineTracer(base, refiner, settings)
@@ -72,10 +79,11 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
               traced_steps: int = 1, progress: Callable[[str], None] | None = None) -> dict:
     """Plan a scenario (see the module docstring). ``gpu``: a :class:`~stress.memory.gpu.GpuMemory`
     (None: unknown); ``overhead``: an :class:`~stress.memory.overhead.OverheadModel`."""
-    from stress.memory.accounting import count_prompts
+    from stress.memory.accounting import count_prompts, import_counters
     from stress.memory.gpu import GpuMemory
     from stress.memory.overhead import OverheadModel
     from stress.memory.predict import predict
+    from stress.background import Background
 
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -87,12 +95,25 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
     from stress.memory.pipeline import quiet_libraries
 
     base, refiner = _architectures(sc, base_dir)
+
+    def counted() -> dict:
+        with quiet_libraries():
+            return count_prompts(sc, base, base_dir)
+
+    # The prompts are counted (the tokenizer and compel: 1.2 s on the SD.Next scenario) in a second
+    # process while the networks are built here: they do not depend on the prompts; the traces do.
     with quiet_libraries():
-        prompts = count_prompts(sc, base, base_dir)
+        import_counters()
+    counting = Background(counted)
+    try:
+        say(f"building {sc.model.base}" + (f" + {sc.model.refiner}" if refiner else "") + " on the meta device")
+        tracer = _tracer(base, refiner, _settings_for(sc, None, traced_steps))
+        prompts = counting.result()
+    finally:
+        counting.cancel()
     settings = _settings_for(sc, prompts, traced_steps)
     settings.conv_workspace = overhead.conv_workspace_factor
-    say(f"building {sc.model.base}" + (f" + {sc.model.refiner}" if refiner else "") + " on the meta device")
-    tracer = _tracer(base, refiner, settings)
+    tracer.retarget(settings)
     plan = predict(sc, tracer, prompts, gpu, overhead, say)
     plan["format"] = PLAN_FORMAT
     plan["seconds"] = round(time.perf_counter() - t0, 2)

@@ -126,6 +126,20 @@ def _compel_counter(tokenizer: Any) -> Callable[[list[str], list[float]], tuple[
     return count
 
 
+def import_counters() -> None:
+    """Import what :func:`count_prompts` uses (compel's provider, which loads transformers' CLIP
+    modules, and the tokenizers), so that a process forked to count (make_plan) does not import
+    them a second time beside its parent, which builds the CLIP text encoders from the same modules.
+    A missing package is left for count_prompts to report (its counts become estimates)."""
+    try:
+        from stress.workload import tokenizer  # noqa: F401
+        from transformers import CLIPTokenizer  # noqa: F401
+
+        _compel_embeddings_provider()
+    except Exception:  # noqa: BLE001 - see count_prompts
+        pass
+
+
 def count_prompts(sc: Scenario, arch: Architecture, base_dir: Path | None) -> dict[str, Any]:
     """Tokens and chunks of prompt and negative as the worker encodes them, and the padded chunk
     count the UNet sees. The prompt text is the worker's: generated prompts (``tokens: N``) are

@@ -148,6 +148,23 @@ class PipelineTracer:
         self._prefix_state: Any = None
         self._weight_keys: dict[str, list[int]] = {}   # Residency.keys: one set per model for every trace
 
+    # What the networks are built with; every other setting only changes how they are traced.
+    BUILD_FIELDS = ("dtype", "attention", "channels_last", "upcast_vae")
+
+    def retarget(self, settings: TraceSettings) -> None:
+        """Trace with ``settings`` from now on (the networks stay: ``settings`` must agree on
+        :attr:`BUILD_FIELDS`); the traces made with other settings are dropped. make_plan builds the
+        networks while the prompts are counted, and gives the counted chunks here."""
+        if settings == self.s:
+            return
+        for f in self.BUILD_FIELDS:
+            if getattr(settings, f) != getattr(self.s, f):
+                raise ValueError(f"retarget: {f} {getattr(settings, f)!r} differs from the networks' "
+                                 f"{getattr(self.s, f)!r}; build another tracer")
+        self.s = settings
+        self._cache.clear()
+        self._prefix_state = None
+
     def _chains(self) -> dict[str, list[str]]:
         """Each pipeline's models in its ``model_cpu_offload_seq`` order (diffusers' own class
         attribute), as ``enable_model_cpu_offload`` chains their hooks."""
@@ -205,6 +222,11 @@ class PipelineTracer:
         if key not in self._cache:
             self._cache[key] = self._trace(width, height)
         return self._cache[key]
+
+    def prefix_timeline(self) -> Timeline:
+        """The session's prefix (weights loaded, prompts encoded), traced once: every image's trace
+        starts from it (``ImageTrace.prefix`` is this timeline)."""
+        return self._prefix()[0]
 
     def _all_weights(self) -> Iterator[torch.Tensor]:
         mods = list(self.modules.values()) + ([self.upcast_vae] if self.upcast_vae is not None else [])

@@ -99,6 +99,32 @@ def _stage_rows(trace: Any) -> list[dict]:
     return rows
 
 
+def balanced_half(order: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The resolutions a second process traces, so that both sides trace about as many latent
+    positions (their traces and replays take time in proportion): the split with the smallest
+    difference (this process, which traced the prefix already, never taking more), over every split
+    of up to 16 resolutions, else largest first to the lighter side. In ``order``'s order."""
+    if len(order) < 2:
+        return []
+    sizes = [w * h for w, h in order]
+    total = sum(sizes)
+    if len(order) <= 16:
+        best, pick = None, 0
+        for mask in range(1 << len(order)):
+            theirs = sum(sz for i, sz in enumerate(sizes) if mask >> i & 1)
+            key = (abs(total - 2 * theirs), total - theirs > theirs, mask)
+            if best is None or key < best:
+                best, pick = key, mask
+        return [r for i, r in enumerate(order) if pick >> i & 1]
+    load = [0, 0]
+    side: dict[tuple[int, int], int] = {}
+    for (w, h) in sorted(order, key=lambda r: -r[0] * r[1]):
+        i = 0 if load[0] < load[1] else 1
+        side[(w, h)] = i
+        load[i] += w * h
+    return [r for r in order if side[r] == 1]
+
+
 def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: OverheadModel,
             say: Callable[[str], None]) -> dict:
     s = tracer.s
@@ -111,15 +137,14 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
     order = list(dict.fromkeys((w, h) for w, h in sc.resolutions))
     weights = tracer.weights_bytes()
 
-    # The first resolution here (it traces the session's prefix, which every trace shares); then every
-    # other resolution traced and replayed in a forked child while the rest are here (2 cores: 1.4x
-    # faster on the SD.Next scenario, the same figures).
+    # The session's prefix (weights loaded, prompts encoded), which every trace shares, is traced
+    # here first; then the resolutions are shared between this process and a forked child, balanced
+    # by latent positions (the traces and replays take time in proportion; 2 cores).
     t0 = time.perf_counter()
-    say(f"tracing {order[0][0]}x{order[0][1]}")
-    first = tracer.trace(*order[0])
-    say(f"traced {order[0][0]}x{order[0][1]} in {time.perf_counter() - t0:.1f} s")
-    full_prefix = Replayer(first.prefix.events, overhead)
-    lean_prefix = Replayer(first.prefix.events_without_workspace(), overhead)
+    prefix = tracer.prefix_timeline()
+    say(f"traced the prefix (weights, prompts) in {time.perf_counter() - t0:.1f} s")
+    full_prefix = Replayer(prefix.events, overhead)
+    lean_prefix = Replayer(prefix.events_without_workspace(), overhead)
 
     parent = os.getpid()
 
@@ -140,7 +165,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
             # With the estimated conv workspaces: what a big GPU shows. Without (plus the minimum the
             # fallback plans need): what the run needs, since PyTorch falls back when memory is short.
             # Every trace shares the prefix (the tracer traces it once).
-            assert tr.prefix is first.prefix
+            assert tr.prefix is prefix
             big = full_prefix.replay(tr.rest_events())
             lean_rest = tr.rest_events(workspace=False)
             lean = lean_prefix.replay(lean_rest)
@@ -150,7 +175,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
                            required_cap)
         return out
 
-    theirs = order[1::2]
+    theirs = balanced_half(order)
     job = Background(lambda: trace_and_replay(theirs, child=True))
     try:
         done = trace_and_replay([k for k in order if k not in theirs], child=False)
@@ -159,7 +184,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
         job.cancel()
     for key, (tr, *rest) in there.items():
         if tr.prefix is None:                 # traced in the child: the prefix is the one traced here
-            tr = dataclasses.replace(tr, prefix=first.prefix)
+            tr = dataclasses.replace(tr, prefix=prefix)
             tracer._cache[key] = tr
         done[key] = (tr, *rest)
     traces = {k: done[k][0] for k in order}

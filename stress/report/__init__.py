@@ -63,6 +63,12 @@ def write_reports(run_dir: os.PathLike | str, out_dir: os.PathLike | str, *, inc
     if bundle and can_fork():
         journal_job.append(Background(lambda: prepared_journal(
             run_dir, run_redactor(run_dir, include_prompts=include_prompts))))
+    # The charts' imports (matplotlib: 0.3 s) are made now, beside the journal copy, not after the
+    # report when this process would make them alone; a failing import is reported where it is used.
+    try:
+        import stress.report.charts  # noqa: F401
+    except Exception:  # noqa: BLE001 - report.html falls back to a page without charts, with the reason
+        pass
 
     # The record holds every sampler tick as read (hundreds of thousands of dicts and lists, none in a
     # cycle): with the cyclic GC on, each of its full collections while the report is made would walk

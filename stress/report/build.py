@@ -109,6 +109,39 @@ def run_redactor(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
                          redact=redact)
 
 
+def _other_sections(rec: RunRecord, t0: float, include_prompts: bool, scenario: Any, win: Any) -> tuple:
+    """The sections that need no sampler columns: images, probes, Xids, workers (and the notes on
+    their exits), the workload. Made while the host's columns are made in the second process."""
+    images = _image_records(rec, t0, include_prompts)
+    probes = _probes(rec, t0)
+    xids = []
+    last_seen: dict[tuple, tuple[float, str]] = {}
+    for x in sorted(rec.xids, key=lambda e: e["t"]):
+        code, source = to_int(x.get("xid")), str(x.get("source"))
+        # NVML's event and the kernel log usually report the same Xid: the second report is marked
+        prev = last_seen.get((code, x.get("gpu"))) or last_seen.get((code, None))
+        dup = prev is not None and prev[1] != source and x["t"] - prev[0] <= 3.0
+        last_seen[(code, x.get("gpu"))] = (x["t"], source)
+        xids.append({**{k: v for k, v in x.items() if k not in ("ev", "t")}, "t": rnd(x["t"]),
+                     "t_rel": rnd(x["t"] - t0, 2), "time": iso(x["t"]), "xid": code,
+                     "gpu": x.get("gpu"), "raw": to_str(x.get("raw")), "duplicate": dup})
+    workers = []
+    worker_notes: list[str] = []
+    for w in sorted(rec.workers.values(), key=lambda w: (w.get("worker") is None, w.get("worker") or 0)):
+        d = dict(w)
+        for k in ("started_t", "ready_t", "exit_t"):
+            if d.get(k) is not None:
+                d[k] = rnd(d[k] - t0, 2)
+        d.setdefault("started_t", None)
+        workers.append(d)
+        if d.get("exit_reason") in ("crash", "killed-timeout"):
+            worker_notes.append(f"worker {d.get('worker')} (pid {d.get('pid')}) exited: {d.get('exit_reason')}"
+                         + (f", signal {d['signal']}" if d.get("signal") else "")
+                         + (f", status {d['returncode']}" if d.get("returncode") not in (None, 0) else ""))
+    workload = _workload(rec, images, scenario, win, t0)
+    return images, probes, xids, workers, worker_notes, workload
+
+
 def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, redact: bool = True,
                  record: RunRecord | None = None) -> BuiltReport:
     """report.json's content for ``run_dir`` (redacted unless ``redact=False``); ``record`` is the run's
@@ -221,6 +254,9 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
             summarise("nvml", gpu, rec.nvml[gpu], f"nvml[{gpu}].")
         source_state.pop(("nvml", None), None) if rec.nvml else None
         host_display_changes = None
+        images, probes, xids, workers, worker_notes, workload = _other_sections(rec, t0, include_prompts,
+                                                                                scenario, win)
+        verdict = _verdict(rec, missing)
         if host_job is not None:
             *parts, host_display_changes = host_job.result()
             for target, items in zip((sources, metrics, series, zoom_series, notes), parts):
@@ -255,33 +291,7 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
     display_changes = [dict(c, t=rnd(c["t"] - t0, 2)) for c in (
         rec.display_changes if host_display_changes is None else host_display_changes)]
 
-    # ---- other sections ----
-    images = _image_records(rec, t0, include_prompts)
-    probes = _probes(rec, t0)
-    xids = []
-    last_seen: dict[tuple, tuple[float, str]] = {}
-    for x in sorted(rec.xids, key=lambda e: e["t"]):
-        code, source = to_int(x.get("xid")), str(x.get("source"))
-        # NVML's event and the kernel log usually report the same Xid: the second report is marked
-        prev = last_seen.get((code, x.get("gpu"))) or last_seen.get((code, None))
-        dup = prev is not None and prev[1] != source and x["t"] - prev[0] <= 3.0
-        last_seen[(code, x.get("gpu"))] = (x["t"], source)
-        xids.append({**{k: v for k, v in x.items() if k not in ("ev", "t")}, "t": rnd(x["t"]),
-                     "t_rel": rnd(x["t"] - t0, 2), "time": iso(x["t"]), "xid": code,
-                     "gpu": x.get("gpu"), "raw": to_str(x.get("raw")), "duplicate": dup})
-    workers = []
-    for w in sorted(rec.workers.values(), key=lambda w: (w.get("worker") is None, w.get("worker") or 0)):
-        d = dict(w)
-        for k in ("started_t", "ready_t", "exit_t"):
-            if d.get(k) is not None:
-                d[k] = rnd(d[k] - t0, 2)
-        d.setdefault("started_t", None)
-        workers.append(d)
-        if d.get("exit_reason") in ("crash", "killed-timeout"):
-            notes.append(f"worker {d.get('worker')} (pid {d.get('pid')}) exited: {d.get('exit_reason')}"
-                         + (f", signal {d['signal']}" if d.get("signal") else "")
-                         + (f", status {d['returncode']}" if d.get("returncode") not in (None, 0) else ""))
-    workload = _workload(rec, images, scenario, win, t0)
+    notes.extend(worker_notes)
 
     # ---- timeline marks ----
     marks: list[dict] = []
@@ -308,7 +318,6 @@ def build_report(run_dir: str | os.PathLike, *, include_prompts: bool = False, r
            "status": str(run_end.get("status")) if rec.run_end else "incomplete",
            "resumed": bool(run_start.get("resumed")) or bool(rec.resumes),
            "wall_s": workload["wall_s"]}
-    verdict = _verdict(rec, missing)
     phases = (verdict.get("details") or {}).get("phases") if isinstance(verdict.get("details"), dict) else None
     for row in probes["compare"]:
         row["regressed"] = any(((phases or {}).get(ph) or {}).get(row["kind"], {}).get("regressed") is True

@@ -75,6 +75,7 @@ _JSON_SECRET_RE = re.compile(r'"([A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSW|CREDENTIAL
                              r'(\s*:\s*)' + _JSON_STR, re.I)
 
 
+_NUMERIC_TYPES = frozenset({int, float, type(None)})   # a numeric series' item types (checked in one C loop)
 _SECRET_WORDS = ("token", "secret", "passw", "credential", "apikey", "api_key", "auth", "cookie")
 
 
@@ -300,7 +301,8 @@ class Redactor:
             return out
         if isinstance(o, (list, tuple)):
             # Long numeric series (the timeline) pass through without a per-item call.
-            if o and isinstance(o[0], (int, float)) and all(isinstance(x, (int, float)) or x is None for x in o):
+            if o and isinstance(o[0], (int, float)) and (set(map(type, o)) <= _NUMERIC_TYPES or all(
+                    isinstance(x, (int, float)) or x is None for x in o)):
                 return list(o)
             return [self.obj(v, _key) for v in o]
         return o
