@@ -1,5 +1,5 @@
 """Work that can run beside the rest, in a forked child process (a machine has 2+ cores): the report's
-journal copy and half its charts, the plan's traces of half its resolutions.
+journal copy and half its charts, the plan's prompt count and its traces of half its resolutions.
 
 ``Background(fn)`` forks; the child runs ``fn()`` and writes its result (bytes, or a picklable value)
 into a file the parent reads back with ``result()``. Nothing else is shared: the child never touches
