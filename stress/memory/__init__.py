@@ -12,6 +12,7 @@ Importing this package is cheap; torch and diffusers are imported when a plan is
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -96,7 +97,13 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
 
     base, refiner = _architectures(sc, base_dir)
 
+    parent = os.getpid()
+
     def counted() -> dict:
+        if os.getpid() != parent:   # the forked child (the fallback runs here: nothing to change then)
+            import torch
+
+            torch.set_num_threads(1)   # no OpenMP pool across a fork; the counts need none
         with quiet_libraries():
             return count_prompts(sc, base, base_dir)
 
