@@ -180,7 +180,8 @@ class PipelineTracer:
                 cls = "StableDiffusionXLPipeline"
             else:
                 cls = "StableDiffusionImg2ImgPipeline" if self.s.img2img else "StableDiffusionPipeline"
-            seq = getattr(diffusers, cls).model_cpu_offload_seq.split("->")
+            with quiet_libraries():   # the pipeline modules' import warns that torchvision is missing
+                seq = getattr(diffusers, cls).model_cpu_offload_seq.split("->")
             out[prefix] = [f"{prefix}.{n}" for n in seq if f"{prefix}.{n}" in self.modules]
         return out
 
