@@ -289,7 +289,7 @@ def test_injectors_act_on_selftests_own_server_and_leave_nothing_running(tmp_pat
         assert _state(d.pid, "T") == "T"                                 # stopped most of the time
         slow.stop()
         assert helper.poll() is not None and slow._windows is None
-        assert _state(d.pid, "RS") in "RS" and "stopped 2 of every 2.5 ms" in slow.note
+        assert _state(d.pid, "RS") in "RS" and "stopped 3 of every 3.5 ms" in slow.note
         (tmp_path / "outputs").mkdir()
         (tmp_path / "outputs" / "a.jpg").write_bytes(bytes(range(256)) * 4)
         corrupt = Injector(FAULTS["corrupt"], target)
@@ -336,7 +336,7 @@ def _display_probes(env: dict, tmp: Path, reps: int = 8) -> list[dict]:
 
 def test_slow_light_slows_the_servers_round_trips_within_the_probe_timeout(tmp_path):
     """The lightest slow class, injected into a real Xvfb, makes the display probe's round trip at least
-    ``slowdown_ratio`` times its median without it (measured 3x-8x on this machine), and every whole
+    ``slowdown_ratio`` times its median without it (measured 2.6x-3.5x on an idle Xvfb), and every whole
     probe stays inside the 4 s probe timeout (a slow path, not a stall)."""
     require_xvfb()
     from stress.selftest.display import start_xvfb
@@ -363,4 +363,4 @@ def test_slow_light_slows_the_servers_round_trips_within_the_probe_timeout(tmp_p
     med = [statistics.median(r["latency_s"] for r in rs) for rs in (before, during, after)]
     assert med[1] >= ProbesConfig().slowdown_ratio * med[0], med
     assert med[2] < ProbesConfig().slowdown_ratio * med[0] * 2, med      # resumed: no longer stopped
-    assert "stopped 2 of every 2.5 ms" in slow.note
+    assert "stopped 3 of every 3.5 ms" in slow.note

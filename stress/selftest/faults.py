@@ -6,8 +6,8 @@ count as a detection. :func:`reason_categories` sorts a verdict's reason sentenc
 verdict was ``reproduced`` but whether it said why.
 
 The slow display path is a display server blocked for part of every short period, as one blocked in
-the driver (waiting for a flip, for video memory) is: selftest's own Xvfb stopped (SIGSTOP) for 2, 4
-or 8 ms of every 2.5, 4.5 or 8.5 ms, resumed (SIGCONT) for the half millisecond between
+the driver (waiting for a flip, for video memory) is: selftest's own Xvfb stopped (SIGSTOP) for 3, 6
+or 12 ms of every 3.5, 6.5 or 12.5 ms, resumed (SIGCONT) for the half millisecond between
 (stress.selftest.stopper). It does not depend on any client of the injector getting the CPU (the
 earlier injection, clients flooding the server with pixmap copies, did, and on a loaded machine
 mostly did not slow it). The run windows are short on purpose: a probe's timed interval starts right
@@ -38,12 +38,12 @@ FAULTS: dict[str, FaultClass] = {f.name: f for f in (
     FaultClass("restart", "display-restarted", "after", "display server killed and a new one started on the same display"),
     FaultClass("black", "black", "after", "screen turns black (full-screen overlay painted black)"),
     FaultClass("frozen", "frozen", "after", "screen freezes (full-screen overlay showing the old screen, never updated)"),
-    FaultClass("slow-light", "slow", "after-exit", "display server stopped 2 ms of every 2.5 ms (SIGSTOP/SIGCONT)",
-               stop=(2.0, 2.5)),
-    FaultClass("slow-medium", "slow", "after-exit", "display server stopped 4 ms of every 4.5 ms (SIGSTOP/SIGCONT)",
-               stop=(4.0, 4.5)),
-    FaultClass("slow-heavy", "slow", "after-exit", "display server stopped 8 ms of every 8.5 ms (SIGSTOP/SIGCONT)",
-               stop=(8.0, 8.5)),
+    FaultClass("slow-light", "slow", "after-exit", "display server stopped 3 ms of every 3.5 ms (SIGSTOP/SIGCONT)",
+               stop=(3.0, 3.5)),
+    FaultClass("slow-medium", "slow", "after-exit", "display server stopped 6 ms of every 6.5 ms (SIGSTOP/SIGCONT)",
+               stop=(6.0, 6.5)),
+    FaultClass("slow-heavy", "slow", "after-exit", "display server stopped 12 ms of every 12.5 ms (SIGSTOP/SIGCONT)",
+               stop=(12.0, 12.5)),
     FaultClass("corrupt", "outputs-corrupted", "after", "saved outputs corrupted on disk (bytes flipped, one truncated)"),
     FaultClass("xid", "driver-xid", "after", "Xid 119 (GSP timeout) in the kernel log (stand-in source)"),
     FaultClass("modeset", "driver-modeset", "after", "nvidia-modeset display-engine error in the kernel log (stand-in)"),
