@@ -112,12 +112,25 @@ def measure(flood: tuple[int, int, int] | None, reps: int, server_args: tuple[st
     return row
 
 
+def _numbers(n: int, kind=float):
+    """An argparse type: N comma-separated numbers (one clear line for anything else)."""
+    def parse(text: str) -> tuple:
+        try:
+            vals = tuple(kind(x) for x in text.split(","))
+        except ValueError:
+            vals = ()
+        if len(vals) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return vals
+    return parse
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=8)
-    ap.add_argument("--flood", action="append", default=[], metavar="SIDE,BATCH,CLIENTS",
+    ap.add_argument("--flood", action="append", default=[], metavar="SIDE,BATCH,CLIENTS", type=_numbers(3, int),
                     help="the earlier injection: clients copying pixmaps (for comparison)")
-    ap.add_argument("--stop", action="append", default=[], metavar="STOP_MS,PERIOD_MS",
+    ap.add_argument("--stop", action="append", default=[], metavar="STOP_MS,PERIOD_MS", type=_numbers(2),
                     help="the server stopped STOP_MS of every PERIOD_MS (stress.selftest.stopper)")
     ap.add_argument("--repeat", type=int, default=1, help="measure every case this many times")
     ap.add_argument("--delay", type=float, default=0.5, help="seconds of injection before the first probe")
@@ -127,8 +140,11 @@ def main() -> int:
     args = ap.parse_args()
     xargs = tuple(args.xvfb_arg)
     cases: list[tuple[str, tuple | None, tuple | None]] = [("idle", None, None)]
-    cases += [(f"flood {f}", tuple(int(x) for x in f.split(",")), None) for f in args.flood]
-    cases += [(f"stop {w}", None, tuple(float(x) for x in w.split(","))) for w in args.stop]
+    for stop, period in args.stop:
+        if not 0 < stop < period:
+            ap.error(f"--stop {stop:g},{period:g}: the stop must be shorter than the period")
+    cases += [("flood " + ",".join(map(str, f)), f, None) for f in args.flood]
+    cases += [(f"stop {w[0]:g},{w[1]:g}", None, w) for w in args.stop]
     if not args.flood and not args.stop:   # each slow-* class as selftest injects it
         cases += [(f.name, None, f.stop) for f in FAULTS.values() if f.stop]
     print(f"load {os.getloadavg()[0]:.2f}, {args.reps} probes per kind, timeout {TIMEOUT_S:g} s")

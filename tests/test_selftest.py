@@ -131,6 +131,14 @@ def test_slow_severities_stop_the_server_longer_with_short_run_windows():
     assert all(f.stop is None for f in FAULTS.values() if f.expected != "slow")
 
 
+def test_stop_windows_refuse_a_stop_that_is_not_inside_its_period():
+    from stress.selftest.stopper import StopWindows
+
+    for stop, period in ((0, 3), (3, 3), (4, 3)):
+        with pytest.raises(ValueError, match="must be within the period"):
+            StopWindows(1, stop, period)
+
+
 def test_parse_classes():
     assert parse_classes(None) == list(FAULTS)
     assert parse_classes(None, quick=True) == list(QUICK)

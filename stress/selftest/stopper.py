@@ -95,8 +95,10 @@ class StopWindows:
             assert self.proc.stdout is not None
             ready = select.select([self.proc.stdout], [], [], timeout)[0]
             if not ready or self.proc.stdout.readline().strip() != "ready":
-                self.stop()
-                raise RuntimeError("the stop-window helper did not start")
+                proc, self.proc = self.proc, None
+                proc.kill()
+                err = (proc.communicate()[1] or "").strip().splitlines()[-1:]
+                raise RuntimeError(f"the stop-window helper did not start: {err[0] if err else 'no ready line'}")
         return self
 
     def go(self) -> None:
