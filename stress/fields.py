@@ -85,6 +85,9 @@ HOST: dict[str, Field] = {
     "su": _f("swap_used", "swap used", "bytes", chart=True),
     "st": _f("swap_total", "swap total", "bytes", carry=True),
     "cpu": _f("cpu", "CPU utilization", "%"),
+    # /proc/pressure/cpu "some total": microseconds in which a runnable task waited for a CPU (the
+    # judge's per-phase host measure: the stall share between two samples, stress.analysis)
+    "cps": _f("cpu_pressure_us", "CPU pressure: time a task waited for a CPU (total)", "us", "counter"),
 }
 HOST_LISTS: dict[str, tuple[Field, ...]] = {
     "ld": (_f("load1", "load average (1 min)", chart=True), _f("load5", "load average (5 min)"),

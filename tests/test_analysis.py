@@ -386,3 +386,58 @@ def test_a_slowdown_after_the_cpu_worker_exited_counts():
     assert v["verdict"] == "reproduced"
     assert v["reasons"][0].startswith("after-exit: screenshot latency median")
 
+
+
+def test_the_host_rule_reads_cpu_pressure_per_phase_and_only_a_busier_phase():
+    """The host rule (stress.analysis.host_busier): with the per-phase CPU pressure share, a slowdown in a
+    phase whose host was busier by at least PRESSURE_MIN_DELTA and PRESSURE_RATIO is inconclusive; a
+    smaller rise, or an idler phase, leaves it a regression, whatever the 1-minute load average says."""
+    from stress.analysis import PRESSURE_MIN_DELTA, host_busier
+
+    def judged(base, after, load=None):
+        ctx = {"device": "cuda", "load": load or {}, "cpu_pressure": {"baseline": base, "after": after}}
+        return verdict(_slowdown_events(), CFG, context=ctx)
+
+    busy = judged(0.02, 0.5)
+    assert busy["verdict"] == "inconclusive"
+    assert busy["details"]["phases"]["after"]["screenshot"]["slowdown_discounted"] == "host-load"
+    assert any("host was busier" in r and "50% of the time vs 2% at baseline" in r for r in busy["reasons"])
+    assert judged(0.05, 0.05 + PRESSURE_MIN_DELTA)["verdict"] == "inconclusive"           # at the threshold
+    assert judged(0.05, 0.05 + PRESSURE_MIN_DELTA - 0.01)["verdict"] == "reproduced"      # under it
+    assert judged(0.5, 0.02)["verdict"] == "reproduced"          # an idler phase explains no slowdown
+    assert judged(0.30, 0.41)["verdict"] == "reproduced"         # 0.11 more, but not 1.5x
+    # pressure measured: the load average is not consulted (it lags the phase by a minute)
+    assert judged(0.02, 0.03, load={"baseline": 0.4, "after": 3.2})["verdict"] == "reproduced"
+    # an older journal (no pressure): today's load rule, either way
+    assert host_busier("after", {"load": {"baseline": 3.2, "after": 0.4}}) is not None
+    assert host_busier("after", {"load": {"baseline": 1.0, "after": 1.2}}) is None
+    assert host_busier("after", {"cpu_pressure": {"after": 0.9}, "load": {}}) is None   # no baseline share
+
+
+def test_the_cpu_pressure_share_of_a_phase_comes_from_the_host_samples_in_its_window():
+    """stress.record.derived.phase_host: the growth of the PSI total (cps, microseconds) over each phase
+    window's samples, per second; a journal without cps has no cpu_pressure (the load rule applies)."""
+    from stress.analysis import _context
+    from stress.record.fold import RunRecord
+
+    def record(with_cps: bool):
+        rec = RunRecord()
+        evs = [{"ev": "phase", "t": 100.0, "phase": "baseline", "state": "start"}]
+        total = 0
+        for i in range(41):                       # one host sample every 0.5 s from t=100 to t=120
+            t = 100.0 + 0.5 * i
+            total += int(0.5 * 1e6 * (0.02 if t <= 110 else 0.6))    # 2% stalled at baseline, 60% later
+            evs.append({"ev": "host", "t": t, "ld": [1.0, 1.0, 1.0], **({"cps": total} if with_cps else {})})
+        evs += [{"ev": "phase", "t": 110.0, "phase": "baseline", "state": "end"},
+                {"ev": "phase", "t": 110.2, "phase": "workload", "state": "start"},
+                {"ev": "phase", "t": 114.0, "phase": "after-exit", "state": "start"},
+                {"ev": "phase", "t": 120.0, "phase": "after-exit", "state": "end"}]
+        for e in sorted(evs, key=lambda e: e["t"]):
+            rec.feed(e)
+        return rec
+
+    ctx = _context(record(True))
+    assert ctx["cpu_pressure"]["baseline"] == pytest.approx(0.02, abs=0.03)
+    assert ctx["cpu_pressure"]["after-exit"] == pytest.approx(0.6, abs=0.01)
+    assert ctx["load"] == {"baseline": 1.0, "after-exit": 1.0}
+    assert "cpu_pressure" not in _context(record(False))

@@ -134,3 +134,15 @@ def test_display_server_is_watched_and_its_loss_noticed(monkeypatch: pytest.Monk
         if xvfb.poll() is None:
             xvfb.kill()
             xvfb.wait()
+
+
+def test_cpu_pressure_total_reads_some_total_and_is_none_without_psi(tmp_path) -> None:
+    from stress.hw.host import cpu_pressure_total
+
+    f = tmp_path / "cpu"
+    f.write_text("some avg10=6.82 avg60=1.42 avg300=1.32 total=11746139000\n"
+                 "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert cpu_pressure_total(str(f)) == 11746139000
+    f.write_text("garbage\n")
+    assert cpu_pressure_total(str(f)) is None
+    assert cpu_pressure_total(str(tmp_path / "missing")) is None

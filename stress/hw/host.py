@@ -313,6 +313,9 @@ class HostSampler:
             out["ld"] = [round(x, 2) for x in os.getloadavg()]
         except OSError:
             pass
+        cps = cpu_pressure_total()
+        if cps is not None:
+            out["cps"] = cps
         out["wk"] = self._worker_tree(tick)
         if self._rescan or tick % self.rescan_every == 0:
             before = dict(self._display_names)
@@ -339,3 +342,21 @@ class HostSampler:
             ds.append(rec)
         out["ds"] = ds
         return out
+
+
+PRESSURE_CPU = "/proc/pressure/cpu"
+
+
+def cpu_pressure_total(path: str = PRESSURE_CPU) -> int | None:
+    """``some total=`` of the kernel's CPU pressure (PSI): microseconds since boot in which at least
+    one runnable task waited for a CPU. None where the kernel has no PSI (or it is switched off)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("some "):
+                    for part in line.split():
+                        if part.startswith("total="):
+                            return int(part[6:])
+    except (OSError, ValueError):
+        return None
+    return None

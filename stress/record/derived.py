@@ -170,3 +170,42 @@ def missing(rec: RunRecord) -> list[str]:
     if c.planned is not None and c.started < c.planned:
         out.append(f"{c.planned - c.started} of {c.planned} planned images have no record")
     return out
+
+
+def phase_host(rec: RunRecord, phases: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The host as each phase saw it, for the judge (stress.analysis): per phase with a window of its
+    own (``baseline`` and those of ``phases`` that ran; a phase's visits pooled):
+
+    - ``load``: the median 1-minute load average of the host samples in its window;
+    - ``cpu_pressure``: the share of its time in which a runnable task waited for a CPU, the growth of
+      ``/proc/pressure/cpu``'s ``some total`` (``cps``, microseconds) from the window's first host
+      sample to its last over the seconds between them. Absent where the journal has no ``cps``
+      (older journals, kernels without PSI) or a window has fewer than two samples."""
+    import statistics
+
+    win = phase_windows(rec)
+    spans: dict[str, list[tuple[float, float]]] = {"baseline": [win.baseline] if win.baseline else []}
+    for sp in win.spans:
+        if sp["phase"] in phases:
+            spans.setdefault(sp["phase"], []).append((sp["start"], sp["end"] if sp["end"] is not None
+                                                     else rec.last_t or sp["start"]))
+    out: dict[str, dict[str, float]] = {"load": {}, "cpu_pressure": {}}
+    ts = rec.host.t
+    for key, col in (("load", rec.host.one("load1")), ("cpu_pressure", rec.host.one("cpu_pressure_us"))):
+        if not col:
+            continue
+        for phase, ws in spans.items():
+            if key == "load":
+                vals = [v for t, v in zip(ts, col) if type(v) in (int, float) and any(a <= t <= b for a, b in ws)]
+                if vals:
+                    out[key][phase] = round(statistics.median(vals), 2)
+                continue
+            grew = secs = 0.0
+            for a, b in ws:
+                pts = [(t, v) for t, v in zip(ts, col) if type(v) in (int, float) and a <= t <= b]
+                if len(pts) >= 2 and pts[-1][0] > pts[0][0] and pts[-1][1] >= pts[0][1]:
+                    grew += (pts[-1][1] - pts[0][1]) / 1e6
+                    secs += pts[-1][0] - pts[0][0]
+            if secs > 0:
+                out[key][phase] = round(min(1.0, grew / secs), 4)
+    return out

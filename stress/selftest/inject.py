@@ -15,7 +15,8 @@ from pathlib import Path
 
 from stress.selftest.display import OwnDisplay
 from stress.selftest.faults import FaultClass
-from stress.selftest.xwin import FLOOD, OVERLAY, start_client, stop_client
+from stress.selftest.stopper import StopWindows
+from stress.selftest.xwin import OVERLAY, start_client, stop_client
 
 STALL_S = 6.0           # longer than the selftest scenario's probe timeout (4 s): at least one probe times out
 XID_LINE = ("NVRM: Xid (PCI:0000:01:00): 119, pid=1234, name=Xvfb, Timeout after 6s of waiting for RPC "
@@ -42,16 +43,14 @@ class Injector:
         self._proc = None
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        self._flood: list = []
+        self._windows: StopWindows | None = None
 
     # ---- the one entry point per class ----
     def arm(self) -> None:
         """Before the run: start what must already be running when the phase begins (the slow path's
-        flooding clients, connected and waiting), so the fault is in effect from the phase's first probe."""
-        if self.fault.flood and not self._flood:
-            side, batch, clients = self.fault.flood
-            self._flood = [start_client(FLOOD, [str(side), str(batch)], self.target.display.env())
-                           for _ in range(clients)]
+        stop-window helper, waiting), so the fault is in effect from the phase's first probe."""
+        if self.fault.stop and self._windows is None:
+            self._windows = StopWindows(self.target.display.pid, *self.fault.stop).arm()
 
     def start(self) -> None:
         if self.started:
@@ -60,11 +59,11 @@ class Injector:
         getattr(self, "_start_" + self.fault.name.split("-")[0])()
 
     def stop(self) -> None:
-        for p in self._flood:            # armed or flooding: ended either way
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        self._flood = []
+        if self._windows is not None:    # armed or stopping: ended either way, the server resumed
+            self._windows.stop()
+            if self.started:
+                self.note = self._windows.note()
+            self._windows = None
         if not self.started or self.stopped:
             return
         self.stopped = True
@@ -102,10 +101,8 @@ class Injector:
 
     def _start_slow(self) -> None:
         self.arm()
-        for p in self._flood:
-            if p.stdin:
-                p.stdin.write("go\n")
-                p.stdin.flush()
+        assert self._windows is not None
+        self._windows.go()
 
     def _start_corrupt(self) -> None:
         out = (self.target.run_dir / "outputs") if self.target.run_dir else None

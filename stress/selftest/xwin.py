@@ -4,8 +4,10 @@
   the X server keeps above every other window (override-redirect ones included), over the whole
   screen: ``black`` paints it black; ``frozen`` paints it with the screen as it was at that moment and
   never updates it, so a window mapped later never becomes visible.
-- :data:`FLOOD`: the slow display path: a client that keeps the X server busy with large server-side
-  copies, so every other client's requests wait behind them (severity: copy size, clients).
+- :data:`FLOOD`: a client that keeps the X server busy with large server-side copies, so every other
+  client's requests wait behind them: selftest's first slow display path, no longer injected (its
+  effect depended on the flooding clients getting the CPU; stress.selftest.stopper replaced it);
+  kept for ``benchmarks/bench_slow_path.py --flood``, which compares the two.
 - :data:`BUSY_WINDOW`: the browser-like part of the clean-run control's background load: a small
   window in the top-left corner (away from the centred probe window) that redraws every 40 ms and is
   unmapped and mapped again every 2 s.
@@ -61,7 +63,7 @@ print("ready", flush=True)
 sys.stdin.read()   # hold the overlay until our stdin is closed
 """
 
-# The slow display path: a client that keeps the X server busy with server-side copies of a SIDE x SIDE
+# The earlier slow display path (benchmarks only): a client that keeps the X server busy with server-side copies of a SIDE x SIDE
 # pixmap (BATCH per round trip), the way an expensive composition path would. The server is
 # single-threaded: every other client's request waits its turn behind them.
 FLOOD = r"""
