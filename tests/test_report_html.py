@@ -136,6 +136,12 @@ def test_probe_latency_and_host_load_share_one_time_axis(page, tmp_path):
     assert not probe_load_chart(no_host).empty and probe_load_chart(no_host).png != chart.png
     no_probes = dict(report, probes={"total": 0, "rows": [], "compare": [], "visits": []})
     assert probe_load_chart(no_probes).empty
+    # a journal with CPU pressure samples: the second axis is what the host rule compared
+    pressured = json.loads(json.dumps(marked))
+    pressured["verdict"]["details"]["context"]["cpu_pressure"] = {"baseline": 0.02, "after": 0.64}
+    chart_p = probe_load_chart(pressured)
+    assert "CPU pressure" in chart_p.title and "CPU pressure" in chart_p.alt and "load" not in chart_p.title
+    assert chart_p.png not in (chart.png, probe_load_chart(marked).png)
     html = parse(res["report_html"].read_text())
     assert "chart-probe-load" in html.ids
 

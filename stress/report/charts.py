@@ -310,10 +310,15 @@ LOAD_SPANS = {"baseline": "baseline", "during": "workload", "after": "after", "a
 
 
 def probe_load_chart(report: dict) -> Chart:
-    """Probe latency (median per phase visit, kind and repeat round) and the host's 1-minute load on a
-    second axis, over the run's time axis: whether a slow phase was a busy machine. The dashed steps
-    are the per-phase load medians the verdict compared (``verdict.details.context.load``)."""
-    title = "Probe latency per visit and host load (1-min average) over time"
+    """Probe latency (median per phase visit, kind and repeat round) and, on a second axis, the host
+    measure the verdict's host rule compared, over the run's time axis: whether a slow phase was a busy
+    machine. Where the journal has CPU pressure samples, each phase's share of time a task waited for
+    a CPU (``verdict.details.context.cpu_pressure``); else the 1-minute load with the per-phase medians
+    the verdict compared (``context.load``, dashed)."""
+    context = ((report.get("verdict") or {}).get("details") or {}).get("context") or {}
+    pressure = context.get("cpu_pressure") or {}
+    title = ("Probe latency per visit and host CPU pressure per phase" if pressure
+             else "Probe latency per visit and host load (1-min average) over time")
     visits = [v for v in (report.get("probes") or {}).get("visits") or [] if v.get("median_s") or v.get("failed")]
     if not visits:
         return Chart("probe-load", title, _message_png(title, "No probe was measured in this run."), "no probes", True)
@@ -353,18 +358,40 @@ def probe_load_chart(report: dict) -> Chart:
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("probe latency, median (ms)", fontsize=8)
     ax2 = ax.twinx()
+    if pressure:
+        _pressure_axis(ax2, tm, report, pressure, handles)
+    else:
+        _load_axis(ax2, tm, report, context.get("load") or {}, handles)
+    handles += [matplotlib.patches.Patch(color=PHASE_COLORS[p], label=p) for p in PHASE_COLORS
+                if any(ph["phase"] == p for ph in tm.phases)]
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / height),
+               ncol=min(len(handles), 7), fontsize=7, frameon=False)
+    return Chart("probe-load", title, _png(fig), "probe latency per visit and host "
+                 + ("CPU pressure per phase (what the verdict compared)" if pressure else "load")
+                 + " on a second axis over time")
+
+
+def _phase_steps(ax: Any, tm: _Time, report: dict, values: dict, scale: float, **style: Any) -> bool:
+    """Each phase's value the verdict compared, as a horizontal line over that phase's windows."""
+    drawn = False
+    for phase, value in values.items():
+        for sp in (report.get("timeline") or {}).get("phases") or []:
+            if sp.get("phase") == LOAD_SPANS.get(phase) and isinstance(value, (int, float)):
+                end = sp["end"] if sp.get("end") is not None else tm.span
+                ax.hlines(value * scale, sp["start"] / tm.div, end / tm.div, **style)
+                drawn = True
+    return drawn
+
+
+def _load_axis(ax2: Any, tm: _Time, report: dict, medians: dict, handles: list) -> None:
+    """The host's 1-minute load, and the per-phase medians the verdict compared (journals without
+    CPU pressure samples)."""
     load = _series(report, lambda s: s.get("key") == "host.load1")
     if load and load[0]["t"]:
         ax2.plot(tm.x(load[0]["t"]), _values(load[0], 1.0), color="#555555", lw=1.0, alpha=0.75, zorder=2)
         handles.append(matplotlib.lines.Line2D([], [], color="#555555", lw=1.0, label="host load (1 min)"))
-        medians = (((report.get("verdict") or {}).get("details") or {}).get("context") or {}).get("load") or {}
-        spans = (report.get("timeline") or {}).get("phases") or []
-        for phase, value in medians.items():
-            for sp in spans:
-                if sp.get("phase") == LOAD_SPANS.get(phase) and isinstance(value, (int, float)):
-                    end = sp["end"] if sp.get("end") is not None else tm.span
-                    ax2.hlines(value, sp["start"] / tm.div, end / tm.div, colors="#222222", linestyles="--", lw=1.2)
-        if medians:
+        if _phase_steps(ax2, tm, report, medians, 1.0, colors="#222222", linestyles="--", lw=1.2):
             handles.append(matplotlib.lines.Line2D([], [], color="#222222", ls="--", lw=1.2,
                                                    label="phase load the verdict compared"))
         ax2.set_ylim(0, max([v for v in load[0]["v"] if v is not None] + [1.0]) * 1.15)
@@ -373,12 +400,16 @@ def probe_load_chart(report: dict) -> Chart:
                  transform=ax2.transAxes, fontsize=7, color="#777777")
         ax2.set_yticks([])
     ax2.set_ylabel("host load (1-min average)", fontsize=8)
-    handles += [matplotlib.patches.Patch(color=PHASE_COLORS[p], label=p) for p in PHASE_COLORS
-                if any(ph["phase"] == p for ph in tm.phases)]
-    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
-    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1 - 0.25 / height),
-               ncol=min(len(handles), 7), fontsize=7, frameon=False)
-    return Chart("probe-load", title, _png(fig), "probe latency per visit and host load on a second axis over time")
+
+
+def _pressure_axis(ax2: Any, tm: _Time, report: dict, shares: dict, handles: list) -> None:
+    """The share of each phase's time a task waited for a CPU (/proc/pressure/cpu), as the verdict's
+    host rule compared it (stress.analysis.host_busier), in percent."""
+    _phase_steps(ax2, tm, report, shares, 100.0, colors="#222222", linestyles="-", lw=1.8)
+    handles.append(matplotlib.lines.Line2D([], [], color="#222222", lw=1.8,
+                                           label="CPU wait per phase (the verdict's host rule)"))
+    ax2.set_ylim(0, max(100.0 * max(v for v in shares.values() if isinstance(v, (int, float))) * 1.3, 10.0))
+    ax2.set_ylabel("host: share of time a task waited for a CPU (%)", fontsize=8)
 
 
 def image_times_chart(report: dict) -> Chart:
