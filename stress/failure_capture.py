@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stress.hw import kernel_log
+from stress.proc import child_env
 
 FAILING_PROBE_STATUSES = ("fail", "timeout")
 _STEP_TIMEOUT = 10.0
@@ -202,13 +203,11 @@ class FailureCapture:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             return {"ok": False, "reason": "no DISPLAY or WAYLAND_DISPLAY in this environment"}
         out = self.dir / "screenshot.png"
-        code = ("import sys, mss, mss.tools\n"
-                "with mss.mss() as m:\n"
-                "    img = m.grab(m.monitors[0])\n"
-                "    mss.tools.to_png(img.rgb, img.size, output=sys.argv[1])\n")
         t0 = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, timeout=_STEP_TIMEOUT,
+            # In its own process (grab_screen below): a hung display server hangs that one, not the run.
+            proc = subprocess.run([sys.executable, "-m", "stress.failure_capture", "grab", str(out)],
+                                  capture_output=True, timeout=_STEP_TIMEOUT, env=child_env(),
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         except subprocess.TimeoutExpired:
             return {"ok": False, "reason": f"the screenshot took longer than {_STEP_TIMEOUT:.0f} s (stopped): "
@@ -240,3 +239,19 @@ def _display_process_names() -> list[str]:
 
 
 __all__ = ["FailureCapture", "trigger_of", "FAILING_PROBE_STATUSES"]
+
+
+def grab_screen(out: str) -> None:
+    """The whole screen to a PNG at ``out`` (``python -m stress.failure_capture grab OUT``)."""
+    import mss
+    import mss.tools
+
+    with mss.mss() as m:
+        img = m.grab(m.monitors[0])
+        mss.tools.to_png(img.rgb, img.size, output=out)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "grab":
+        sys.exit("usage: python -m stress.failure_capture grab OUT.png")
+    grab_screen(sys.argv[2])

@@ -23,10 +23,11 @@ def describe_returncode(rc: int | None) -> str:
     return f"signal {signame(-rc)}" if rc < 0 else f"exit status {rc}"
 
 
-def child_env(extra: dict | None = None) -> dict:
-    """The environment for a ``python -m stress...`` child: this source tree first on PYTHONPATH, so a
-    child imports the same stress as its parent, installed or not."""
-    env = dict(os.environ)
+def child_env(extra: dict | None = None, *, base: dict | None = None) -> dict:
+    """The environment for a ``python -m stress...`` child: ``base`` (default: this process's) with
+    this source tree first on PYTHONPATH, so a child imports the same stress as its parent, installed
+    or not."""
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})

@@ -372,3 +372,36 @@ def test_slow_light_slows_the_servers_round_trips_within_the_probe_timeout(tmp_p
     assert med[1] >= ProbesConfig().slowdown_ratio * med[0], med
     assert med[2] < ProbesConfig().slowdown_ratio * med[0] * 2, med      # resumed: no longer stopped
     assert "stopped 3 of every 3.5 ms" in slow.note
+
+
+def test_background_load_and_window_clients_run_as_modules_and_end(tmp_path):
+    """The clean control's load (a spinning process, fsync'd disk writes, the browser-like window) and
+    the overlay client are processes of our own modules (python -m stress.selftest.load / xwin): each
+    starts on selftest's own Xvfb and none is left running; a wrong argument is one usage line."""
+    require_xvfb()
+    import subprocess
+    import sys
+    import time
+
+    from stress.selftest.display import start_xvfb
+    from stress.selftest.load import BackgroundLoad
+    from stress.selftest.xwin import OVERLAY, start_client, stop_client
+
+    d = start_xvfb()
+    try:
+        with BackgroundLoad(tmp_path, d.env()) as load:
+            procs = list(load.procs)
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "disk-load.bin").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(procs) == 3 and all(p.poll() is None for p in procs)
+            assert (tmp_path / "disk-load.bin").exists()
+        assert all(p.poll() is not None for p in procs)
+        frozen = start_client(OVERLAY, ["frozen"], d.env())
+        stop_client(frozen)
+        assert frozen.returncode == 0
+    finally:
+        d.kill()
+    for module in ("stress.selftest.xwin", "stress.selftest.load", "stress.selftest.stopper"):
+        r = subprocess.run([sys.executable, "-m", module, "nonsense"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and r.stderr.strip().startswith("usage:") and "Traceback" not in r.stderr

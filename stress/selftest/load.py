@@ -13,21 +13,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stress.proc import child_env
 from stress.selftest.xwin import BUSY_WINDOW, start_client
 
-_SPIN = "while True:\n    pass\n"
-_DISK = r"""
-import os, sys, time
-path = sys.argv[1]
-chunk = os.urandom(1 << 20)
-while True:
-    with open(path, "wb") as fh:
-        for _ in range(32):
-            fh.write(chunk)
-            fh.flush(); os.fsync(fh.fileno())
-            time.sleep(0.02)
-    os.unlink(path)
-"""
+def spin() -> None:
+    """One core busy."""
+    while True:
+        pass
+
+
+def disk(path: str) -> None:
+    """Rewrite and fsync a 32 MiB file in 1 MiB chunks, 20 ms apart, for ever."""
+    import os
+    import time
+
+    chunk = os.urandom(1 << 20)
+    while True:
+        with open(path, "wb") as fh:
+            for _ in range(32):
+                fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+                time.sleep(0.02)
+        os.unlink(path)
+
+
+def _own(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stress.selftest.load", *args]   # each part in its own process
 
 
 class BackgroundLoad:
@@ -38,8 +50,9 @@ class BackgroundLoad:
     def start(self) -> "BackgroundLoad":
         quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
                  "start_new_session": True}
-        self.procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], **quiet))
-        self.procs.append(subprocess.Popen([sys.executable, "-c", _DISK, str(self.folder / "disk-load.bin")], **quiet))
+        env = child_env()
+        self.procs.append(subprocess.Popen(_own("spin"), env=env, **quiet))
+        self.procs.append(subprocess.Popen(_own("disk", str(self.folder / "disk-load.bin")), env=env, **quiet))
         self.procs.append(start_client(BUSY_WINDOW, [], self.env))
         return self
 
@@ -63,3 +76,12 @@ class BackgroundLoad:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["spin"]:
+        spin()
+    elif len(sys.argv) == 3 and sys.argv[1] == "disk":
+        disk(sys.argv[2])
+    else:
+        sys.exit("usage: python -m stress.selftest.load spin | disk PATH")

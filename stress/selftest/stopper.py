@@ -1,7 +1,7 @@
 """The slow display path: the display server stopped for S ms of every P ms (SIGSTOP / SIGCONT), as a
 server blocked in the driver for part of every frame (waiting for a flip, for video memory) is.
 
-Driven by a tiny helper process (:data:`SCRIPT`), not a thread of selftest: a thread would share the
+Driven by a tiny helper process (:func:`run_windows`, ``python -m stress.selftest.stopper``), not a thread of selftest: a thread would share the
 interpreter lock with the trial's journal follower (and with the other trials' with ``--jobs``), and
 a late thread lengthens the *run* windows, which errs toward "fast". The helper only sleeps between
 two signals, at the niceness selftest runs at (no privilege asked), and uses no CPU in between: it
@@ -28,51 +28,63 @@ import select
 import subprocess
 import sys
 
-SCRIPT = r"""
-import json, os, select, signal, sys, time
-pid, stop_s, period_s = int(sys.argv[1]), float(sys.argv[2]) / 1000, float(sys.argv[3]) / 1000
-run_s = max(0.0, period_s - stop_s)
-fd = os.pidfd_open(pid)
-try:                                  # wake-ups to the microsecond, not the default 50 us of slack
-    import ctypes
-    ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)     # PR_SET_TIMERSLACK, 1 ns
-except (OSError, AttributeError):
-    pass
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-print("ready", flush=True)
-ppid = os.getppid()
-if not sys.stdin.readline():          # closed before "go": nothing was stopped
-    sys.exit(0)
-runs, stops = [], []
-t_go = time.monotonic()
-try:
-    while os.getppid() == ppid:
-        t = time.monotonic()
-        signal.pidfd_send_signal(fd, signal.SIGSTOP)
-        if runs or stops:
-            runs.append(t - t_cont)
-        if select.select([sys.stdin], [], [], stop_s)[0]:      # EOF on stdin: the phase is over
-            break
-        t_cont = time.monotonic()
-        signal.pidfd_send_signal(fd, signal.SIGCONT)
-        stops.append(t_cont - t)
-        time.sleep(run_s)
-except ProcessLookupError:            # the server is gone
-    pass
-finally:
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGCONT)
-    except OSError:
+def run_windows(pid: int, stop_ms: float, period_ms: float) -> int:
+    """The helper's loop (``python -m stress.selftest.stopper PID STOP_MS PERIOD_MS``): print "ready",
+    wait for "go" on stdin, then stop and resume ``pid`` until stdin closes, the server is gone or the
+    parent dies; resume it, and print what it measured as one JSON line."""
+    import os
+    import signal
+    import time
+
+    stop_s, period_s = stop_ms / 1000, period_ms / 1000
+    run_s = max(0.0, period_s - stop_s)
+    fd = os.pidfd_open(pid)
+    try:                                  # wake-ups to the microsecond, not the default 50 us of slack
+        import ctypes
+
+        ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)     # PR_SET_TIMERSLACK, 1 ns
+    except (OSError, AttributeError):
         pass
-    wall = time.monotonic() - t_go
-    def q(v, p):
-        v = sorted(v)
-        return round(v[min(len(v) - 1, int(p * len(v)))] * 1000, 2) if v else None
-    print(json.dumps({"cycles": len(stops), "wall_s": round(wall, 2),
-                      "stopped_share": round(sum(stops) / wall, 3) if wall > 0 else None,
-                      "stop_ms": [q(stops, 0.5), q(stops, 0.95)], "run_ms": [q(runs, 0.5), q(runs, 0.95)]}),
-          flush=True)
-"""
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    print("ready", flush=True)
+    ppid = os.getppid()
+    if not sys.stdin.readline():          # closed before "go": nothing was stopped
+        return 0
+    runs: list[float] = []
+    stops: list[float] = []
+    t_go = time.monotonic()
+    t_cont = t_go
+    try:
+        while os.getppid() == ppid:
+            t = time.monotonic()
+            signal.pidfd_send_signal(fd, signal.SIGSTOP)
+            if runs or stops:
+                runs.append(t - t_cont)
+            if select.select([sys.stdin], [], [], stop_s)[0]:      # EOF on stdin: the phase is over
+                stops.append(time.monotonic() - t)               # a stop cut short still was one
+                break
+            t_cont = time.monotonic()
+            signal.pidfd_send_signal(fd, signal.SIGCONT)
+            stops.append(t_cont - t)
+            time.sleep(run_s)
+    except ProcessLookupError:            # the server is gone
+        pass
+    finally:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGCONT)
+        except OSError:
+            pass
+        wall = time.monotonic() - t_go
+
+        def q(v: list[float], p: float) -> float | None:
+            v = sorted(v)
+            return round(v[min(len(v) - 1, int(p * len(v)))] * 1000, 2) if v else None
+
+        print(json.dumps({"cycles": len(stops), "wall_s": round(wall, 2),
+                          "stopped_share": round(sum(stops) / wall, 3) if wall > 0 else None,
+                          "stop_ms": [q(stops, 0.5), q(stops, 0.95)], "run_ms": [q(runs, 0.5), q(runs, 0.95)]}),
+              flush=True)
+    return 0
 
 
 class StopWindows:
@@ -88,8 +100,11 @@ class StopWindows:
 
     def arm(self, timeout: float = 15.0) -> "StopWindows":
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(self.pid), str(self.stop_ms),
-                                          str(self.period_ms)], env=self.env, stdin=subprocess.PIPE,
+            from stress.proc import child_env
+
+            self.proc = subprocess.Popen([sys.executable, "-m", "stress.selftest.stopper", str(self.pid),
+                                          str(self.stop_ms), str(self.period_ms)],
+                                         env=child_env(base=self.env), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                          start_new_session=True)
             assert self.proc.stdout is not None
@@ -131,3 +146,9 @@ class StopWindows:
         return (f"stopped {self.stop_ms:g} of every {self.period_ms:g} ms: {s['stopped_share']:.0%} of {s['wall_s']} s "
                 f"stopped, {s['cycles']} stops, stop ms median/p95 {s['stop_ms'][0]}/{s['stop_ms'][1]}, "
                 f"run ms {s['run_ms'][0]}/{s['run_ms'][1]}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m stress.selftest.stopper PID STOP_MS PERIOD_MS")
+    sys.exit(run_windows(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])))

@@ -1,5 +1,7 @@
 """Windows selftest puts on its own display, each in its own process (like a real other client).
 
+Each runs as ``python -m stress.selftest.xwin NAME ARGS`` (:func:`start_client`):
+
 - :data:`OVERLAY`: the screen turning black or freezing. It paints the Composite overlay window, which
   the X server keeps above every other window (override-redirect ones included), over the whole
   screen: ``black`` paints it black; ``frozen`` paints it with the screen as it was at that moment and
@@ -20,103 +22,132 @@ import ctypes.util
 import subprocess
 import sys
 
-OVERLAY = r"""
-import ctypes, sys
-x11 = ctypes.CDLL("libX11.so.6"); xc = ctypes.CDLL("libXcomposite.so.1")
-vp, ul, ui, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint, ctypes.c_int
-x11.XOpenDisplay.restype = vp; x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-x11.XDefaultRootWindow.restype = ul; x11.XDefaultRootWindow.argtypes = [vp]
-x11.XDefaultScreen.argtypes = [vp]
-for f in ("XDisplayWidth", "XDisplayHeight", "XDefaultDepth"):
-    getattr(x11, f).argtypes = [vp, i]
-xc.XCompositeGetOverlayWindow.restype = ul; xc.XCompositeGetOverlayWindow.argtypes = [vp, ul]
-x11.XGetImage.restype = vp; x11.XGetImage.argtypes = [vp, ul, i, i, ui, ui, ul, i]
-x11.XCreatePixmap.restype = ul; x11.XCreatePixmap.argtypes = [vp, ul, ui, ui, ui]
-x11.XCreateGC.restype = vp; x11.XCreateGC.argtypes = [vp, ul, ul, vp]
-x11.XPutImage.argtypes = [vp, ul, vp, vp, i, i, i, i, ui, ui]
-x11.XSetWindowBackground.argtypes = [vp, ul, ul]
-x11.XSetWindowBackgroundPixmap.argtypes = [vp, ul, ul]
-x11.XClearWindow.argtypes = [vp, ul]
-x11.XSync.argtypes = [vp, i]
-d = x11.XOpenDisplay(None)
-if not d:
-    sys.exit("cannot open display")
-root = x11.XDefaultRootWindow(d); scr = x11.XDefaultScreen(d)
-w, h = x11.XDisplayWidth(d, scr), x11.XDisplayHeight(d, scr)
-mode = sys.argv[1]
-snap = None
-if mode == "frozen":   # the screen as it is now, before the overlay hides it
-    snap = x11.XGetImage(d, root, 0, 0, w, h, 0xFFFFFFFF, 2)   # AllPlanes, ZPixmap
-    if not snap:
-        sys.exit("cannot read the screen")
-cow = xc.XCompositeGetOverlayWindow(d, root)
-if snap:
-    pm = x11.XCreatePixmap(d, root, w, h, x11.XDefaultDepth(d, scr))
-    gc = x11.XCreateGC(d, pm, 0, None)
-    x11.XPutImage(d, pm, gc, snap, 0, 0, 0, 0, w, h)
-    x11.XSetWindowBackgroundPixmap(d, cow, pm)
-else:
-    x11.XSetWindowBackground(d, cow, 0)
-x11.XClearWindow(d, cow)
-x11.XSync(d, 0)
-print("ready", flush=True)
-sys.stdin.read()   # hold the overlay until our stdin is closed
-"""
+OVERLAY, FLOOD, BUSY_WINDOW = "overlay", "flood", "busy-window"   # python -m stress.selftest.xwin NAME ARGS...
 
-# The earlier slow display path (benchmarks only): a client that keeps the X server busy with server-side copies of a SIDE x SIDE
-# pixmap (BATCH per round trip), the way an expensive composition path would. The server is
-# single-threaded: every other client's request waits its turn behind them.
-FLOOD = r"""
-import ctypes, sys
-x11 = ctypes.CDLL("libX11.so.6")
-vp, ul, ui, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint, ctypes.c_int
-x11.XOpenDisplay.restype = vp; x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-x11.XDefaultRootWindow.restype = ul; x11.XDefaultRootWindow.argtypes = [vp]
-x11.XDefaultScreen.argtypes = [vp]; x11.XDefaultDepth.argtypes = [vp, i]
-x11.XCreatePixmap.restype = ul; x11.XCreatePixmap.argtypes = [vp, ul, ui, ui, ui]
-x11.XCreateGC.restype = vp; x11.XCreateGC.argtypes = [vp, ul, ul, vp]
-x11.XCopyArea.argtypes = [vp, ul, ul, vp, i, i, ui, ui, i, i]
-x11.XFillRectangle.argtypes = [vp, ul, vp, i, i, ui, ui]
-x11.XSync.argtypes = [vp, i]
-d = x11.XOpenDisplay(None)
-if not d:
-    sys.exit("cannot open display")
-side, batch = int(sys.argv[1]), int(sys.argv[2])
-root = x11.XDefaultRootWindow(d); depth = x11.XDefaultDepth(d, x11.XDefaultScreen(d))
-a = x11.XCreatePixmap(d, root, side, side, depth); b = x11.XCreatePixmap(d, root, side, side, depth)
-gc = x11.XCreateGC(d, a, 0, None)
-x11.XFillRectangle(d, a, gc, 0, 0, side, side)
-x11.XSync(d, 0)
-print("ready", flush=True)
-sys.stdin.readline()   # armed before the phase, it floods from the "go" line on: no start-up delay in the phase
-while True:
-    for _ in range(batch):
-        x11.XCopyArea(d, a, b, gc, 0, 0, side, side, 0, 0)
+
+def _xlib():
+    """libX11 and libXcomposite through ctypes, with the signatures the clients below call."""
+    import ctypes
+
+    x11 = ctypes.CDLL("libX11.so.6")
+    vp, ul, ui, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint, ctypes.c_int
+    sigs = {"XOpenDisplay": (vp, [ctypes.c_char_p]), "XDefaultRootWindow": (ul, [vp]), "XDefaultScreen": (i, [vp]),
+            "XDisplayWidth": (i, [vp, i]), "XDisplayHeight": (i, [vp, i]), "XDefaultDepth": (i, [vp, i]),
+            "XGetImage": (vp, [vp, ul, i, i, ui, ui, ul, i]), "XCreatePixmap": (ul, [vp, ul, ui, ui, ui]),
+            "XCreateGC": (vp, [vp, ul, ul, vp]), "XPutImage": (i, [vp, ul, vp, vp, i, i, i, i, ui, ui]),
+            "XSetWindowBackground": (i, [vp, ul, ul]), "XSetWindowBackgroundPixmap": (i, [vp, ul, ul]),
+            "XClearWindow": (i, [vp, ul]), "XSync": (i, [vp, i]), "XCopyArea": (i, [vp, ul, ul, vp, i, i, ui, ui, i, i]),
+            "XFillRectangle": (i, [vp, ul, vp, i, i, ui, ui])}
+    for name, (res, args) in sigs.items():
+        f = getattr(x11, name)
+        f.restype, f.argtypes = res, args
+    return x11
+
+
+def _open(x11):
+    d = x11.XOpenDisplay(None)
+    if not d:
+        raise SystemExit("cannot open display")
+    return d
+
+
+def overlay(mode: str) -> int:
+    """Paint the Composite overlay window over the whole screen: black (``black``), or with the screen
+    as it is now (``frozen``, never updated); hold it until stdin closes."""
+    import ctypes
+
+    x11 = _xlib()
+    xc = ctypes.CDLL("libXcomposite.so.1")
+    xc.XCompositeGetOverlayWindow.restype = ctypes.c_ulong
+    xc.XCompositeGetOverlayWindow.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+    d = _open(x11)
+    root, scr = x11.XDefaultRootWindow(d), x11.XDefaultScreen(d)
+    w, h = x11.XDisplayWidth(d, scr), x11.XDisplayHeight(d, scr)
+    snap = None
+    if mode == "frozen":   # the screen as it is now, before the overlay hides it
+        snap = x11.XGetImage(d, root, 0, 0, w, h, 0xFFFFFFFF, 2)   # AllPlanes, ZPixmap
+        if not snap:
+            raise SystemExit("cannot read the screen")
+    cow = xc.XCompositeGetOverlayWindow(d, root)
+    if snap:
+        pm = x11.XCreatePixmap(d, root, w, h, x11.XDefaultDepth(d, scr))
+        gc = x11.XCreateGC(d, pm, 0, None)
+        x11.XPutImage(d, pm, gc, snap, 0, 0, 0, 0, w, h)
+        x11.XSetWindowBackgroundPixmap(d, cow, pm)
+    else:
+        x11.XSetWindowBackground(d, cow, 0)
+    x11.XClearWindow(d, cow)
     x11.XSync(d, 0)
-"""
+    print("ready", flush=True)
+    sys.stdin.read()   # hold the overlay until our stdin is closed
+    return 0
 
-BUSY_WINDOW = r"""
-import sys, tkinter
-root = tkinter.Tk()
-root.geometry("160x100+0+0")
-root.overrideredirect(False)
-c = tkinter.Canvas(root, width=160, height=100, highlightthickness=0)
-c.pack()
-n = [0]
-def draw():
-    n[0] += 1
-    c.delete("all")
-    for k in range(12):
-        x = (n[0] * 7 + k * 13) % 160
-        c.create_rectangle(x, k * 8, x + 20, k * 8 + 8, fill="#%02x%02x%02x" % ((n[0] * 9) % 256, k * 20, 128))
+
+def flood(side: int, batch: int) -> int:
+    """The earlier slow display path (benchmarks only): keep the X server busy with server-side copies
+    of a ``side`` x ``side`` pixmap (``batch`` per round trip), the way an expensive composition path
+    would. The server is single-threaded: every other client's request waits its turn behind them.
+    Armed before the phase, it floods from the "go" line on: no start-up delay in the phase."""
+    x11 = _xlib()
+    d = _open(x11)
+    root = x11.XDefaultRootWindow(d)
+    depth = x11.XDefaultDepth(d, x11.XDefaultScreen(d))
+    a, b = x11.XCreatePixmap(d, root, side, side, depth), x11.XCreatePixmap(d, root, side, side, depth)
+    gc = x11.XCreateGC(d, a, 0, None)
+    x11.XFillRectangle(d, a, gc, 0, 0, side, side)
+    x11.XSync(d, 0)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    while True:
+        for _ in range(batch):
+            x11.XCopyArea(d, a, b, gc, 0, 0, side, side, 0, 0)
+        x11.XSync(d, 0)
+
+
+def busy_window() -> int:
+    """A small window in the top-left corner that redraws every 40 ms and is unmapped and mapped again
+    every 2 s (the clean control's browser-like load)."""
+    import tkinter
+
+    root = tkinter.Tk()
+    root.geometry("160x100+0+0")
+    root.overrideredirect(False)
+    c = tkinter.Canvas(root, width=160, height=100, highlightthickness=0)
+    c.pack()
+    n = [0]
+
+    def draw() -> None:
+        n[0] += 1
+        c.delete("all")
+        for k in range(12):
+            x = (n[0] * 7 + k * 13) % 160
+            c.create_rectangle(x, k * 8, x + 20, k * 8 + 8, fill="#%02x%02x%02x" % ((n[0] * 9) % 256, k * 20, 128))
+        root.after(40, draw)
+
+    def remap() -> None:
+        root.withdraw()
+        root.update_idletasks()
+        root.deiconify()
+        root.after(2000, remap)
+
     root.after(40, draw)
-def remap():
-    root.withdraw(); root.update_idletasks(); root.deiconify()
     root.after(2000, remap)
-root.after(40, draw); root.after(2000, remap)
-print("ready", flush=True)
-root.mainloop()
-"""
+    print("ready", flush=True)
+    root.mainloop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    name, args = (argv[0], argv[1:]) if argv else ("", [])
+    if name == OVERLAY and len(args) == 1:
+        return overlay(args[0])
+    if name == FLOOD and len(args) == 2:
+        return flood(int(args[0]), int(args[1]))
+    if name == BUSY_WINDOW and not args:
+        return busy_window()
+    print(f"usage: python -m stress.selftest.xwin {OVERLAY} black|frozen | {FLOOD} SIDE BATCH | {BUSY_WINDOW}",
+          file=sys.stderr)
+    return 2
 
 
 def overlay_available() -> str | None:
@@ -127,11 +158,14 @@ def overlay_available() -> str | None:
     return None
 
 
-def start_client(source: str, args: list[str], env: dict[str, str], timeout: float = 15.0) -> subprocess.Popen:
-    """Start one of the scripts above and wait for its ``ready`` line (bounded)."""
+def start_client(name: str, args: list[str], env: dict[str, str], timeout: float = 15.0) -> subprocess.Popen:
+    """Start one of the clients above in its own process and wait for its ``ready`` line (bounded)."""
     import select
 
-    proc = subprocess.Popen([sys.executable, "-c", source, *args], env=env, stdin=subprocess.PIPE,
+    from stress.proc import child_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "stress.selftest.xwin", name, *args], env=child_env(base=env),
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout is not None
     ready = select.select([proc.stdout], [], [], timeout)[0]
@@ -154,3 +188,7 @@ def stop_client(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
