@@ -4,7 +4,7 @@ Each check says what it found and, when something is missing, the fix. The essen
 dependencies, torch importable, more than 1 GiB free in the artifacts folder, that folder writable)
 decide the exit status: 0 when they are there, 3 (ENVIRONMENT) otherwise. Everything else (no GPU, no
 kernel-log access, no display) only limits what a run records. torch is never imported here: its
-version and CUDA state come from a ``python -c`` subprocess with a timeout.
+version and CUDA state come from a ``python -m stress.workload.torch_probe`` subprocess with a timeout.
 """
 from __future__ import annotations
 
