@@ -55,20 +55,25 @@ def test_only_the_probes_x_server_is_evidence_others_are_context() -> None:
         assert regress == [f"the display process Xvfb (pid {ours.proc.pid}) exited during the run"]
 
 
-def test_restarted_x_server_is_recorded_as_a_restart() -> None:
+@pytest.mark.parametrize("rescan_every", [1, 20])
+def test_restarted_x_server_is_recorded_as_a_restart(rescan_every: int) -> None:
+    """Also between the periodic rescans (every 20 ticks by default, 10 s at 2 Hz): once a display
+    process under test went away, each tick looks for its successor (selftest's restart class, run
+    after run, sometimes ended before the next periodic rescan found the new server)."""
     with xvfb(320, 240) as first:
         n = first.display
         env = {"DISPLAY": n}
-        sampler = host.HostSampler(rescan_every=1, display_env=env)
+        sampler = host.HostSampler(rescan_every=rescan_every, display_env=env)
         sampler.sample(0)
         first.kill()
         rec = sampler.sample(1)
         assert rec["dsgone"] == [[first.proc.pid, "Xvfb", "x-server"]]
+        assert "dsnew" not in sampler.sample(2)       # looked again at once: no successor yet
     again = subprocess.Popen(["Xvfb", n, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: display_id.peer_pid(f"/tmp/.X11-unix/X{n[1:]}") == again.pid)
-        rec = sampler.sample(2)
+        rec = sampler.sample(3)
         assert rec["dsnew"] == [[again.pid, "Xvfb", "x-server"]]
         events = [{"ev": "phase", "phase": "workload", "state": "start", "t": 0.0},
                   {"ev": "host", "t": 1.0, "dsgone": [[first.proc.pid, "Xvfb", "x-server"]]},

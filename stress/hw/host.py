@@ -186,6 +186,7 @@ class HostSampler:
         self._trees: dict[int, list[psutil.Process]] = {}
         self._last: dict[str, Any] = {}
         self._rescan = True
+        self._hunt = 0                         # ticks left to look for a lost role's successor at once
         self.errors = 0
 
     @staticmethod
@@ -256,6 +257,7 @@ class HostSampler:
         if ut is not None:
             out.setdefault("dsgone", []).append([pid, name, ut["role"]])
             self._roles_lost[ut["role"]] = pid
+            self._hunt = self.rescan_every
         else:
             out.setdefault("ctxgone", []).append([pid, name])
 
@@ -317,7 +319,11 @@ class HostSampler:
         if cps is not None:
             out["cps"] = cps
         out["wk"] = self._worker_tree(tick)
-        if self._rescan or tick % self.rescan_every == 0:
+        # While a display process under test is gone without a successor, every tick looks for one
+        # (for one rescan interval): a restart between two periodic rescans is not missed.
+        hunting = bool(self._roles_lost) and self._hunt > 0
+        if self._rescan or hunting or tick % self.rescan_every == 0:
+            self._hunt -= 1 if hunting else 0
             before = dict(self._display_names)
             self._scan_display()
             self._rescan = False
