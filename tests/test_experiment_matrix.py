@@ -28,6 +28,7 @@ probes:
   kinds: [decode]
   repetitions: 1
   phases: [baseline, after]
+  repeat_borderline: 0    # one decode sample per run and phase: a repeat round (a loaded CI machine) adds one
 monitors:
   enabled: false
 env:

@@ -111,11 +111,16 @@ def test_session_type_from_environment(monkeypatch: pytest.MonkeyPatch, env: dic
 @pytest.mark.x11
 @pytest.mark.skipif(not shutil.which("Xvfb"), reason="Xvfb not installed (apt-get install xvfb)")
 def test_display_server_is_watched_and_its_loss_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
-    display = f":{50 + os.getpid() % 200}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # -displayfd: a free display number, written once the server accepts connections (a fixed number
+    # could meet a stale socket another job's killed server left in /tmp/.X11-unix)
+    from xvfb import xvfb as own_xvfb
+
+    with own_xvfb(320, 240) as server:
+        _watched_and_lost(monkeypatch, server.display, server.proc)
+
+
+def _watched_and_lost(monkeypatch: pytest.MonkeyPatch, display: str, xvfb: subprocess.Popen) -> None:
     try:
-        assert wait_until(lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), 10), "Xvfb did not start"
         monkeypatch.setenv("DISPLAY", display)
         monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
         monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
