@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clean runs under background load (default 5; --quick 1)")
     p.add_argument("--classes", metavar="A,B", help="fault classes (default: all; 'slow' means every slow-*)")
     p.add_argument("--out", metavar="DIR", help="folder for the trials and results (default: artifacts/selftest-<time>)")
-    p.add_argument("--display", choices=["xvfb"], default="xvfb", help="the display selftest starts (default: xvfb)")
+    p.add_argument("--display", choices=["xvfb", "sway"], default="xvfb",
+                   help="the display selftest starts: xvfb, or sway (a real Wayland compositor, headless; "
+                        "the probes reach it over Wayland only) (default: xvfb)")
     p.add_argument("--jobs", type=_count, default=None, metavar="N",
                    help="trials run at once, each on its own display (default 1, --quick 2: trials in parallel "
                         "load the machine, which the slow classes and the clean control measure against)")
@@ -88,11 +90,11 @@ def selftest_command(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StressError(f"{out}: cannot create the folder ({exc.strerror or exc}); choose another with --out") from None
-    from stress.selftest.display import start_xvfb
+    from stress.selftest.display import start_display
     from stress.selftest.results import markdown, screen, summarize
     from stress.selftest.trial import run_trial
 
-    start_xvfb().kill()          # one clear line now (exit 3) if Xvfb is missing or cannot start
+    start_display(args.display).close()   # one clear line now (exit 3) if the display is missing or cannot start
     plan = plan_trials(classes, trials, clean)
     phases = scenario_phases(classes, args.phase)
     jobs = args.jobs if args.jobs is not None else (2 if args.quick else 1)
@@ -101,7 +103,7 @@ def selftest_command(args: argparse.Namespace) -> int:
     results: list[dict] = []
     cache = Path(os.environ["STRESS_CACHE"]) if os.environ.get("STRESS_CACHE") else None
     options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": jobs,
-               "phases": list(phases), "phase": args.phase}
+               "phases": list(phases), "phase": args.phase, "display": args.display}
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -109,7 +111,7 @@ def selftest_command(args: argparse.Namespace) -> int:
     stop = threading.Event()        # Ctrl-C / SIGTERM: running trials stop their runs (cleanly), queued ones never start
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(run_trial, name, i, out / f"{name}-{i:03d}", cache=cache, stop=stop, phases=phases,
-                              phase=args.phase)
+                              phase=args.phase, display_kind=args.display)
                    for name, i in plan]
         for n, fut in enumerate(futures, 1):
             try:

@@ -109,6 +109,70 @@ class Connection:
         self.sock.close()
 
 
+class Globals:
+    """The compositor's globals (``wl_registry``), read with one round trip, and binding them."""
+
+    def __init__(self, c: Connection, deadline: float):
+        self.conn = c
+        self.registry = c.new_id("wl_registry")
+        c.request(1, 1, struct.pack("<I", self.registry))
+        self.offered: dict[str, tuple[int, int]] = {}
+
+        def on_global(obj, op, payload):
+            if obj == self.registry and op == 0:
+                name = struct.unpack_from("<I", payload)[0]
+                n = struct.unpack_from("<I", payload, 4)[0]
+                iface = payload[8:8 + n - 1].decode()
+                version = struct.unpack_from("<I", payload, 8 + n + (-n % 4))[0]
+                self.offered[iface] = (name, version)
+
+        c.roundtrip(deadline, on_global)
+
+    def require(self, *interfaces: str) -> None:
+        missing = [i for i in interfaces if i not in self.offered]
+        if missing:
+            raise WaylandError(f"the compositor does not offer {', '.join(missing)}")
+
+    def bind(self, iface: str, version: int) -> int:
+        oid = self.conn.new_id(iface)
+        name, have = self.offered[iface]
+        self.conn.request(self.registry, 0, struct.pack("<I", name) + _string(iface)
+                          + struct.pack("<II", min(version, have), oid))
+        return oid
+
+
+def shm_buffer(c: Connection, shm: int, rgb: np.ndarray, keep: bool = False) -> tuple[int, mmap.mmap | None]:
+    """A ``wl_buffer`` (XRGB8888) holding ``rgb`` ((H, W, 3) uint8); ``keep``: also its memory, mapped
+    (a client that redraws writes there: :func:`paint`), else None."""
+    h, w = rgb.shape[:2]
+    stride = w * 4
+    size = stride * h
+    fd = os.memfd_create("stress-wl", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        mem = mmap.mmap(fd, size)
+        paint(mem, rgb)
+        pool = c.new_id("wl_shm_pool")
+        c.request(shm, 0, struct.pack("<Ii", pool, size), fds=[fd])
+    finally:
+        os.close(fd)
+    buffer = c.new_id("wl_buffer")
+    c.request(pool, 0, struct.pack("<IiiiiI", buffer, 0, w, h, stride, WL_SHM_FORMAT_XRGB8888))
+    c.request(pool, 1)   # destroy the pool; the buffer keeps the memory
+    if not keep:
+        mem.close()
+        return buffer, None
+    return buffer, mem
+
+
+def paint(mem: mmap.mmap, rgb: np.ndarray) -> None:
+    """Write ``rgb`` into a buffer's memory as XRGB8888 (little-endian B, G, R, X)."""
+    h, w = rgb.shape[:2]
+    px = np.frombuffer(mem, dtype=np.uint8).reshape(h, w, 4)
+    px[..., 0], px[..., 1], px[..., 2], px[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 255
+    del px
+
+
 class Window:
     """An xdg_toplevel with an XRGB8888 buffer holding ``rgb`` ((H, W, 3) uint8), configured and ready;
     :meth:`show` maps it (``show=True``: at once)."""
@@ -127,54 +191,19 @@ class Window:
             raise
 
     def _setup(self, c: Connection, rgb: np.ndarray, title: str, deadline: float) -> None:
-        registry = c.new_id("wl_registry")
-        c.request(1, 1, struct.pack("<I", registry))
-        globals_: dict[str, tuple[int, int]] = {}
-
-        def on_global(obj, op, payload):
-            if obj == registry and op == 0:
-                name = struct.unpack_from("<I", payload)[0]
-                n = struct.unpack_from("<I", payload, 4)[0]
-                iface = payload[8:8 + n - 1].decode()
-                version = struct.unpack_from("<I", payload, 8 + n + (-n % 4))[0]
-                globals_[iface] = (name, version)
-
-        c.roundtrip(deadline, on_global)
-        missing = [i for i in ("wl_compositor", "wl_shm", "xdg_wm_base") if i not in globals_]
-        if missing:
-            raise WaylandError(f"the compositor does not offer {', '.join(missing)}")
-
-        def bind(iface: str, version: int) -> int:
-            oid = c.new_id(iface)
-            name, have = globals_[iface]
-            c.request(registry, 0, struct.pack("<I", name) + _string(iface) + struct.pack("<II", min(version, have), oid))
-            return oid
-
-        compositor, shm, self.wm_base = bind("wl_compositor", 4), bind("wl_shm", 1), bind("xdg_wm_base", 1)
+        g = Globals(c, deadline)
+        g.require("wl_compositor", "wl_shm", "xdg_wm_base")
+        compositor, shm, self.wm_base = g.bind("wl_compositor", 4), g.bind("wl_shm", 1), g.bind("xdg_wm_base", 1)
+        self.shm = shm                         # a client that redraws makes its own buffers from it
         # wp_presentation: when the frame with our commit reached the screen, in the compositor's clock.
-        self.presentation = bind("wp_presentation", 1) if "wp_presentation" in globals_ else None
+        self.presentation = g.bind("wp_presentation", 1) if "wp_presentation" in g.offered else None
         self.clock_id: int | None = None
         self._feedback: int | None = None
         self.presented: float | None = None    # seconds, in clock ``clock_id``
         self.discarded = False
         self.committed: float | None = None    # the commit that mapped the window, same clock
         h, w = rgb.shape[:2]
-        stride = w * 4
-        size = stride * h
-        fd = os.memfd_create("stress-probe", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, size)
-            with mmap.mmap(fd, size) as mem:
-                px = np.frombuffer(mem, dtype=np.uint8).reshape(h, w, 4)
-                px[..., 0], px[..., 1], px[..., 2], px[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 255
-                del px
-            pool = c.new_id("wl_shm_pool")
-            c.request(shm, 0, struct.pack("<Ii", pool, size), fds=[fd])
-        finally:
-            os.close(fd)
-        buffer = c.new_id("wl_buffer")
-        c.request(pool, 0, struct.pack("<IiiiiI", buffer, 0, w, h, stride, WL_SHM_FORMAT_XRGB8888))
-        c.request(pool, 1)   # destroy the pool; the buffer keeps the memory
+        buffer, _ = shm_buffer(c, shm, rgb)
         self.surface = c.new_id("wl_surface")
         c.request(compositor, 0, struct.pack("<I", self.surface))
         self.xdg_surface = c.new_id("xdg_surface")

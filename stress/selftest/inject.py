@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stress.selftest.display import OwnDisplay
+from stress.selftest.display import OwnDisplay, OwnSway
 from stress.selftest.faults import FaultClass
 from stress.selftest.stopper import StopWindows
 from stress.selftest.xwin import OVERLAY, start_client, stop_client
@@ -28,7 +28,7 @@ MODESET_LINE = "nvidia-modeset: ERROR: GPU:0: Idling display engine timed out: 0
 class Target:
     """What an injector may act on: all of it started by selftest for this trial."""
 
-    display: OwnDisplay
+    display: OwnDisplay | OwnSway
     run_dir: Path | None
     kernel_log: Path            # followed by the run as its kernel log (STRESS_KERNEL_LOG_COMMAND)
     nvml_control: Path          # read by stress.selftest.fake_nvml (STRESS_SELFTEST_NVML_CONTROL)
@@ -94,10 +94,12 @@ class Injector:
         self.note = f"restarted as pid {self.target.display.pid}"
 
     def _start_black(self) -> None:
-        self._proc = start_client(OVERLAY, ["black"], self.target.display.env())
+        d = self.target.display
+        self._proc = start_client(OVERLAY, ["black"], d.env(), module=d.clients)
 
     def _start_frozen(self) -> None:
-        self._proc = start_client(OVERLAY, ["frozen"], self.target.display.env())
+        d = self.target.display
+        self._proc = start_client(OVERLAY, ["frozen"], d.env(), module=d.clients)
 
     def _start_slow(self) -> None:
         self.arm()

@@ -2,8 +2,8 @@
 
 - one core busy (a spinning process),
 - disk I/O (a process rewriting and fsyncing a 32 MiB file in 1 MiB chunks, in the trial's folder),
-- a browser-like client on selftest's own display (stress.selftest.xwin.BUSY_WINDOW: redraws every
-  40 ms, unmapped and mapped again every 2 s).
+- a browser-like client on selftest's own display (``busy-window`` of stress.selftest.xwin, or of
+  stress.selftest.wlwin on sway: redraws every 40 ms, unmapped and mapped again every 2 s).
 
 Every process is started here and ended here, by its own handle.
 """
@@ -43,8 +43,8 @@ def _own(*args: str) -> list[str]:
 
 
 class BackgroundLoad:
-    def __init__(self, folder: Path, display_env: dict[str, str]):
-        self.folder, self.env = folder, display_env
+    def __init__(self, folder: Path, display_env: dict[str, str], clients: str = "stress.selftest.xwin"):
+        self.folder, self.env, self.clients = folder, display_env, clients
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> "BackgroundLoad":
@@ -53,7 +53,7 @@ class BackgroundLoad:
         env = child_env()
         self.procs.append(subprocess.Popen(_own("spin"), env=env, **quiet))
         self.procs.append(subprocess.Popen(_own("disk", str(self.folder / "disk-load.bin")), env=env, **quiet))
-        self.procs.append(start_client(BUSY_WINDOW, [], self.env))
+        self.procs.append(start_client(BUSY_WINDOW, [], self.env, module=self.clients))
         return self
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import stress
 from stress.errors import StressError
-from stress.selftest.display import start_xvfb
+from stress.selftest.display import start_display
 from stress.selftest.faults import CLEAN, FAULTS
 from stress.selftest.inject import Injector, Target
 from stress.selftest.load import BackgroundLoad
@@ -59,7 +59,7 @@ session:
   image_timeout: 2m
 probes:
   phases: [{phases}]
-  kinds: [screenshot, decode, display]
+  kinds: [{kinds}]
   repetitions: {repetitions}
   timeout: 4
   display_wait: 2
@@ -68,9 +68,12 @@ monitors:
 """
 
 
-def scenario_text(phases: tuple[str, ...], repetitions: int = REPETITIONS) -> str:
-    """The scenario every trial runs (its probe phases; ``repetitions`` probes per kind and phase)."""
-    return SCENARIO.replace("{phases}", ", ".join(phases)).replace("{repetitions}", str(repetitions))
+def scenario_text(phases: tuple[str, ...], repetitions: int = REPETITIONS,
+                  kinds: tuple[str, ...] = ("screenshot", "decode", "display")) -> str:
+    """The scenario every trial runs (its probe phases; ``repetitions`` probes per kind and phase; the
+    probe ``kinds`` the display takes: ``display-wayland`` instead of ``display`` on sway)."""
+    return (SCENARIO.replace("{phases}", ", ".join(phases)).replace("{repetitions}", str(repetitions))
+            .replace("{kinds}", ", ".join(kinds)))
 
 
 def _env(display_env: dict[str, str], folder: Path, cache: Path | None) -> dict[str, str]:
@@ -103,16 +106,15 @@ def _end(proc: subprocess.Popen) -> None:
 
 def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None = None,
               phase: str | None = None, timeout: float = RUN_TIMEOUT_S, stop=None,
-              phases: tuple[str, ...] = ("baseline", "after", "after-exit")) -> dict:
+              phases: tuple[str, ...] = ("baseline", "after", "after-exit"), display_kind: str = "xvfb") -> dict:
     """Run one trial in ``folder`` (created) and return its result (stress.selftest.results.trial_result).
     ``stop`` (a threading.Event): when set, the run is stopped (SIGTERM: it keeps its record) and the
     trial returns at once. ``phases``: the probe phases of the scenario (every trial of one selftest,
-    clean ones included, uses the same)."""
+    clean ones included, uses the same). ``display_kind``: ``xvfb`` or ``sway`` (stress.selftest.display)."""
     from stress.record import Follower
 
     folder.mkdir(parents=True, exist_ok=True)
     scenario = folder / "selftest.yaml"
-    scenario.write_text(scenario_text(phases), encoding="utf-8")
     (folder / "kernel.log").write_text("", encoding="utf-8")
     (folder / "nvml-control").write_text("ok\n", encoding="utf-8")
     fault = FAULTS.get(fault_name)
@@ -126,13 +128,14 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
     error = None
     proc = None
     try:
-        display = start_xvfb()
+        display = start_display(display_kind)
+        scenario.write_text(scenario_text(phases, kinds=display.probe_kinds), encoding="utf-8")
         target = Target(display, None, folder / "kernel.log", folder / "nvml-control")
         injector = Injector(fault, target) if fault else None
         if injector:
             injector.arm()
         if fault_name == CLEAN:
-            load = BackgroundLoad(folder, display.env()).start()
+            load = BackgroundLoad(folder, display.env(), display.clients).start()
         runs = folder / "runs"
         argv = [sys.executable, "-m", "stress", "run", str(scenario), "--out", str(runs), "--no-report",
                 "--no-history", "--quiet"]
@@ -177,7 +180,7 @@ def run_trial(fault_name: str, index: int, folder: Path, *, cache: Path | None =
         if load:
             load.stop()
         if display is not None:
-            display.kill()
+            display.close()
     events = follower.record.judged_events() if follower is not None else []
     verdict = follower.record.verdict if follower is not None else None
     return trial_result(

@@ -158,13 +158,15 @@ def overlay_available() -> str | None:
     return None
 
 
-def start_client(name: str, args: list[str], env: dict[str, str], timeout: float = 15.0) -> subprocess.Popen:
-    """Start one of the clients above in its own process and wait for its ``ready`` line (bounded)."""
+def start_client(name: str, args: list[str], env: dict[str, str], timeout: float = 15.0,
+                 module: str = "stress.selftest.xwin") -> subprocess.Popen:
+    """Start one of the clients above (or of ``module``: stress.selftest.wlwin's, for a Wayland
+    display) in its own process and wait for its ``ready`` line (bounded)."""
     import select
 
     from stress.proc import child_env
 
-    proc = subprocess.Popen([sys.executable, "-m", "stress.selftest.xwin", name, *args], env=child_env(base=env),
+    proc = subprocess.Popen([sys.executable, "-m", module, name, *args], env=child_env(base=env),
                             stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout is not None
