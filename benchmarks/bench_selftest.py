@@ -1,7 +1,9 @@
 """The Must-show figures of the verdict (docs/validation.md): `gpu-stress selftest` with >= 10 trials per
-fault class and >= 30 clean runs under background load, on Xvfb.
+fault class and >= 30 clean runs under background load, on Xvfb (or, ``--display sway``, on a real
+compositor).
 
-    PYTHONPATH=. python benchmarks/bench_selftest.py [--trials 10] [--clean 30] [--jobs 1] [--out DIR] [--write-docs]
+    PYTHONPATH=. python benchmarks/bench_selftest.py [--trials 10] [--clean 30] [--jobs 1] [--display xvfb|sway]
+        [--out DIR] [--write-docs]
 
 Runs the real selftest (every trial a real run on the tiny models; hours on a shared 2-core machine:
 start it with nohup), prints its Markdown tables, and with ``--write-docs`` puts them into
@@ -37,7 +39,8 @@ def describe(parts: list[dict]) -> str:
     out = []
     for p in parts:
         o = p.get("options") or {}
-        out.append(f"`gpu-stress selftest --classes {','.join(o.get('classes') or [])} --trials {o.get('trials')} "
+        shown = f" --display {p['display']}" if p.get("display", "xvfb") != "xvfb" else ""
+        out.append(f"`gpu-stress selftest{shown} --classes {','.join(o.get('classes') or [])} --trials {o.get('trials')} "
                    f"--clean {o.get('clean')} --jobs {o.get('jobs', 1)}` ({len(p['trials'])} trials kept, "
                    f"started {p['started']}, load {p['machine'].get('load1_start')} then)")
     return "merged from " + "; ".join(out)
@@ -74,6 +77,10 @@ def merge(parts: list[dict], options: dict) -> dict:
     """One summary of the trials of several selftest.json files (the first one's machine)."""
     from stress.selftest.faults import CLEAN, FAULTS
 
+    displays = sorted({p.get("display", "xvfb") for p in parts})
+    if len(displays) > 1:
+        raise SystemExit(f"--from: the selftest runs were made on different displays ({', '.join(displays)}); "
+                         "merge the runs of one display at a time")
     # trials of a class this code no longer has (renamed or replaced) are not merged
     trials = [t for p in parts for t in p["trials"] if t["fault"] in FAULTS or t["fault"] == CLEAN]
     m = dict(parts[0]["machine"])
@@ -90,6 +97,7 @@ def main() -> int:
     ap.add_argument("--clean", type=int, default=30)
     ap.add_argument("--classes", default=None)
     ap.add_argument("--jobs", type=int, default=1, help="trials at once (selftest --jobs)")
+    ap.add_argument("--display", choices=["xvfb", "sway"], default="xvfb", help="selftest --display")
     ap.add_argument("--out", default=None)
     ap.add_argument("--from", dest="from_dirs", nargs="+", default=None,
                     help="render DIR/selftest.json (several: merged); run nothing")
@@ -99,6 +107,7 @@ def main() -> int:
     ap.add_argument("--marker", default=None, help="which section of docs/validation.md (default: the unnamed one)")
     a = ap.parse_args()
     command = (f"gpu-stress selftest --trials {a.trials} --clean {a.clean} --jobs {a.jobs}"
+               + (f" --display {a.display}" if a.display != "xvfb" else "")
                + (f" --classes {a.classes}" if a.classes else ""))
     if a.from_dirs:
         drop = {Path(d).resolve(): set(c.split(",")) for d, _, c in (x.partition("=") for x in a.drop)}
@@ -112,7 +121,7 @@ def main() -> int:
     else:
         out = Path(a.out or ROOT / "artifacts" / "bench-selftest")
         argv = [sys.executable, "-m", "stress", "selftest", "--trials", str(a.trials), "--clean", str(a.clean),
-                "--jobs", str(a.jobs), "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
+                "--jobs", str(a.jobs), "--display", a.display, "--out", str(out)] + (["--classes", a.classes] if a.classes else [])
         subprocess.run(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
         summary = json.loads((out / "selftest.json").read_text(encoding="utf-8"))
     text = section(summary, command, a.marker)

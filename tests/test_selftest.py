@@ -402,6 +402,6 @@ def test_background_load_and_window_clients_run_as_modules_and_end(tmp_path):
         assert frozen.returncode == 0
     finally:
         d.kill()
-    for module in ("stress.selftest.xwin", "stress.selftest.load", "stress.selftest.stopper"):
+    for module in ("stress.selftest.xwin", "stress.selftest.wlwin", "stress.selftest.load", "stress.selftest.stopper"):
         r = subprocess.run([sys.executable, "-m", module, "nonsense"], capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and r.stderr.strip().startswith("usage:") and "Traceback" not in r.stderr

@@ -277,7 +277,34 @@ def start_sway(size: str = "640x480", timeout: float = START_TIMEOUT) -> OwnSway
         proc.wait()
         shutil.rmtree(rt, ignore_errors=True)
         raise StressError(f"selftest could not start sway: {exc}", ExitCode.ENVIRONMENT) from None
-    return OwnSway(runtime_dir=rt, proc=proc, socket=name, size=size, pids=[proc.pid])
+    d = OwnSway(runtime_dir=rt, proc=proc, socket=name, size=size, pids=[proc.pid])
+    try:
+        _wait_background(d, timeout)
+    except RuntimeError as exc:
+        d.close()
+        raise StressError(f"selftest's sway did not draw its background: {exc}", ExitCode.ENVIRONMENT) from None
+    return d
+
+
+def _wait_background(d: OwnSway, timeout: float) -> None:
+    """Until swaybg (which sway starts after its socket is up) has drawn the weave: the first baseline
+    screenshot must not meet sway's plain grey instead (a flat frame fails the screenshot probe)."""
+    from stress.probes.capture import _ppm_to_array
+
+    deadline = time.monotonic() + timeout
+    why = "no capture"
+    while time.monotonic() < deadline:
+        r = subprocess.run(["grim", "-t", "ppm", "-"], env=d.env(), capture_output=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL, check=False)
+        if r.returncode == 0:
+            frame = _ppm_to_array(r.stdout)
+            if int(frame.max()) - int(frame.min()) > 128:
+                return
+            why = "the desktop stayed one flat colour"
+        else:
+            why = r.stderr.decode(errors="replace").strip()[:200] or f"grim exit status {r.returncode}"
+        time.sleep(0.05)
+    raise RuntimeError(f"{why} for {timeout:g} s")
 
 
 def start_display(kind: str = "xvfb", size: str = "640x480") -> OwnDisplay | OwnSway:
