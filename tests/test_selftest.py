@@ -193,8 +193,13 @@ def test_confusion_matrix_targets_and_renderings():
     assert s["clean"]["false_alarms"] == 0 and s["passed"]
     json.dumps(s)
     md = markdown(s)
-    assert "| black | after | 20 | 20 | 0 | 0 | 0 | 19 | 19/20 | 9.4 / 18.4 | met |" in md
-    assert "| 3 | 0 | 0 | 3 | 0 | 0% |" in md
+    assert "| black | after | 20 | 20 | 0 | 0 | 0 | 19 | 19/20 | 76%-99% | 9.4 / 18.4 | met |" in md
+    assert "| 3 | 0 | 0%-56% | 0 | 3 | 0 | 0% |" in md
+    # the intervals: 95% Wilson, as a run's incidence; the observed rate is what the target judges
+    assert c["detection_ci95"] == [0.7639, 0.9911] and s["clean"]["false_alarm_ci95"] == [0.0, 0.5615]
+    assert s["pooled"] == {"trials": 20, "detected": 19, "detection_rate": 0.95, "detection_ci95": [0.7639, 0.9911]}
+    assert "| **every class** | | 20 |" in md
+    assert "19/20  detected [76%-99%]" in screen(s) and "0/3   false alarms [0%-56%]" in screen(s)
     # one more miss (18/20 = 90%) and one false alarm: both targets missed
     trials[0] = _trial("black", 0, "inconclusive", ["whatever"])
     trials.append(_trial("clean", 3, "reproduced", ["after: display round trip latency median 30 ms vs 10 ms"]))
