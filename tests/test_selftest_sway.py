@@ -156,6 +156,8 @@ def test_reduced_real_selftest_on_sway(tmp_path, model_cache):
                           env=env, capture_output=True, text=True, timeout=600)
     s = json.loads((out / "selftest.json").read_text())
     assert s["display"] == "sway" and s["options"]["display"] == "sway"
+    assert s["machine"]["display_version"].startswith("sway ") and any(c.isdigit() for c in s["machine"]["display_version"])
+    assert (out / "selftest.md").read_text().startswith(f"selftest on {s['machine']['display_version']}, ")
     for name in ("frozen", "restart"):
         (t,) = [t for t in s["trials"] if t["fault"] == name]
         assert t["injected"] and t["error"] is None, t

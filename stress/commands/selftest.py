@@ -94,12 +94,18 @@ def selftest_command(args: argparse.Namespace) -> int:
     from stress.selftest.results import markdown, screen, summarize
     from stress.selftest.trial import run_trial
 
-    start_display(args.display).close()   # one clear line now (exit 3) if the display is missing or cannot start
+    probe_display = start_display(args.display)   # one clear line now (exit 3) if it is missing or cannot start
+    try:
+        from stress.hw.display_id import comm, version
+
+        display_version = f"{comm(probe_display.pid) or args.display} {version(probe_display.pid) or '?'}"
+    finally:
+        probe_display.close()
     plan = plan_trials(classes, trials, clean)
     phases = scenario_phases(classes, args.phase)
     jobs = args.jobs if args.jobs is not None else (2 if args.quick else 1)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
-    machine = machine_facts()
+    machine = dict(machine_facts(), display_version=display_version)
     results: list[dict] = []
     cache = Path(os.environ["STRESS_CACHE"]) if os.environ.get("STRESS_CACHE") else None
     options = {"trials": trials, "clean": clean, "classes": classes, "quick": bool(args.quick), "jobs": jobs,

@@ -134,7 +134,8 @@ def summarize(trials: list[dict], *, machine: dict, display: str, started: str, 
 def markdown(summary: dict) -> str:
     """The confusion matrix and the clean control as Markdown tables."""
     m = summary.get("machine") or {}
-    lines = [f"selftest on {summary.get('display')}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
+    shown = m.get("display_version") or summary.get("display")
+    lines = [f"selftest on {shown}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
              f"load {m.get('load1_start', '?')} at start, {summary.get('started')}, {summary.get('wall_s')} s", "",
              "| fault class | injected in | trials | reproduced | inconclusive | not-reproduced | error "
              "| reason names class | detected | 95% interval | detection s (median / max) | target |",
