@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import compositors  # noqa: E402
 from stress.journal import Journal, RunDir  # noqa: E402
 from stress.probes.config import ProbesConfig  # noqa: E402
 from stress.probes.phases import run_phase  # noqa: E402

@@ -2,9 +2,6 @@
 (real Xvfb, picom and sway), never every process with a display server's name."""
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import time
 

@@ -90,7 +90,7 @@ def check_command(args: argparse.Namespace) -> int:
         return int(ExitCode.OK)
     s = fleet.schedule
     print(f"fleet:     {fleet.fleet} ({len(fleet.machines)} machines, {len(fleet.scenarios)} scenarios)")
-    print(f"schedule:  " + (f"nightly at {s.nightly}" if s.nightly else f"every {s.every}")
+    print("schedule:  " + (f"nightly at {s.nightly}" if s.nightly else f"every {s.every}")
           + f"; soak {fleet.soak.duration or ''}{' ' if fleet.soak.duration and fleet.soak.iterations else ''}"
           + (f"{fleet.soak.iterations} iterations" if fleet.soak.iterations else "")
           + f"; host stopped responding after {fleet.soak.unresponsive_after} of silence")
