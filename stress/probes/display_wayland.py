@@ -15,6 +15,7 @@ closed and its place must stop showing it (a frozen compositor keeps showing it)
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -25,6 +26,35 @@ from stress.probes.display import WINDOW_TITLE, _keep_triptych, expected_image
 from stress.probes.wl_client import WaylandError, Window, socket_path
 
 MAX_CANDIDATES = 256
+
+
+def grab_answering(cap, region, win: Window) -> np.ndarray:
+    """``cap.grab(region)`` while the window keeps answering its compositor, as a real client's event
+    loop does. A tiling compositor (sway) sizes a newly mapped window with a configure and shows it
+    only once the client has acknowledged that (its transaction waits up to 200 ms); a client that
+    sat blocked in a 15-50 ms grim capture made its own window late, and the first capture missed it
+    whenever the configure came after ``wl_display.sync``'s answer: one baseline probe in 10 on sway
+    needed a second capture (about 38 ms instead of 1 ms), which hid real slowdowns (validation.md,
+    fifth round)."""
+    halt = threading.Event()
+    failed: list[WaylandError] = []
+
+    def answer() -> None:
+        try:
+            while not halt.is_set():
+                win.dispatch(0.002)
+        except WaylandError as exc:
+            failed.append(exc)
+
+    pump = threading.Thread(target=answer, name="wayland-answer", daemon=True)
+    pump.start()
+    try:
+        return cap.grab(region)
+    finally:
+        halt.set()
+        pump.join(timeout=5.0)
+        if failed:
+            raise failed[0]
 
 
 def locate(expected: np.ndarray, frame: np.ndarray, tolerance: int) -> tuple[int, int] | None:
@@ -85,7 +115,7 @@ def probe(ctx: ProbeContext) -> dict:
         polls, visible_s, at, cmp, got = 0, None, None, {"fraction": 1.0, "max_diff": 255}, before
         while True:
             t_grab = time.perf_counter()
-            got = cap.grab(mon)
+            got = grab_answering(cap, mon, win)
             polls += 1
             at = locate(expected, got, cfg.pixel_tolerance)
             if at is not None:
