@@ -156,3 +156,47 @@ def test_wayland_socket_that_is_gone_is_a_failure_not_unsupported(tmp_path, monk
     events = run_phase("after", ProbesConfig(repetitions=2, kinds=["screenshot"], timeout=10), rd, j, [])
     assert [e["status"] for e in events] == ["fail", "fail"]
     assert "the Wayland compositor is gone" in events[0]["reason"] and events[0]["metrics"]["connect_failed"]
+
+
+def test_the_wayland_window_answers_its_compositor_while_a_capture_runs():
+    """display-wayland's capture (grim: 15-50 ms) runs while a thread keeps dispatching the window's
+    events (a tiling compositor shows a new window only once its configure is acknowledged); the
+    capture's frame is returned, and a connection lost meanwhile is the probe's error, not a hang."""
+    import threading
+    import time
+
+    from stress.probes.display_wayland import grab_answering
+    from stress.probes.wl_client import WaylandError
+
+    class Win:
+        def __init__(self, fail_after: int | None = None):
+            self.calls, self.during, self.fail_after = 0, 0, fail_after
+            self.capturing = threading.Event()
+
+        def dispatch(self, seconds: float) -> None:
+            self.calls += 1
+            self.during += self.capturing.is_set()
+            if self.fail_after is not None and self.calls > self.fail_after:
+                raise WaylandError("the compositor closed the connection")
+            time.sleep(seconds)
+
+    class Cap:
+        def __init__(self, win):
+            self.win = win
+
+        def grab(self, region):
+            self.win.capturing.set()
+            time.sleep(0.1)
+            self.win.capturing.clear()
+            return np.full((2, 2, 3), 7, dtype=np.uint8)
+
+    win = Win()
+    frame = grab_answering(Cap(win), {"left": 0}, win)
+    assert frame.shape == (2, 2, 3) and int(frame[0, 0, 0]) == 7
+    assert win.during >= 10, win.during                 # answered all through the 100 ms capture
+    calls = win.calls
+    time.sleep(0.05)
+    assert win.calls == calls                           # and stopped with it
+    lost = Win(fail_after=3)
+    with pytest.raises(WaylandError, match="closed the connection"):
+        grab_answering(Cap(lost), {}, lost)
