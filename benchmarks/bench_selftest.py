@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from stress.selftest.display import KINDS  # noqa: E402
 from stress.selftest.results import markdown, summarize  # noqa: E402
 
 BEGIN, END = "<!-- selftest:begin -->", "<!-- selftest:end -->"
@@ -97,7 +98,7 @@ def main() -> int:
     ap.add_argument("--clean", type=int, default=30)
     ap.add_argument("--classes", default=None)
     ap.add_argument("--jobs", type=int, default=1, help="trials at once (selftest --jobs)")
-    ap.add_argument("--display", choices=["xvfb", "sway"], default="xvfb", help="selftest --display")
+    ap.add_argument("--display", choices=KINDS, default="xvfb", help="selftest --display")
     ap.add_argument("--out", default=None)
     ap.add_argument("--from", dest="from_dirs", nargs="+", default=None,
                     help="render DIR/selftest.json (several: merged); run nothing")

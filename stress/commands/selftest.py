@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clean runs under background load (default 5; --quick 1)")
     p.add_argument("--classes", metavar="A,B", help="fault classes (default: all; 'slow' means every slow-*)")
     p.add_argument("--out", metavar="DIR", help="folder for the trials and results (default: artifacts/selftest-<time>)")
-    p.add_argument("--display", choices=["xvfb", "sway"], default="xvfb",
+    from stress.selftest.display import KINDS
+
+    p.add_argument("--display", choices=KINDS, default="xvfb",
                    help="the display selftest starts: xvfb, or sway (a real Wayland compositor, headless; "
                         "the probes reach it over Wayland only) (default: xvfb)")
     p.add_argument("--jobs", type=_count, default=None, metavar="N",

@@ -39,7 +39,6 @@ class OwnDisplay:
     proc: subprocess.Popen
     size: str = "640x480"
     pids: list[int] = field(default_factory=list)
-    kind = "xvfb"
     clients = "stress.selftest.xwin"                       # its overlay and busy-window clients
     probe_kinds = ("screenshot", "decode", "display")      # the probes of selftest's scenario on it
 
@@ -167,7 +166,6 @@ class OwnSway:
     socket: str = ""
     size: str = "640x480"
     pids: list[int] = field(default_factory=list)
-    kind = "sway"
     clients = "stress.selftest.wlwin"
     probe_kinds = ("screenshot", "decode", "display-wayland")
 
