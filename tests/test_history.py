@@ -15,6 +15,7 @@ import pytest
 from stress.errors import StressError
 from stress.history import (LEGACY_VERSION, MIGRATIONS, SCHEMA_REVISION, HistoryError, find_run, open_db,
                             parse_filter, query_runs, record_run, summarize_run, trends, try_record_run)
+from stress.history.compare import compare_runs
 from stress.journal import Journal, write_json_atomic
 from stress.rundata import build_run_json
 from tests.conftest import run_cli
@@ -27,7 +28,8 @@ def make_run(root: Path, run_id: str, *, image_times: list[float], verdict: str 
              gpu: str = "NVIDIA GeForce RTX 4090", kernel: str = "6.8.0-45-generic",
              probe_latencies: dict[tuple[str, str], list[float]] | None = None, probe_failures: int = 0,
              xids: int = 0, mem_used: list[int] | None = None, status: str = "finished", t0: float = 1.79e9,
-             gap_after: int | None = None, reports: Path | None = None, failed_images: int = 0) -> Path:
+             gap_after: int | None = None, reports: Path | None = None, failed_images: int = 0,
+             probe_metrics: dict[tuple[str, str], dict] | None = None) -> Path:
     """A run directory as the runner leaves it: journal, environment.json, run.json (and a report)."""
     rd = root / run_id
     rd.mkdir(parents=True)
@@ -44,7 +46,8 @@ def make_run(root: Path, run_id: str, *, image_times: list[float], verdict: str 
         j.append("plan", t=t, images=len(image_times) + failed_images, batches=len(image_times), steps=2)
         for (phase, kind), lats in (probe_latencies or {}).items():
             for rep, lat in enumerate(lats):
-                j.append("probe", t=t, phase=phase, kind=kind, rep=rep, status="ok", latency_s=lat, metrics={})
+                j.append("probe", t=t, phase=phase, kind=kind, rep=rep, status="ok", latency_s=lat,
+                         metrics=dict((probe_metrics or {}).get((phase, kind), {})))
         for n in range(probe_failures):
             j.append("probe", t=t, phase="after", kind="screenshot", rep=n, status="fail", latency_s=None,
                      metrics={}, reason="black frame")
@@ -108,6 +111,24 @@ def test_summary_metrics_are_derived_exactly(tmp_path):
     assert m["probe_failures"] == 3 and m["probe_failures:after"] == 3
     assert m["xid_events"] == 2 and m["gpu_mem_used_peak_bytes"] == 9 << 30 and m["load_s"] == 7.0
     assert s.report_path == str((tmp_path / "reports" / "r1" / "report.json").resolve())
+
+
+def test_a_redefined_probe_latency_is_its_own_metric_and_never_compared_with_the_old(tmp_path):
+    # display-wayland's latency was timed from the mapping commit (about 1 ms on sway) and is now timed
+    # from the connection (about 3 ms): the new one says so, and gets its own metric.
+    old = make_run(tmp_path, "old", image_times=[1.0],
+                   probe_latencies={("after", "display-wayland"): [0.001, 0.0011, 0.0009, 0.001]})
+    new = make_run(tmp_path, "new", image_times=[1.0],
+                   probe_latencies={("after", "display-wayland"): [0.003, 0.0031, 0.0029, 0.003]},
+                   probe_metrics={("after", "display-wayland"): {"latency_from": "connect"}})
+    a, b = summarize_run(old), summarize_run(new)
+    assert "probe_latency_median:after:display-wayland" in a.metrics
+    assert "probe_latency_median:after:display-wayland@connect" not in a.metrics
+    assert b.metrics["probe_latency_median:after:display-wayland@connect"] == pytest.approx(0.003)
+    assert "probe_latency_median:after:display-wayland" not in b.metrics
+    rows = {r["metric"]: r for r in compare_runs([a], [b])["metrics"]}
+    for name in ("probe_latency_median:after:display-wayland", "probe_latency_median:after:display-wayland@connect"):
+        assert rows[name]["basis"] == "one side only" and not rows[name]["significant"], rows[name]
 
 
 def test_summary_of_an_interrupted_run_and_a_non_run(tmp_path):

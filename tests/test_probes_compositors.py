@@ -150,6 +150,12 @@ def test_every_probe_kind_passes_on_a_healthy_compositor(desktop, run):
         e = got[("display-wayland", 0)]
         # The window was found where the compositor put it, and it went away once closed.
         assert e["metrics"]["mismatch_fraction"] == 0 and e["metrics"]["hidden_s"] is not None
+        # The latency is the whole new window's: from the connection, so it holds the window's set-up and
+        # the mapping commit's round trip, and the part from the commit on (the old latency) inside it.
+        m = e["metrics"]
+        assert m["latency_from"] == "connect"
+        assert e["latency_s"] >= m["setup_s"] + m["mapped_s"] - 1e-6
+        assert 0 < m["commit_visible_s"] <= e["latency_s"] - m["setup_s"] + 1e-6
         if name == "weston":   # weston sends wp_presentation feedback: when that frame reached the screen
             assert 0 < e["metrics"]["presented_s"] < 1.0
     if "screenshot" in kinds:

@@ -174,6 +174,11 @@ def summarize_run(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     probe_fail: dict[str, int] = {}
     for ev in rec.probes:
         key = f"{ev.get('phase')}:{ev.get('kind')}"
+        # A kind whose latency was redefined says from where it times (display-wayland: "connect"); its
+        # medians get their own metric, so a trend or compare never sets one definition against another.
+        since = (ev.get("metrics") or {}).get("latency_from") if isinstance(ev.get("metrics"), dict) else None
+        if isinstance(since, str) and since:
+            key += f"@{since}"
         if ev.get("status") == "ok" and finite(ev.get("latency_s")) is not None:
             probe_lat.setdefault(key, []).append(float(ev["latency_s"]))
         elif ev.get("status") in ("fail", "timeout", "error"):

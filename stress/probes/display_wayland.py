@@ -5,10 +5,16 @@ session's screenshot backend (grim, weston's or KWin's screenshooter, the portal
 Unlike the ``display`` kind (Tk on X11 or Xwayland), this window goes through the compositor's own
 Wayland path. A Wayland client cannot choose where its window goes, so the probe finds the window in
 the captured desktop by the seeded noise at the bottom of what it shows (different for every probe,
-so a stale frame of an earlier probe can never match), then compares the whole window there. The
-latency runs from the commit that maps the window (connection, buffer and configure are set up
-before: ``setup_s``) to the start of the first capture that shows it matching (the capture's own
-duration, ``capture_s``, is the screenshot probe's concern). Where the compositor sends
+so a stale frame of an earlier probe can never match), then compares the whole window there.
+
+The latency is a whole new window's (``latency_from: "connect"``): from the connection to the
+compositor (its pixels are painted before) through the registry, the configure the compositor sends,
+the commit that maps it and its sync, to the start of the first capture that shows it matching (the
+capture's own duration, ``capture_s``, is the screenshot probe's concern). Its parts are kept:
+``setup_s`` (connection to configured), ``mapped_s`` (the mapping commit's sync), ``commit_visible_s``
+(that commit to the matching capture: the latency of gpu-stress before 2026-12, a single round trip
+of 0.4-1 ms on sway, short enough to fit between two stops of a slowed compositor and measure nothing:
+docs/validation.md, fifth and sixth rounds). Where the compositor sends
 ``wp_presentation`` feedback, the time from that commit to the presented frame is recorded too
 (``presented_s``; weston 10 does, sway 1.7 headless and KWin 5.27 here do not). Then the window is
 closed and its place must stop showing it (a frozen compositor keeps showing it).
@@ -26,6 +32,9 @@ from stress.probes.display import WINDOW_TITLE, _keep_triptych, expected_image
 from stress.probes.wl_client import WaylandError, Window, socket_path
 
 MAX_CANDIDATES = 256
+# What the latency is timed from (kept in every result; history keys the metric by it, so that the
+# medians of the earlier definition, from the mapping commit, are never compared with these).
+LATENCY_FROM = "connect"
 
 
 def grab_answering(cap, region, win: Window) -> np.ndarray:
@@ -100,10 +109,10 @@ def probe(ctx: ProbeContext) -> dict:
         if stale_at is not None:   # cannot happen unless the screen shows a frame of this very probe
             return result("fail", reason="the probe's pattern was on screen before its window was mapped",
                           stale=True, at=list(stale_at), backend=cap.name)
-        t0 = time.perf_counter()
         try:
             win = Window(path, expected, title=WINDOW_TITLE, timeout=max(0.5, min(cfg.display_wait, ctx.remaining())),
                          show=False)
+            t0 = win.started
             setup_s = time.perf_counter() - t0
             t_show = time.perf_counter()
             win.show()
@@ -124,7 +133,8 @@ def probe(ctx: ProbeContext) -> dict:
                 if cmp["fraction"] <= cfg.mismatch_threshold:
                     # When the capture that showed it *started*: the pixels were on screen by then. The
                     # capture's own duration (tens of ms for a whole desktop) is the screenshot probe's.
-                    visible_s = t_grab - t_show
+                    visible_s = t_grab - t0
+                    commit_visible_s = t_grab - t_show
                     capture_s = time.perf_counter() - t_grab
                     break
             if time.perf_counter() >= deadline:
@@ -137,7 +147,7 @@ def probe(ctx: ProbeContext) -> dict:
             while win.presented is None and not win.discarded and time.monotonic() < stop:
                 win.dispatch(0.01)
             presented_s = win.presentation_s()
-        metrics: dict = {"backend": cap.name, "source": source, "size": f"{w}x{h}",
+        metrics: dict = {"backend": cap.name, "source": source, "size": f"{w}x{h}", "latency_from": LATENCY_FROM,
                          "presented_s": None if presented_s is None else round(presented_s, 6),
                          "at": None if at is None else list(at), "polls": polls, "setup_s": round(setup_s, 6),
                          "mapped_s": round(mapped_s, 6),
@@ -173,12 +183,12 @@ def probe(ctx: ProbeContext) -> dict:
                 break
             time.sleep(0.002)
         metrics.update(mismatch=False, hidden_s=None if hidden_s is None else round(hidden_s, 6),
-                       capture_s=round(capture_s, 6))
+                       capture_s=round(capture_s, 6), commit_visible_s=round(commit_visible_s, 6))
         if hidden_s is None:
             metrics["stale"] = True
             return result("fail", visible_s, "the window stayed on screen after it was closed "
                           f"(stale frame for {hide_deadline - t_hide:.1f} s)", **metrics)
-        # One definition for every probe of a run: the start of the matching capture. The compositor's
+        # One definition for every probe of a run: connection to the start of the matching capture. The compositor's
         # own presentation time, where it gives one, is kept beside it (not every frame gets one in time).
         return result("ok", visible_s, None, **metrics)
     except CaptureError as exc:

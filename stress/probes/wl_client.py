@@ -141,17 +141,31 @@ class Globals:
         return oid
 
 
-def shm_buffer(c: Connection, shm: int, rgb: np.ndarray, keep: bool = False) -> tuple[int, mmap.mmap | None]:
+def shm_memory(rgb: np.ndarray) -> tuple[int, mmap.mmap]:
+    """A memfd holding ``rgb`` ((H, W, 3) uint8) as XRGB8888, and its mapping: the client-side half of
+    a ``wl_shm`` buffer, which needs no connection (a probe makes it before it starts timing)."""
+    h, w = rgb.shape[:2]
+    fd = os.memfd_create("stress-wl", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, w * 4 * h)
+        mem = mmap.mmap(fd, w * 4 * h)
+        paint(mem, rgb)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, mem
+
+
+def shm_buffer(c: Connection, shm: int, rgb: np.ndarray, keep: bool = False,
+               memory: tuple[int, mmap.mmap] | None = None) -> tuple[int, mmap.mmap | None]:
     """A ``wl_buffer`` (XRGB8888) holding ``rgb`` ((H, W, 3) uint8); ``keep``: also its memory, mapped
-    (a client that redraws writes there: :func:`paint`), else None."""
+    (a client that redraws writes there: :func:`paint`), else None. ``memory``: what
+    :func:`shm_memory` already made for ``rgb`` (its fd is closed here)."""
     h, w = rgb.shape[:2]
     stride = w * 4
     size = stride * h
-    fd = os.memfd_create("stress-wl", os.MFD_CLOEXEC)
+    fd, mem = memory if memory is not None else shm_memory(rgb)
     try:
-        os.ftruncate(fd, size)
-        mem = mmap.mmap(fd, size)
-        paint(mem, rgb)
         pool = c.new_id("wl_shm_pool")
         c.request(shm, 0, struct.pack("<Ii", pool, size), fds=[fd])
     finally:
@@ -179,18 +193,31 @@ class Window:
 
     def __init__(self, path: str, rgb: np.ndarray, title: str = "stress-probe", timeout: float = 5.0,
                  show: bool = True):
-        deadline = time.monotonic() + timeout
         self._timeout = timeout
-        self.conn = c = Connection(path, timeout)
+        memory = shm_memory(rgb)        # the pixels are painted before the connection exists
+        # perf_counter when the connection began: a new window's latency (display-wayland) runs from here.
+        self.started = time.perf_counter()
+        deadline = time.monotonic() + timeout
         try:
-            self._setup(c, rgb, title, deadline)
+            self.conn = c = Connection(path, timeout)
+        except BaseException:
+            os.close(memory[0])
+            memory[1].close()
+            raise
+        self._memory: tuple[int, mmap.mmap] | None = memory     # until its buffer is made (which closes the fd)
+        try:
+            self._setup(c, rgb, title, deadline, memory)
             if show:
                 self.show()
         except BaseException:
             c.close()
+            if self._memory is not None:
+                os.close(memory[0])
+                memory[1].close()
             raise
 
-    def _setup(self, c: Connection, rgb: np.ndarray, title: str, deadline: float) -> None:
+    def _setup(self, c: Connection, rgb: np.ndarray, title: str, deadline: float,
+               memory: tuple[int, mmap.mmap]) -> None:
         g = Globals(c, deadline)
         g.require("wl_compositor", "wl_shm", "xdg_wm_base")
         compositor, shm, self.wm_base = g.bind("wl_compositor", 4), g.bind("wl_shm", 1), g.bind("xdg_wm_base", 1)
@@ -203,7 +230,8 @@ class Window:
         self.discarded = False
         self.committed: float | None = None    # the commit that mapped the window, same clock
         h, w = rgb.shape[:2]
-        buffer, _ = shm_buffer(c, shm, rgb)
+        self._memory = None
+        buffer, _ = shm_buffer(c, shm, rgb, memory=memory)
         self.surface = c.new_id("wl_surface")
         c.request(compositor, 0, struct.pack("<I", self.surface))
         self.xdg_surface = c.new_id("xdg_surface")
