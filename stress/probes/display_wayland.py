@@ -35,6 +35,12 @@ MAX_CANDIDATES = 256
 # What the latency is timed from (kept in every result; history keys the metric by it, so that the
 # medians of the earlier definition, from the mapping commit, are never compared with these).
 LATENCY_FROM = "connect"
+# How long a probe waits, once its window matched, for the compositor's wp_presentation feedback. The
+# frame that showed the window was already composed, so the feedback is due within a frame or two
+# (headless weston 10 here: 23-42 ms after the mapping commit, 10 windows); sway 1.7 offers
+# wp_presentation but its headless output never answered (10 of 10 waited the full second), and
+# the earlier 1 s wait was most of every display-wayland probe's wall time there (1.1 s a probe).
+PRESENTATION_WAIT_S = 0.25
 
 
 def grab_answering(cap, region, win: Window) -> np.ndarray:
@@ -143,7 +149,7 @@ def probe(ctx: ProbeContext) -> dict:
 
         presented_s = None
         if visible_s is not None and win.presentation is not None:
-            stop = time.monotonic() + max(0.05, min(1.0, ctx.remaining()))
+            stop = time.monotonic() + max(0.0, min(PRESENTATION_WAIT_S, ctx.remaining()))
             while win.presented is None and not win.discarded and time.monotonic() < stop:
                 win.dispatch(0.01)
             presented_s = win.presentation_s()
