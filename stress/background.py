@@ -32,7 +32,9 @@ def can_fork() -> bool:
 class Background:
     """``fn()`` computed beside the caller; ``result()`` is its value (computed here if need be)."""
 
-    def __init__(self, fn: Callable[[], Any], *, scratch: Path | None = None) -> None:
+    def __init__(self, fn: Callable[[], Any], *, scratch: Path | None = None,
+                 in_child: Callable[[], None] | None = None) -> None:
+        """``in_child``: run in the forked child before ``fn`` (never in the caller's fallback)."""
         self.fn = fn
         self.pid: int | None = None
         self.path: Path | None = None
@@ -69,6 +71,8 @@ class Background:
                 die_with_parent()                   # the parent stopped waiting for good: so does the child
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                if in_child is not None:
+                    in_child()
                 value = fn()
                 with open(name, "wb") as fh:
                     pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)

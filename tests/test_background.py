@@ -32,6 +32,17 @@ def test_the_value_comes_from_a_child(tmp_path, monkeypatch):
     assert _leftovers(tmp_path) == []
 
 
+def test_in_child_runs_in_the_child_only(monkeypatch):
+    seen: list[int] = []
+    job = Background(lambda: seen[:], in_child=lambda: seen.append(os.getpid()))
+    got = job.result()
+    assert len(got) == 1 and got[0] != os.getpid()      # it ran in the child, before fn
+    assert seen == []                                    # never here
+    monkeypatch.setenv("STRESS_FORK", "0")
+    here = Background(lambda: seen[:], in_child=lambda: seen.append(os.getpid()))
+    assert here.result() == [] and seen == []            # the caller's fallback does not run it
+
+
 def test_no_fork_when_another_thread_runs(monkeypatch):
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)

@@ -12,7 +12,6 @@ Importing this package is cheap; torch and diffusers are imported when a plan is
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -80,7 +79,7 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
               traced_steps: int = 1, progress: Callable[[str], None] | None = None) -> dict:
     """Plan a scenario (see the module docstring). ``gpu``: a :class:`~stress.memory.gpu.GpuMemory`
     (None: unknown); ``overhead``: an :class:`~stress.memory.overhead.OverheadModel`."""
-    from stress.memory.accounting import count_prompts, import_counters
+    from stress.memory.accounting import count_prompts, import_counters, one_torch_thread
     from stress.memory.gpu import GpuMemory
     from stress.memory.overhead import OverheadModel
     from stress.memory.predict import predict
@@ -97,13 +96,7 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
 
     base, refiner = _architectures(sc, base_dir)
 
-    parent = os.getpid()
-
     def counted() -> dict:
-        if os.getpid() != parent:   # the forked child (the fallback runs here: nothing to change then)
-            import torch
-
-            torch.set_num_threads(1)   # no OpenMP pool across a fork; the counts need none
         with quiet_libraries():
             return count_prompts(sc, base, base_dir)
 
@@ -111,7 +104,7 @@ def make_plan(sc: Scenario, base_dir: Path | None = None, *, gpu: Any = None, ov
     # process while the networks are built here: they do not depend on the prompts; the traces do.
     with quiet_libraries():
         import_counters()
-    counting = Background(counted)
+    counting = Background(counted, in_child=one_torch_thread)
     try:
         say(f"building {sc.model.base}" + (f" + {sc.model.refiner}" if refiner else "") + " on the meta device")
         tracer = _tracer(base, refiner, _settings_for(sc, None, traced_steps))

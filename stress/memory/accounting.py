@@ -126,6 +126,14 @@ def _compel_counter(tokenizer: Any) -> Callable[[list[str], list[float]], tuple[
     return count
 
 
+def one_torch_thread() -> None:
+    """For a child forked to count or trace (``Background(..., in_child=one_torch_thread)``): no
+    OpenMP pool across a fork; meta tensors and token counts compute nothing that needs one."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def import_counters() -> None:
     """Import what :func:`count_prompts` uses (compel's provider, which loads transformers' CLIP
     modules, and the tokenizers), so that a process forked to count (make_plan) does not import

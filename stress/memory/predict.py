@@ -29,7 +29,7 @@ from typing import Any, Callable, NamedTuple
 from stress.background import Background
 
 from stress.plan import base_steps_run, expand, refiner_steps_run
-from stress.memory.accounting import attention_totals, img2img_steps_run
+from stress.memory.accounting import attention_totals, img2img_steps_run, one_torch_thread
 from stress.memory.measured import stage_peaks
 from stress.memory.overhead import MiB, CachingAllocatorModel, OverheadModel
 from stress.scenario import Scenario
@@ -149,11 +149,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
     parent = os.getpid()
 
     def trace_and_replay(keys: list[tuple[int, int]], *, child: bool) -> dict:
-        child = child and os.getpid() != parent   # the fallback runs it here: nothing to change then
-        if child:
-            import torch
-
-            torch.set_num_threads(1)   # meta tensors compute nothing; no thread pool across a fork
+        child = child and os.getpid() != parent   # the fallback runs it here: it says what it traces then
         out = {}
         for w, h in keys:
             t1 = time.perf_counter()
@@ -176,7 +172,7 @@ def predict(sc: Scenario, tracer: Any, prompts: dict, gpu: Any, overhead: Overhe
         return out
 
     theirs = balanced_half(order)
-    job = Background(lambda: trace_and_replay(theirs, child=True))
+    job = Background(lambda: trace_and_replay(theirs, child=True), in_child=one_torch_thread)
     try:
         done = trace_and_replay([k for k in order if k not in theirs], child=False)
         there = job.result()
