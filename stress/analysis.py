@@ -95,7 +95,16 @@ def _summary(evs: list[dict], kind: str) -> dict:
                     "unit": "s/MP" if kind == "decode" else "s", "n": len(lat),
                     "median": statistics.median(lat) if lat else None},
         "_lat": lat, "_cats": cats,
+        # what each latency is timed from (metrics.latency_from; None for a kind never redefined)
+        "_basis": sorted({str(b) for e in evs if e.get("status") == "ok"
+                          for b in [(e.get("metrics") or {}).get("latency_from")] if b is not None}),
     }
+
+
+def _bases_differ(s: dict, b: dict) -> bool:
+    """Whether a phase's latencies and baseline's were timed from different points: a run resumed
+    across an upgrade that redefined the kind's latency (display-wayland, 2026-12). Never compared."""
+    return bool(s["_lat"] and b["_lat"]) and s["_basis"] != b["_basis"]
 
 
 def needed_repetitions(alpha: float) -> int:
@@ -158,7 +167,7 @@ def borderline_kinds(probes: list[dict], phase: str, config: ProbesConfig) -> di
         if ph != phase or (BASELINE, kind) not in by:
             continue
         s, b = _summary(evs, kind), _summary(by[(BASELINE, kind)], kind)
-        if any(s["_cats"][c] and not b["_cats"][c] for c in CATEGORIES):
+        if any(s["_cats"][c] and not b["_cats"][c] for c in CATEGORIES) or _bases_differ(s, b):
             continue
         cmp = compare_latency(s["_lat"], b["_lat"], config)
         if borderline(cmp):
@@ -399,6 +408,13 @@ def verdict(events: list[dict], config: ProbesConfig, *, workload_failed: bool =
                 if s["_cats"][cat] and not b["_cats"][cat]:
                     s["regressions"].append(cat)
                     regress.append(_category_sentence(phase, kind, cat, s["_cats"][cat], n, config))
+            if _bases_differ(s, b):
+                def said(basis: list[str]) -> str:
+                    return " and ".join(basis) if basis else "the older definition"
+                unsure.append(f"{phase}: {label} latencies were timed from {said(s['_basis'])}, baseline's from "
+                              f"{said(b['_basis'])} (the run was resumed after an upgrade that redefined "
+                              "them), so its latency was not compared")
+                continue
             cmp = compare_latency(s["_lat"], b["_lat"], config)
             cmp["repeats"] = max(r if isinstance(r := e.get("repeat"), int) else 0 for e in by[phase][kind])
             s.update({k: v for k, v in cmp.items() if k not in ("median",)})

@@ -441,3 +441,27 @@ def test_the_cpu_pressure_share_of_a_phase_comes_from_the_host_samples_in_its_wi
     assert ctx["cpu_pressure"]["after-exit"] == pytest.approx(0.6, abs=0.01)
     assert ctx["load"] == {"baseline": 1.0, "after-exit": 1.0}
     assert "cpu_pressure" not in _context(record(False))
+
+
+def test_latencies_timed_from_different_points_are_never_compared():
+    # A run resumed across the upgrade that redefined display-wayland's latency: baseline from the
+    # mapping commit (about 1 ms on sway), later phases from the connection (about 3 ms).
+    cfg = ProbesConfig(kinds=["screenshot", "display-wayland"])
+    kinds = ("screenshot", "display-wayland")
+    base = healthy("baseline", kinds=kinds, lat={"display-wayland": [0.0010, 0.0011, 0.0009, 0.0010, 0.0012]})
+    later = healthy("after", kinds=kinds, lat={"display-wayland": [0.0030, 0.0031, 0.0029, 0.0032, 0.0030]})
+    for e in later:
+        if e["kind"] == "display-wayland":
+            e["metrics"]["latency_from"] = "connect"
+    v = verdict(base + later, cfg)
+    assert v["verdict"] == "inconclusive", v["reasons"]
+    assert v["reasons"] == ["after: Wayland display round trip latencies were timed from connect, baseline's from "
+                            "the older definition (the run was resumed after an upgrade that redefined them), so "
+                            "its latency was not compared"]
+    # The same latencies with one definition on both sides: the 3x slowdown is found (the rule can fail).
+    for e in base:
+        if e["kind"] == "display-wayland":
+            e["metrics"]["latency_from"] = "connect"
+    v = verdict(base + later, cfg)
+    assert v["verdict"] == "reproduced"
+    assert v["reasons"][0].startswith("after: Wayland display round trip latency median 3 ms vs 1 ms at baseline")

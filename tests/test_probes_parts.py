@@ -200,3 +200,30 @@ def test_the_wayland_window_answers_its_compositor_while_a_capture_runs():
     lost = Win(fail_after=3)
     with pytest.raises(WaylandError, match="closed the connection"):
         grab_answering(Cap(lost), {}, lost)
+
+
+def test_a_buffer_that_cannot_reach_the_compositor_leaves_no_fd_or_mapping(tmp_path):
+    import socket
+
+    from stress.probes.wl_client import Connection, WaylandError, shm_buffer, shm_memory
+
+    path = str(tmp_path / "wayland-0")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        c = Connection(path, timeout=1.0)
+        peer, _ = server.accept()
+        peer.close()                                  # the compositor went away
+        before = set(os.listdir("/proc/self/fd"))
+        rgb = make_pattern(64, 64, 3)
+        memory = shm_memory(rgb)
+        with pytest.raises(WaylandError, match="connection lost"):
+            for _ in range(50):                       # the first sends may still be buffered
+                shm_buffer(c, 2, rgb, memory=memory)
+                memory = shm_memory(rgb)
+        assert memory[1].closed                       # its mapping is unmapped, and its fd closed:
+        assert set(os.listdir("/proc/self/fd")) == before
+        c.close()
+    finally:
+        server.close()

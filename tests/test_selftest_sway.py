@@ -168,6 +168,14 @@ def test_reduced_real_selftest_on_sway(tmp_path, model_cache):
     scenario = json.loads((Path(run_dir) / "scenario.resolved.json").read_text())
     assert scenario["probes"]["kinds"] == ["screenshot", "decode", "display-wayland"]
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The benchmark that judges such trials again with display-wayland's old latency definition reads
+    # them: both faults are failures, not slowdowns, so both definitions detect both.
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rejudge_wayland_latency.py"), str(out)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:4] for line in r.stdout.splitlines()
+            if line.startswith("| frozen") or line.startswith("| restart")}
+    assert rows == {"frozen": ["1", "1", "1"], "restart": ["1", "1", "1"]}, r.stdout
 
 
 def test_selftest_without_sway_is_one_clear_line(tmp_path):

@@ -146,11 +146,14 @@ def shm_memory(rgb: np.ndarray) -> tuple[int, mmap.mmap]:
     a ``wl_shm`` buffer, which needs no connection (a probe makes it before it starts timing)."""
     h, w = rgb.shape[:2]
     fd = os.memfd_create("stress-wl", os.MFD_CLOEXEC)
+    mem = None
     try:
         os.ftruncate(fd, w * 4 * h)
         mem = mmap.mmap(fd, w * 4 * h)
         paint(mem, rgb)
     except BaseException:
+        if mem is not None:
+            mem.close()
         os.close(fd)
         raise
     return fd, mem
@@ -160,7 +163,7 @@ def shm_buffer(c: Connection, shm: int, rgb: np.ndarray, keep: bool = False,
                memory: tuple[int, mmap.mmap] | None = None) -> tuple[int, mmap.mmap | None]:
     """A ``wl_buffer`` (XRGB8888) holding ``rgb`` ((H, W, 3) uint8); ``keep``: also its memory, mapped
     (a client that redraws writes there: :func:`paint`), else None. ``memory``: what
-    :func:`shm_memory` already made for ``rgb`` (its fd is closed here)."""
+    :func:`shm_memory` already made for ``rgb``: its fd is closed here, and its mapping too when this fails."""
     h, w = rgb.shape[:2]
     stride = w * 4
     size = stride * h
@@ -168,11 +171,14 @@ def shm_buffer(c: Connection, shm: int, rgb: np.ndarray, keep: bool = False,
     try:
         pool = c.new_id("wl_shm_pool")
         c.request(shm, 0, struct.pack("<Ii", pool, size), fds=[fd])
+        buffer = c.new_id("wl_buffer")
+        c.request(pool, 0, struct.pack("<IiiiiI", buffer, 0, w, h, stride, WL_SHM_FORMAT_XRGB8888))
+        c.request(pool, 1)   # destroy the pool; the buffer keeps the memory
+    except BaseException:
+        mem.close()
+        raise
     finally:
-        os.close(fd)
-    buffer = c.new_id("wl_buffer")
-    c.request(pool, 0, struct.pack("<IiiiiI", buffer, 0, w, h, stride, WL_SHM_FORMAT_XRGB8888))
-    c.request(pool, 1)   # destroy the pool; the buffer keeps the memory
+        os.close(fd)     # the compositor holds its own copy of the fd once sent
     if not keep:
         mem.close()
         return buffer, None
