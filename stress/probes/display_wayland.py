@@ -13,8 +13,9 @@ the commit that maps it and its sync, to the start of the first capture that sho
 capture's own duration, ``capture_s``, is the screenshot probe's concern). Its parts are kept:
 ``setup_s`` (connection to configured), ``mapped_s`` (the mapping commit's sync), ``commit_visible_s``
 (that commit to the matching capture: the latency of gpu-stress before 2026-12, a single round trip
-of 0.4-1 ms on sway, short enough to fit between two stops of a slowed compositor and measure nothing:
-docs/validation.md, fifth and sixth rounds). Where the compositor sends
+of 0.4-1 ms on sway, which is slowed or not by a compositor stopped for most of every few
+milliseconds depending on where it falls between two stops: 3/10 and 2/10, then 9/10 and 8/10 of
+slow-light and slow-medium detected; docs/validation.md, fifth and sixth rounds). Where the compositor sends
 ``wp_presentation`` feedback, the time from that commit to the presented frame is recorded too
 (``presented_s``; weston 10 does, sway 1.7 headless and KWin 5.27 here do not). Then the window is
 closed and its place must stop showing it (a frozen compositor keeps showing it).
