@@ -60,8 +60,16 @@ def _as_commit(rec) -> bool:
 
 def main(dirs: list[str]) -> int:
     rows: dict[str, dict] = {}
+    if not dirs:
+        print("usage: rejudge_wayland_latency.py SELFTEST_DIR [SELFTEST_DIR...]", file=sys.stderr)
+        return 2
     for d in dirs:
-        doc = json.loads((Path(d) / "selftest.json").read_text())
+        try:
+            doc = json.loads((Path(d) / "selftest.json").read_text())
+        except (OSError, ValueError) as exc:
+            print(f"{d}: no readable selftest.json ({exc}); give a folder `gpu-stress selftest` wrote",
+                  file=sys.stderr)
+            return 2
         for t in doc["trials"]:
             name = t["fault"]
             run = _run_dir(Path(d), t)

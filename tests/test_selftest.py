@@ -410,3 +410,14 @@ def test_background_load_and_window_clients_run_as_modules_and_end(tmp_path):
     for module in ("stress.selftest.xwin", "stress.selftest.wlwin", "stress.selftest.load", "stress.selftest.stopper"):
         r = subprocess.run([sys.executable, "-m", module, "nonsense"], capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and r.stderr.strip().startswith("usage:") and "Traceback" not in r.stderr
+
+
+def test_rejudge_wayland_latency_bad_folder_is_one_line(tmp_path):
+    """The benchmark that re-judges sway trials, given a folder selftest did not write: exit 2, one line."""
+    script = ROOT / "benchmarks" / "rejudge_wayland_latency.py"
+    (tmp_path / "selftest.json").write_text("{not json")
+    for folder in (tmp_path / "missing", tmp_path):
+        r = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"{folder}: no readable selftest.json"), r.stderr
