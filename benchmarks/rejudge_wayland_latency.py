@@ -59,10 +59,10 @@ def _as_commit(rec) -> bool:
 
 
 def main(dirs: list[str]) -> int:
-    rows: dict[str, dict] = {}
     if not dirs:
         print("usage: rejudge_wayland_latency.py SELFTEST_DIR [SELFTEST_DIR...]", file=sys.stderr)
         return 2
+    rows: dict[str, dict] = {}
     for d in dirs:
         try:
             doc = json.loads((Path(d) / "selftest.json").read_text())
@@ -82,8 +82,8 @@ def main(dirs: list[str]) -> int:
             phases = [t.get("phase") or fault.phase] if fault else ["after", "after-exit"]
             row = rows.setdefault(name, {"trials": 0, "connect": 0, "commit": 0, "r_connect": [], "r_commit": []})
             row["trials"] += 1
+            rec = fold(run / "journal.jsonl")     # folded once: judged as recorded, then with commit_visible_s
             for label in ("connect", "commit"):
-                rec = fold(run / "journal.jsonl")
                 if label == "commit" and not _as_commit(rec):
                     print(f"{run}: a display-wayland probe has no commit_visible_s (made before 2026-12?)")
                     return 2

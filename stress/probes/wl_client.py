@@ -201,22 +201,20 @@ class Window:
                  show: bool = True):
         self._timeout = timeout
         memory = shm_memory(rgb)        # the pixels are painted before the connection exists
+        # Ours until shm_buffer takes it (it closes the fd, and the mapping if it fails).
+        self._memory: tuple[int, mmap.mmap] | None = memory
         # perf_counter when the connection began: a new window's latency (display-wayland) runs from here.
         self.started = time.perf_counter()
         deadline = time.monotonic() + timeout
+        c = None
         try:
             self.conn = c = Connection(path, timeout)
-        except BaseException:
-            os.close(memory[0])
-            memory[1].close()
-            raise
-        self._memory: tuple[int, mmap.mmap] | None = memory     # until its buffer is made (which closes the fd)
-        try:
             self._setup(c, rgb, title, deadline, memory)
             if show:
                 self.show()
         except BaseException:
-            c.close()
+            if c is not None:
+                c.close()
             if self._memory is not None:
                 os.close(memory[0])
                 memory[1].close()
